@@ -1,0 +1,74 @@
+// Package alert decodes Alertmanager's webhook notification and decides which of its alerts
+// ask for a rollback. It knows nothing about Kubernetes.
+package alert
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Message is the body Alertmanager's webhook receiver POSTs (notify/webhook, version "4").
+// Fields Alertmanager adds in later versions (notification_reason, routeLabels, ...) are
+// ignored, so a newer Alertmanager does not break delivery.
+type Message struct {
+	Version           string            `json:"version"`
+	GroupKey          string            `json:"groupKey"`
+	TruncatedAlerts   int               `json:"truncatedAlerts"`
+	Receiver          string            `json:"receiver"`
+	Status            string            `json:"status"`
+	Alerts            []Alert           `json:"alerts"`
+	GroupLabels       map[string]string `json:"groupLabels"`
+	CommonLabels      map[string]string `json:"commonLabels"`
+	CommonAnnotations map[string]string `json:"commonAnnotations"`
+	ExternalURL       string            `json:"externalURL"`
+}
+
+// Alert is one alert of a notification.
+type Alert struct {
+	Status       string            `json:"status"`
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt"`
+	GeneratorURL string            `json:"generatorURL"`
+	Fingerprint  string            `json:"fingerprint"`
+}
+
+// Firing reports whether the alert is still active; resolved alerts never cause an undo.
+func (a Alert) Firing() bool { return a.Status == "firing" }
+
+// Name is the alert's alertname label.
+func (a Alert) Name() string { return a.Labels["alertname"] }
+
+// ID identifies one occurrence of an alert: the same alert firing again later (a new
+// startsAt) is a new occurrence and may cause a new undo, while Alertmanager's re-sends and
+// an HA pair's duplicates of one occurrence share the ID. Alertmanager always sends a
+// fingerprint; for other senders it is derived from the labels the same way for every copy.
+func (a Alert) ID() string {
+	fp := a.Fingerprint
+	if fp == "" {
+		fp = labelsFingerprint(a.Labels)
+	}
+	return fp + "@" + strconv.FormatInt(a.StartsAt.Unix(), 10)
+}
+
+func labelsFingerprint(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,155 @@
+package function
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sre-kit/alert-rollback/alert"
+)
+
+// config is every setting, read from the map Start receives (the process environment under
+// func and cmd/rollback), so tests hand settings in without touching globals.
+type config struct {
+	authToken            string
+	allowUnauthenticated bool
+	match                alert.Matcher
+	// namespaces allowed; "*" allows all; empty means only the function's own.
+	namespaces     []string
+	maxBodyBytes   int64
+	cooldown       time.Duration
+	maxTargets     int
+	dryRun         bool
+	apiTimeout     time.Duration
+	requestTimeout time.Duration
+	qps            float32
+	burst          int
+}
+
+// Defaults, documented in the README.
+const (
+	defaultMaxBodyBytes = 1 << 20
+	defaultCooldown     = 10 * time.Minute
+	defaultMaxTargets   = 10
+	defaultAPITimeout   = 5 * time.Second
+	// func's HTTP server has a 30 s write timeout: answer well inside it.
+	defaultRequestTimeout = 20 * time.Second
+	defaultQPS            = 50
+	defaultBurst          = 100
+)
+
+// errConfig marks a setting the function cannot start with.
+var errConfig = errors.New("invalid configuration")
+
+func parseConfig(env map[string]string) (config, error) {
+	c := config{
+		maxBodyBytes:   defaultMaxBodyBytes,
+		cooldown:       defaultCooldown,
+		maxTargets:     defaultMaxTargets,
+		apiTimeout:     defaultAPITimeout,
+		requestTimeout: defaultRequestTimeout,
+		qps:            defaultQPS,
+		burst:          defaultBurst,
+	}
+	var errs []error
+	check := func(name string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+
+	c.authToken = strings.TrimSpace(env["ROLLBACK_AUTH_TOKEN"])
+	if file := env["ROLLBACK_AUTH_TOKEN_FILE"]; file != "" {
+		if c.authToken != "" {
+			check("ROLLBACK_AUTH_TOKEN_FILE", errors.New("set either it or ROLLBACK_AUTH_TOKEN, not both"))
+		}
+		b, err := os.ReadFile(file)
+		check("ROLLBACK_AUTH_TOKEN_FILE", err)
+		c.authToken = strings.TrimSpace(string(b))
+		if err == nil && c.authToken == "" {
+			check("ROLLBACK_AUTH_TOKEN_FILE", fmt.Errorf("%s is empty", file))
+		}
+	}
+	var err error
+	c.allowUnauthenticated, err = parseBool(env, "ROLLBACK_ALLOW_UNAUTHENTICATED")
+	check("ROLLBACK_ALLOW_UNAUTHENTICATED", err)
+	if c.authToken == "" && !c.allowUnauthenticated {
+		check("ROLLBACK_AUTH_TOKEN", errors.New("no credentials configured: set ROLLBACK_AUTH_TOKEN or ROLLBACK_AUTH_TOKEN_FILE (or ROLLBACK_ALLOW_UNAUTHENTICATED=true, never in production)"))
+	}
+
+	match := alert.DefaultMatch
+	if v, ok := env["ROLLBACK_MATCH"]; ok {
+		match = v
+	}
+	c.match, err = alert.ParseMatcher(match)
+	check("ROLLBACK_MATCH", err)
+
+	for _, ns := range strings.Split(env["ROLLBACK_NAMESPACES"], ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			c.namespaces = append(c.namespaces, ns)
+		}
+	}
+
+	if v := env["ROLLBACK_MAX_BODY_BYTES"]; v != "" {
+		c.maxBodyBytes, err = strconv.ParseInt(v, 10, 64)
+		if err == nil && c.maxBodyBytes <= 0 {
+			err = errors.New("must be positive")
+		}
+		check("ROLLBACK_MAX_BODY_BYTES", err)
+	}
+	c.cooldown, err = parseDuration(env, "ROLLBACK_COOLDOWN", c.cooldown, true)
+	check("ROLLBACK_COOLDOWN", err)
+	c.apiTimeout, err = parseDuration(env, "ROLLBACK_API_TIMEOUT", c.apiTimeout, false)
+	check("ROLLBACK_API_TIMEOUT", err)
+	if v := env["ROLLBACK_MAX_TARGETS"]; v != "" {
+		c.maxTargets, err = strconv.Atoi(v)
+		if err == nil && c.maxTargets <= 0 {
+			err = errors.New("must be positive")
+		}
+		check("ROLLBACK_MAX_TARGETS", err)
+	}
+	c.dryRun, err = parseBool(env, "ROLLBACK_DRY_RUN")
+	check("ROLLBACK_DRY_RUN", err)
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("%w: %w", errConfig, err)
+	}
+	return c, nil
+}
+
+func parseBool(env map[string]string, name string) (bool, error) {
+	v := env[name]
+	if v == "" {
+		return false, nil
+	}
+	return strconv.ParseBool(v)
+}
+
+func parseDuration(env map[string]string, name string, def time.Duration, zeroOK bool) (time.Duration, error) {
+	v := env[name]
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err == nil && (d < 0 || (d == 0 && !zeroOK)) {
+		err = fmt.Errorf("%s is out of range", v)
+	}
+	return d, err
+}
+
+// allowed reports whether the function may act in namespace.
+func (c config) allowed(own string) func(string) bool {
+	return func(namespace string) bool {
+		if len(c.namespaces) == 0 {
+			return namespace == own
+		}
+		for _, ns := range c.namespaces {
+			if ns == "*" || ns == namespace {
+				return true
+			}
+		}
+		return false
+	}
+}

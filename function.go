@@ -1,0 +1,117 @@
+// Package function is an Alertmanager webhook receiver that rolls a workload back to its
+// last good revision, as `kubectl rollout undo` would, when an alert says its rollout
+// went bad. It fits Knative Functions' instanced Go HTTP contract (New, Handle, Start,
+// Stop, Ready, Alive); cmd/rollback serves the same function with
+// functions-framework-go for kservice.yaml and local runs.
+//
+// A request goes decode (decode.go) → pick targets (targets.go) → undo with guards
+// (package undo) → report (reply.go).
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"knative.dev/pkg/logging"
+
+	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/undo"
+)
+
+// Function is the rollback function. Its zero value is not usable: create it with New and
+// configure it with Start.
+type Function struct {
+	cfg      config
+	log      *zap.SugaredLogger
+	client   kubernetes.Interface
+	resolver *target.Resolver
+	undoer   *undo.Undoer
+	events   *report.Events
+	ownNamespace string
+	inflight     inflight
+	// newClient builds the Kubernetes client and finds the function's own namespace;
+	// tests replace it with a fake.
+	newClient func(config) (kubernetes.Interface, string, error)
+}
+
+// New returns an unstarted Function. func calls it once per process.
+func New() *Function {
+	return &Function{newClient: kubeClient}
+}
+
+// Start configures the function from cfg (the environment: see the README for every
+// setting) and builds its Kubernetes client, once. It refuses to start without credentials
+// for callers unless ROLLBACK_ALLOW_UNAUTHENTICATED=true.
+func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	c, err := parseConfig(cfg)
+	if err != nil {
+		return err
+	}
+	f.cfg = c
+	f.log, _ = logging.NewLogger("", "info")
+	f.log = f.log.Named("alert-rollback")
+	client, ownNamespace, err := f.newClient(c)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	f.client = client
+	f.resolver = &target.Resolver{Client: client, Timeout: c.apiTimeout, Allowed: c.allowed(ownNamespace)}
+	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, Timeout: c.apiTimeout})
+	f.events = report.NewEvents(client, "alert-rollback")
+	f.ownNamespace = ownNamespace
+	if c.authToken == "" {
+		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
+	}
+	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
+		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxTargets", c.maxTargets)
+	return nil
+}
+
+// Stop lets the notifications in flight finish (up to ctx's deadline) and refuses new ones
+// with 503, which Alertmanager retries, possibly on another replica.
+func (f *Function) Stop(ctx context.Context) error {
+	err := f.inflight.drain(ctx)
+	f.events.Shutdown()
+	if f.log != nil {
+		_ = f.log.Sync()
+	}
+	return err
+}
+
+// Ready reports whether the function can take notifications: started and not stopping.
+func (f *Function) Ready(ctx context.Context) (bool, error) {
+	if f.undoer == nil {
+		return false, errors.New("not started")
+	}
+	if f.inflight.draining() {
+		return false, errors.New("stopping")
+	}
+	return true, nil
+}
+
+// Alive reports whether the process is healthy; it has no state that can go bad.
+func (f *Function) Alive(ctx context.Context) (bool, error) { return true, nil }
+
+// Handle answers one Alertmanager notification.
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+	if !f.inflight.begin() {
+		f.fail(w, errStopping)
+		return
+	}
+	defer f.inflight.end()
+	ctx, cancel := context.WithTimeout(r.Context(), f.cfg.requestTimeout)
+	defer cancel()
+
+	in, err := f.decode(r)
+	if err != nil {
+		f.fail(w, err)
+		return
+	}
+	resp := f.rollback(ctx, in.msg)
+	f.reply(ctx, w, in, resp)
+}

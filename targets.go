@@ -1,0 +1,123 @@
+package function
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/undo"
+)
+
+// job is one undo to make: a workload and the alerts of the notification about it.
+type job struct {
+	target target.Target
+	alerts []alert.Alert
+	req    undo.Request
+}
+
+// plan is what a notification asks for.
+type plan struct {
+	jobs []*job
+	// refused holds alerts whose workload cannot be used (bad name, namespace not
+	// allowed, not found, not a rollout-able owner) and, over the blast radius, every job.
+	refused []report.Result
+	ignored int
+}
+
+// resolveParallelism bounds the target lookups in flight for one notification.
+const resolveParallelism = 8
+
+// pickTargets keeps the firing alerts that match ROLLBACK_MATCH, finds the workload each is
+// about, and groups them: several alerts about one workload make one undo. When the
+// notification names more workloads than ROLLBACK_MAX_TARGETS, nothing is undone: a
+// monitoring glitch must not roll back a fleet.
+func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
+	var p plan
+	var acted []alert.Alert
+	for _, a := range msg.Alerts {
+		if !a.Firing() || !f.cfg.match.Matches(a.Labels) {
+			p.ignored++
+			continue
+		}
+		acted = append(acted, a)
+	}
+
+	targets := make([]target.Target, len(acted))
+	errs := make([]error, len(acted))
+	sem := make(chan struct{}, resolveParallelism)
+	var wg sync.WaitGroup
+	for i, a := range acted {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ns := a.Labels["namespace"]
+			if ns == "" {
+				ns = f.ownNamespace
+			}
+			targets[i], errs[i] = f.resolver.Resolve(ctx, ns, a.Labels)
+		}()
+	}
+	wg.Wait()
+
+	byRef := map[target.Ref]*job{}
+	for i, a := range acted {
+		if errs[i] != nil {
+			r := resultFor(a, targets[i].Ref, undo.Outcome{Err: errs[i], Action: undo.ActionFor(errs[i])})
+			if r.Namespace == "" {
+				r.Namespace = a.Labels["namespace"]
+			}
+			p.refused = append(p.refused, r)
+			continue
+		}
+		j := byRef[targets[i].Ref]
+		if j == nil {
+			j = &job{target: targets[i], req: undo.Request{Ref: targets[i].Ref, Alert: a.Name()}}
+			byRef[targets[i].Ref] = j
+			p.jobs = append(p.jobs, j)
+		}
+		j.alerts = append(j.alerts, a)
+		j.req.AlertIDs = append(j.req.AlertIDs, a.ID())
+		j.req.Revisions = append(j.req.Revisions, targets[i].Revision)
+	}
+
+	if len(p.jobs) > f.cfg.maxTargets {
+		err := fmt.Errorf("%w: %d workloads, limit %d", undo.ErrTooManyTargets, len(p.jobs), f.cfg.maxTargets)
+		for _, j := range p.jobs {
+			r := resultFor(j.alerts[0], j.target.Ref, undo.Outcome{Err: err, Action: undo.ActionFor(err)})
+			r.Alerts = len(j.alerts)
+			p.refused = append(p.refused, r)
+		}
+		p.jobs = nil
+	}
+	return p
+}
+
+// resultFor reports an outcome for the alert a about the workload ref.
+func resultFor(a alert.Alert, ref target.Ref, o undo.Outcome) report.Result {
+	r := report.Result{
+		AlertName:    a.Name(),
+		Fingerprint:  a.Fingerprint,
+		Namespace:    ref.Namespace,
+		Kind:         ref.Kind,
+		Name:         ref.Name,
+		Action:       o.Action,
+		FromRevision: o.From,
+		ToRevision:   o.To,
+		DryRun:       o.DryRun,
+		Alerts:       1,
+		Retryable:    undo.Retryable(o.Err),
+	}
+	if o.Err != nil {
+		r.Reason = o.Err.Error()
+	} else {
+		r.Reason = fmt.Sprintf("rolled back from revision %d to revision %d", o.From, o.To)
+		if o.DryRun {
+			r.Reason = "dry run: would have " + r.Reason
+		}
+	}
+	return r
+}

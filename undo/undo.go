@@ -1,0 +1,257 @@
+package undo
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/sre-kit/alert-rollback/target"
+)
+
+// Request asks for one undo of one workload, on behalf of one or more alerts of a
+// notification (several alerts about one workload make one undo).
+type Request struct {
+	Ref target.Ref
+	// AlertIDs are the alert occurrences asking; each causes at most one undo, ever.
+	AlertIDs []string
+	// Revisions are the revisions the alerts were about ("" when unknown). When every one is
+	// known and none is current, the alerts are stale and nothing is done.
+	Revisions []string
+	// Alert names the first alert, for the record kept on the workload.
+	Alert string
+}
+
+// Options tune an Undoer.
+type Options struct {
+	// DryRun sends the patch with dryRun=All: the server validates it, nothing changes.
+	DryRun bool
+	// Cooldown is the least time between two undos of one workload.
+	Cooldown time.Duration
+	// Timeout bounds each API call.
+	Timeout time.Duration
+	// Backoff paces re-reads after a write conflict; its Steps bound them.
+	Backoff wait.Backoff
+	// Now is the clock, for tests.
+	Now func() time.Time
+}
+
+// Outcome is how one undo ended. Err is nil for a rollback, else it wraps one of the
+// package's sentinel errors (or the API's), and ActionFor(Err) == Action.
+type Outcome struct {
+	Action Action
+	// UID is the workload's, when it was read: events are attached to it.
+	UID      types.UID
+	Err      error
+	From, To int64
+	DryRun   bool
+}
+
+// Undoer rolls workloads back. It is safe for concurrent use.
+type Undoer struct {
+	client kubernetes.Interface
+	opts   Options
+	// locks serialises undos of one workload inside this process, so a burst of duplicate
+	// notifications costs one conflict-free write and cheap re-reads instead of a storm of
+	// conflicts. Across processes the resourceVersion precondition does the same job.
+	locks sync.Map // target.Ref -> *sync.Mutex
+}
+
+// New returns an Undoer acting through client.
+func New(client kubernetes.Interface, opts Options) *Undoer {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Backoff.Steps == 0 {
+		opts.Backoff = retry.DefaultRetry
+	}
+	return &Undoer{client: client, opts: opts}
+}
+
+// revision is one entry of a workload's rollout history, whatever its kind.
+type revision struct {
+	number int64
+	// id identifies the template: pod-template-hash, or the ControllerRevision's name.
+	id       string
+	template *corev1.PodTemplateSpec
+	// annotations are the ReplicaSet's, which kubectl copies back onto a Deployment.
+	annotations map[string]string
+	// patch is a ControllerRevision's data: the strategic merge patch that restores it.
+	patch []byte
+}
+
+// workload is what the undo needs to know of a Deployment, StatefulSet or DaemonSet.
+type workload struct {
+	ref             target.Ref
+	uid             types.UID
+	resourceVersion string
+	annotations     map[string]string
+	paused          bool
+	template        *corev1.PodTemplateSpec
+	// history is newest first.
+	history []revision
+}
+
+// kind reads and writes one kind of workload.
+type kind interface {
+	load(ctx context.Context, ns, name string) (*workload, error)
+	// restore writes the revision's template and the new state annotation, under the
+	// precondition that the workload is still at w.resourceVersion.
+	restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error
+}
+
+func (u *Undoer) kindFor(k string) (kind, error) {
+	switch k {
+	case target.Deployment:
+		return deployments{u}, nil
+	case target.StatefulSet:
+		return statefulSets{u}, nil
+	case target.DaemonSet:
+		return daemonSets{u}, nil
+	}
+	return nil, fmt.Errorf("%w: kind %q", target.ErrUnsupportedOwner, k)
+}
+
+// Undo rolls the workload back to its newest earlier revision not marked bad, unless a
+// guard says otherwise. On a write conflict it reads again and decides again, a bounded
+// number of times: the other writer may have been a copy of this very alert.
+func (u *Undoer) Undo(ctx context.Context, req Request) Outcome {
+	k, err := u.kindFor(req.Ref.Kind)
+	if err != nil {
+		return Outcome{Action: ActionFor(err), Err: err}
+	}
+	mu, _ := u.locks.LoadOrStore(req.Ref, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+
+	var out Outcome
+	err = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() error {
+		out = u.attempt(ctx, k, req)
+		return out.Err
+	})
+	if apierrors.IsConflict(err) {
+		out.Err = fmt.Errorf("conflicts exhausted after %d attempts: %w", u.opts.Backoff.Steps, err)
+	}
+	out.Action = ActionFor(out.Err)
+	out.DryRun = u.opts.DryRun
+	return out
+}
+
+func (u *Undoer) attempt(ctx context.Context, k kind, req Request) Outcome {
+	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	from, to, err := u.decide(w, req)
+	out := Outcome{UID: w.uid, From: from.number, To: to.number, Err: err}
+	if err != nil {
+		return out
+	}
+	state, _ := readState(w.annotations) // decide has checked it
+	next, err := state.after(from.id, req.AlertIDs, Record{
+		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.number, To: to.number,
+	}).encode()
+	if err != nil {
+		out.Err = err
+		return out
+	}
+	out.Err = k.restore(ctx, w, to, next, u.opts.DryRun)
+	return out
+}
+
+// decide applies the guards, in order, and picks the revision to restore: it returns the
+// current revision and the target, or the reason not to act.
+func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error) {
+	if w.annotations[OptOutAnnotation] == "true" {
+		return from, to, ErrOptOut
+	}
+	state, err := readState(w.annotations)
+	if err != nil {
+		return from, to, err
+	}
+	if state.handled(req.AlertIDs) {
+		if l := state.Last; l != nil {
+			return from, to, fmt.Errorf("%w (last rollback at %s, from revision %d to %d)", ErrAlreadyHandled, l.At.Format(time.RFC3339), l.From, l.To)
+		}
+		return from, to, ErrAlreadyHandled
+	}
+	if w.paused {
+		return from, to, ErrPaused
+	}
+	if len(w.history) == 0 {
+		return from, to, ErrNoPreviousRevision
+	}
+	from = w.history[0]
+	if stale(req.Revisions, from.id) {
+		return from, to, fmt.Errorf("%w (alert about %v, current is revision %d, %s)", ErrStale, req.Revisions, from.number, from.id)
+	}
+	if len(w.history) < 2 {
+		return from, to, ErrNoPreviousRevision
+	}
+	found := false
+	for _, r := range w.history[1:] {
+		if r.id != from.id && !slices.Contains(state.Bad, r.id) {
+			to, found = r, true
+			break
+		}
+	}
+	if !found {
+		return from, to, ErrNoGoodRevision
+	}
+	if equalIgnoreHash(to.template, w.template) {
+		return from, to, fmt.Errorf("%w (revision %d)", ErrAlreadyAtTarget, to.number)
+	}
+	if !equalIgnoreHash(from.template, w.template) {
+		return from, to, ErrRolloutPending
+	}
+	if state.Last != nil && u.opts.Cooldown > 0 {
+		if next := state.Last.At.Add(u.opts.Cooldown); u.opts.Now().Before(next) {
+			return from, to, fmt.Errorf("%w: last rollback at %s, next allowed after %s", ErrCooldown,
+				state.Last.At.Format(time.RFC3339), next.UTC().Format(time.RFC3339))
+		}
+	}
+	return from, to, nil
+}
+
+// stale reports whether the alerts were all about known revisions other than current.
+func stale(revisions []string, current string) bool {
+	if len(revisions) == 0 {
+		return false
+	}
+	for _, r := range revisions {
+		if r == "" || r == current {
+			return false
+		}
+	}
+	return true
+}
+
+// equalIgnoreHash compares pod templates as kubectl does, ignoring the pod-template-hash
+// label: the Deployment's own template never carries it, its ReplicaSets' always do, and
+// the hash of one template changes when the API adds a field.
+func equalIgnoreHash(a, b *corev1.PodTemplateSpec) bool {
+	a, b = a.DeepCopy(), b.DeepCopy()
+	delete(a.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	delete(b.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	return equality.Semantic.DeepEqual(a, b)
+}
+
+// call runs one API call under its own deadline.
+func (u *Undoer) call(ctx context.Context, f func(context.Context) error) error {
+	if u.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, u.opts.Timeout)
+		defer cancel()
+	}
+	return f(ctx)
+}
