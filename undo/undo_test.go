@@ -1,0 +1,437 @@
+package undo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/target"
+)
+
+const ns = "shop"
+
+var now = time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+
+func deployment(images ...string) (*appsv1.Deployment, []runtime.Object) {
+	d, rss := fixture.Deployment(ns, "web-front-end", images...)
+	return d, append(fixture.Objects(rss...), d)
+}
+
+// withState returns d carrying the state annotation s.
+func withState(d *appsv1.Deployment, s State) *appsv1.Deployment {
+	b, _ := json.Marshal(s)
+	d.Annotations[StateAnnotation] = string(b)
+	return d
+}
+
+func request(kind, name string, ids ...string) Request {
+	if len(ids) == 0 {
+		ids = []string{"fp1@1764118800"}
+	}
+	return Request{Ref: target.Ref{Kind: kind, Namespace: ns, Name: name}, AlertIDs: ids, Alert: "KubePodUnschedulable"}
+}
+
+func undoer(c kubernetes.Interface, dryRun bool) *Undoer {
+	return New(c, Options{Cooldown: 10 * time.Minute, Now: func() time.Time { return now }, DryRun: dryRun,
+		Backoff: wait.Backoff{Steps: 3, Duration: time.Millisecond}})
+}
+
+func image(t *testing.T, c kubernetes.Interface, kind, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	var got string
+	switch kind {
+	case target.Deployment:
+		var d *appsv1.Deployment
+		if d, err = c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			got = d.Spec.Template.Spec.Containers[0].Image
+		}
+	case target.StatefulSet:
+		var s *appsv1.StatefulSet
+		if s, err = c.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			got = s.Spec.Template.Spec.Containers[0].Image
+		}
+	case target.DaemonSet:
+		var d *appsv1.DaemonSet
+		if d, err = c.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			got = d.Spec.Template.Spec.Containers[0].Image
+		}
+	}
+	if err != nil {
+		t.Fatalf("get %s %s: %v", kind, name, err)
+	}
+	return got
+}
+
+func TestUndo(t *testing.T) {
+	stsObj, crs := fixture.StatefulSet(ns, "db", "db:v1", "db:v2", "db:v3")
+	dsObj, dcrs := fixture.DaemonSet(ns, "agent", "agent:v1", "agent:v2")
+
+	tests := []struct {
+		name      string
+		objects   func() []runtime.Object
+		req       Request
+		dryRun    bool
+		reactors  func(*fake.Clientset)
+		wantErr   error // nil: rolled back
+		wantFrom  int64
+		wantTo    int64
+		wantImage string
+		retryable bool
+	}{
+		{
+			name:     "previous revision",
+			objects:  func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
+			req:      request(target.Deployment, "web-front-end"),
+			wantFrom: 2, wantTo: 1, wantImage: "app:v1",
+		},
+		{
+			name: "five revisions go back one",
+			objects: func() []runtime.Object {
+				_, o := deployment("app:v1", "app:v2", "app:v3", "app:v4", "app:v5")
+				return o
+			},
+			req:      request(target.Deployment, "web-front-end"),
+			wantFrom: 5, wantTo: 4, wantImage: "app:v4",
+		},
+		{
+			name: "no previous revision (no ReplicaSet yet)",
+			objects: func() []runtime.Object {
+				d, _ := deployment()
+				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
+				return []runtime.Object{d}
+			},
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrNoPreviousRevision,
+			wantImage: "app:v1",
+		},
+		{
+			name:      "one revision",
+			objects:   func() []runtime.Object { _, o := deployment("app:v1"); return o },
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrNoPreviousRevision,
+			wantImage: "app:v1",
+		},
+		{
+			name: "paused",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2")
+				d.Spec.Paused = true
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrPaused,
+			wantImage: "app:v2",
+		},
+		{
+			name: "already at target",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2")
+				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrAlreadyAtTarget,
+			wantImage: "app:v1",
+		},
+		{
+			name: "controller behind: current template has no revision yet",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2")
+				d.Spec.Template = fixture.Template("web-front-end", "app:v3")
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrRolloutPending,
+			wantImage: "app:v3",
+			retryable: true,
+		},
+		{
+			name:    "not found",
+			objects: func() []runtime.Object { return nil },
+			req:     request(target.Deployment, "web-front-end"),
+			wantErr: target.ErrNotFound,
+		},
+		{
+			name: "no flip-flop: a revision rolled back from is never the target",
+			objects: func() []runtime.Object {
+				// v1 good, v2 bad (rolled back from, so v1 came back as revision 3), then
+				// v4 deployed and bad: the target skips v2 and goes to v1.
+				d, o := deployment("app:v2", "app:v1", "app:v4")
+				withState(d, State{Bad: []string{fixture.Hash("app:v2")}, Last: &Record{At: now.Add(-time.Hour)}})
+				return o
+			},
+			req:      request(target.Deployment, "web-front-end"),
+			wantFrom: 3, wantTo: 2, wantImage: "app:v1",
+		},
+		{
+			name: "every earlier revision is bad: refused",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2")
+				withState(d, State{Bad: []string{fixture.Hash("app:v1")}})
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrNoGoodRevision,
+			wantImage: "app:v2",
+		},
+		{
+			name: "the same alert again changes nothing",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v2", "app:v1")
+				withState(d, State{Handled: []string{"fp1@1764118800"}, Last: &Record{At: now.Add(-time.Hour), From: 2, To: 1}})
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end", "fp1@1764118800"),
+			wantErr:   ErrAlreadyHandled,
+			wantImage: "app:v1",
+		},
+		{
+			name:    "stale: the alert's pod is of an older revision",
+			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
+			req: func() Request {
+				r := request(target.Deployment, "web-front-end")
+				r.Revisions = []string{fixture.Hash("app:v1")}
+				return r
+			}(),
+			wantErr:   ErrStale,
+			wantImage: "app:v2",
+		},
+		{
+			name:    "an alert about the current revision is not stale",
+			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
+			req: func() Request {
+				r := request(target.Deployment, "web-front-end")
+				r.Revisions = []string{fixture.Hash("app:v2")}
+				return r
+			}(),
+			wantFrom: 2, wantTo: 1, wantImage: "app:v1",
+		},
+		{
+			name: "cooldown",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2", "app:v3")
+				withState(d, State{Last: &Record{At: now.Add(-time.Minute)}})
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end", "other@1"),
+			wantErr:   ErrCooldown,
+			wantImage: "app:v3",
+		},
+		{
+			name: "after the cooldown",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2", "app:v3")
+				withState(d, State{Last: &Record{At: now.Add(-11 * time.Minute)}})
+				return o
+			},
+			req:      request(target.Deployment, "web-front-end", "other@1"),
+			wantFrom: 3, wantTo: 2, wantImage: "app:v2",
+		},
+		{
+			name: "opt-out",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2")
+				d.Annotations[OptOutAnnotation] = "true"
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrOptOut,
+			wantImage: "app:v2",
+		},
+		{
+			name: "unreadable state is refused, not ignored",
+			objects: func() []runtime.Object {
+				d, o := deployment("app:v1", "app:v2")
+				d.Annotations[StateAnnotation] = "{"
+				return o
+			},
+			req:       request(target.Deployment, "web-front-end"),
+			wantErr:   ErrBadState,
+			wantImage: "app:v2",
+		},
+		{
+			name:     "dry run",
+			objects:  func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
+			req:      request(target.Deployment, "web-front-end"),
+			dryRun:   true,
+			wantFrom: 2, wantTo: 1,
+		},
+		{
+			name:    "conflicts exhausted",
+			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
+			req:     request(target.Deployment, "web-front-end"),
+			reactors: func(c *fake.Clientset) {
+				c.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("modified"))
+				})
+			},
+			wantErr:   errConflictForTest,
+			wantImage: "app:v2",
+			retryable: true,
+		},
+		{
+			name:    "forbidden is a failure no retry fixes",
+			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
+			req:     request(target.Deployment, "web-front-end"),
+			reactors: func(c *fake.Clientset) {
+				c.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("rbac"))
+				})
+			},
+			wantErr:   errForbiddenForTest,
+			wantImage: "app:v2",
+		},
+		{
+			name:     "statefulset",
+			objects:  func() []runtime.Object { return append(fixture.Objects(crs...), stsObj.DeepCopy()) },
+			req:      request(target.StatefulSet, "db"),
+			wantFrom: 3, wantTo: 2, wantImage: "db:v2",
+		},
+		{
+			name:     "daemonset",
+			objects:  func() []runtime.Object { return append(fixture.Objects(dcrs...), dsObj.DeepCopy()) },
+			req:      request(target.DaemonSet, "agent"),
+			wantFrom: 2, wantTo: 1, wantImage: "agent:v1",
+		},
+		{
+			name: "daemonset: stale pod revision",
+			objects: func() []runtime.Object {
+				return append(fixture.Objects(dcrs...), dsObj.DeepCopy())
+			},
+			req: func() Request {
+				r := request(target.DaemonSet, "agent")
+				r.Revisions = []string{dcrs[0].Name}
+				return r
+			}(),
+			wantErr:   ErrStale,
+			wantImage: "agent:v2",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(tc.objects()...)
+			if tc.reactors != nil {
+				tc.reactors(client)
+			}
+			out := undoer(client, tc.dryRun).Undo(context.Background(), tc.req)
+			switch {
+			case tc.wantErr == errConflictForTest:
+				if !apierrors.IsConflict(out.Err) {
+					t.Fatalf("Undo() = %v; want a conflict", out.Err)
+				}
+			case tc.wantErr == errForbiddenForTest:
+				if !apierrors.IsForbidden(out.Err) {
+					t.Fatalf("Undo() = %v; want forbidden", out.Err)
+				}
+			case !errors.Is(out.Err, tc.wantErr):
+				t.Fatalf("Undo() = %v; want %v", out.Err, tc.wantErr)
+			}
+			if out.Action != ActionFor(out.Err) {
+				t.Errorf("Action = %s; want %s", out.Action, ActionFor(out.Err))
+			}
+			if tc.wantErr == nil && (out.From != tc.wantFrom || out.To != tc.wantTo) {
+				t.Errorf("Undo() from %d to %d; want from %d to %d", out.From, out.To, tc.wantFrom, tc.wantTo)
+			}
+			if got := Retryable(out.Err); got != tc.retryable {
+				t.Errorf("Retryable(%v) = %v; want %v", out.Err, got, tc.retryable)
+			}
+			if tc.wantImage != "" {
+				if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
+					t.Errorf("image after Undo() = %q; want %q", got, tc.wantImage)
+				}
+			}
+			if tc.dryRun {
+				assertDryRunPatches(t, client)
+			}
+		})
+	}
+}
+
+var (
+	errConflictForTest  = errors.New("conflict")
+	errForbiddenForTest = errors.New("forbidden")
+)
+
+func assertDryRunPatches(t *testing.T, c *fake.Clientset) {
+	t.Helper()
+	n := 0
+	for _, a := range c.Actions() {
+		if p, ok := a.(k8stesting.PatchActionImpl); ok {
+			n++
+			opts := p.PatchOptions
+			if len(opts.DryRun) != 1 || opts.DryRun[0] != metav1.DryRunAll {
+				t.Errorf("patch options = %+v; want dryRun All", opts)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d patches; want 1 (dry run)", n)
+	}
+}
+
+// TestUndoWritesStateWithTheUndo checks the one patch carries the precondition, kubectl's
+// annotations and the new state: the bad revision, the alert, the record.
+func TestUndoWritesStateWithTheUndo(t *testing.T) {
+	d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2")
+	d.Annotations["kubernetes.io/change-cause"] = "deploy v2"
+	d.Annotations["team"] = "payments"
+	rss[0].Annotations["kubernetes.io/change-cause"] = "deploy v1"
+	// A stale copy of the state, as the controller copied it onto the ReplicaSet.
+	rss[0].Annotations[StateAnnotation] = `{"handled":["old@1"]}`
+	client := fake.NewClientset(append(fixture.Objects(rss...), d)...)
+
+	out := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end"))
+	if out.Err != nil {
+		t.Fatalf("Undo() = %v", out.Err)
+	}
+	var patch []map[string]any
+	for _, a := range client.Actions() {
+		if p, ok := a.(k8stesting.PatchAction); ok {
+			if err := json.Unmarshal(p.GetPatch(), &patch); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(patch) == 0 || patch[0]["path"] != "/metadata/resourceVersion" || patch[0]["value"] != d.ResourceVersion {
+		t.Errorf("patch = %v; want it to start with the resourceVersion precondition %q", patch, d.ResourceVersion)
+	}
+	got, _ := client.AppsV1().Deployments(ns).Get(context.Background(), "web-front-end", metav1.GetOptions{})
+	if got.Annotations["kubernetes.io/change-cause"] != "deploy v1" {
+		t.Errorf("change-cause = %q; want the ReplicaSet's, as kubectl does", got.Annotations["kubernetes.io/change-cause"])
+	}
+	if _, ok := got.Annotations["team"]; ok {
+		t.Errorf("annotation team kept; kubectl replaces the annotations with the ReplicaSet's")
+	}
+	if got.Annotations["deployment.kubernetes.io/revision"] != "2" {
+		t.Errorf("revision annotation = %q; want the Deployment's own", got.Annotations["deployment.kubernetes.io/revision"])
+	}
+	s, err := readState(got.Annotations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := State{Bad: []string{fixture.Hash("app:v2")}, Handled: []string{"fp1@1764118800"},
+		Last: &Record{At: now, Alert: "KubePodUnschedulable", From: 2, To: 1}}
+	if gotJSON, wantJSON := mustJSON(s), mustJSON(want); gotJSON != wantJSON {
+		t.Errorf("state = %s; want %s", gotJSON, wantJSON)
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
