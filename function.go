@@ -26,12 +26,12 @@ import (
 // Function is the rollback function. Its zero value is not usable: create it with New and
 // configure it with Start.
 type Function struct {
-	cfg      config
-	log      *zap.SugaredLogger
-	client   kubernetes.Interface
-	resolver *target.Resolver
-	undoer   *undo.Undoer
-	events   *report.Events
+	cfg          config
+	log          *zap.SugaredLogger
+	client       kubernetes.Interface
+	resolver     *target.Resolver
+	undoer       *undo.Undoer
+	events       *report.Events
 	ownNamespace string
 	inflight     inflight
 	// newClient builds the Kubernetes client and finds the function's own namespace;

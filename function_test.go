@@ -234,9 +234,13 @@ func TestHandle(t *testing.T) {
 			wantResults: []want{{"failed", "Deployment", "checkout-api", 0, 0}},
 		},
 		{
-			name:       "unauthenticated",
-			objects:    objs,
-			request:    func() *http.Request { r := post(notification(firing("pod", badPod))); r.Header.Del("Authorization"); return r },
+			name:    "unauthenticated",
+			objects: objs,
+			request: func() *http.Request {
+				r := post(notification(firing("pod", badPod)))
+				r.Header.Del("Authorization")
+				return r
+			},
 			wantStatus: http.StatusUnauthorized,
 			wantError:  "credentials",
 			wantImages: map[string]string{"shop/checkout-api": "shop/checkout:v2"},
@@ -254,10 +258,12 @@ func TestHandle(t *testing.T) {
 			wantImages: map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
-			name:       "oversized",
-			objects:    objs,
-			env:        map[string]string{"ROLLBACK_MAX_BODY_BYTES": "512"},
-			request:    func() *http.Request { return post(notification(firing("pod", badPod, "pad", strings.Repeat("x", 600)))) },
+			name:    "oversized",
+			objects: objs,
+			env:     map[string]string{"ROLLBACK_MAX_BODY_BYTES": "512"},
+			request: func() *http.Request {
+				return post(notification(firing("pod", badPod, "pad", strings.Repeat("x", 600))))
+			},
 			wantStatus: http.StatusRequestEntityTooLarge,
 			wantError:  "too large",
 			wantImages: map[string]string{"shop/checkout-api": "shop/checkout:v2"},
@@ -531,4 +537,3 @@ func writes(c *fake.Clientset) []string {
 	}
 	return out
 }
-
