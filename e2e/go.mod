@@ -9,6 +9,7 @@ replace github.com/sre-kit/alert-rollback => ../
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/prometheus/common v0.70.1
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	k8s.io/api v0.35.7
 	k8s.io/apimachinery v0.35.7
@@ -18,6 +19,8 @@ require (
 	knative.dev/serving v0.50.0
 	sigs.k8s.io/yaml v1.6.0
 )
+
+require github.com/prometheus/client_model v0.6.2 // indirect
 
 require (
 	github.com/blendle/zapdriver v1.3.1 // indirect
@@ -41,6 +44,7 @@ require (
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
+	github.com/sre-kit/alert-rollback v0.0.0-00010101000000-000000000000
 	github.com/x448/float16 v0.8.4 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
@@ -51,7 +55,7 @@ require (
 	golang.org/x/sys v0.47.0 // indirect
 	golang.org/x/term v0.45.0 // indirect
 	golang.org/x/text v0.40.0 // indirect
-	golang.org/x/time v0.10.0 // indirect
+	golang.org/x/time v0.12.0 // indirect
 	gomodules.xyz/jsonpatch/v2 v2.5.0 // indirect
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect

@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/e2e/run"
+)
+
+// env is one test's namespace with the function's identity installed from kservice.yaml.
+type env struct {
+	t  *testing.T
+	ns string
+	cs kubernetes.Interface
+	// dir holds the logs of the processes the test starts.
+	dir string
+	// token is the bearer token the function wants from Alertmanager.
+	token string
+	// kubeconfig authenticates as kservice.yaml's ServiceAccount, with only its Role.
+	kubeconfig string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	e := &env{t: t, ns: namespaceFor(t), cs: kube.Clientset, dir: t.TempDir(), token: "e2e-token-" + namespaceFor(t)}
+	if err := kube.CreateNamespace(ctx, e.ns); err != nil {
+		t.Fatalf("create namespace %s: %v", e.ns, err)
+	}
+	if out, err := kube.Kubectl(ctx, "apply", "-n", e.ns, "-f", repoFile("kservice.yaml")); err != nil {
+		t.Fatalf("kubectl apply -n %s -f kservice.yaml: %v: %s", e.ns, err, out)
+	}
+	sa, err := kube.Token(ctx, e.ns, "alert-rollback")
+	if err != nil {
+		t.Fatalf("token for alert-rollback: %v", err)
+	}
+	e.kubeconfig = filepath.Join(e.dir, "kubeconfig")
+	if err := kube.WriteKubeconfig(e.kubeconfig, e.ns, sa); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// startFunction starts the built function as kservice.yaml's ServiceAccount, with the
+// test's token, and settings on top.
+func (e *env) startFunction(name string, settings map[string]string) *run.Function {
+	e.t.Helper()
+	vars := map[string]string{"KUBECONFIG": e.kubeconfig, "ROLLBACK_AUTH_TOKEN": e.token}
+	for k, v := range settings {
+		vars[k] = v
+	}
+	f, err := run.StartFunction(context.Background(), run.FunctionOptions{Dir: e.dir, Env: vars, Name: name})
+	if err != nil {
+		e.t.Fatalf("start the function: %v", err)
+	}
+	e.t.Cleanup(func() {
+		f.Stop()
+		if e.t.Failed() {
+			e.t.Logf("log of %s:\n%s", name, f.Log())
+		}
+	})
+	return f
+}
+
+// brokenDeployment plays the seed's scenario: a Deployment at revision 1 whose pod is
+// bound to the Node, then an update (revision 2) asking for more CPU than any Node has,
+// whose pod is Unschedulable. It returns that pod's name.
+func (e *env) brokenDeployment(name string) string {
+	e.t.Helper()
+	ctx := context.Background()
+	d := run.Deployment(e.ns, name, run.Container("registry.invalid/"+name+":v1", "100m"))
+	created, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
+		e.t.Fatal(err)
+	}
+	rs1, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, 1)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := run.WaitPod(ctx, e.cs, e.ns, rs1, corev1.ConditionTrue, ""); err != nil {
+		e.t.Fatal(err)
+	}
+	err = run.UpdateDeployment(ctx, e.cs, e.ns, name, 2, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0] = run.Container("registry.invalid/"+name+":v2", "64")
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rs2, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, 2)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pod, err := run.WaitPod(ctx, e.cs, e.ns, rs2, corev1.ConditionFalse, corev1.PodReasonUnschedulable)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_ = created
+	return pod
+}
+
+func (e *env) deployment(name string) *appsv1.Deployment {
+	e.t.Helper()
+	d, err := e.cs.AppsV1().Deployments(e.ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+// sameTemplate compares pod templates as kubectl does, ignoring pod-template-hash.
+func sameTemplate(a, b corev1.PodTemplateSpec) bool {
+	a, b = *a.DeepCopy(), *b.DeepCopy()
+	delete(a.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	delete(b.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	return apiequality.Semantic.DeepEqual(a, b)
+}
+
+// seedAlert is the seed's alert, as the shipped rule fires it: about a pod, with its
+// namespace, asking for a rollback. Its fingerprint is computed as Alertmanager computes
+// it, so a notification built here and one Alertmanager sends about the same alert agree.
+func seedAlert(ns, pod string, startsAt time.Time) alert.Alert {
+	labels := map[string]string{"alertname": "KubePodUnschedulable", "namespace": ns, "pod": pod, "severity": "rollback"}
+	return alertWith(labels, startsAt)
+}
+
+func alertWith(labels map[string]string, startsAt time.Time) alert.Alert {
+	ls := model.LabelSet{}
+	for k, v := range labels {
+		ls[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return alert.Alert{
+		Status: "firing", Labels: labels, StartsAt: startsAt.UTC(), Fingerprint: ls.Fingerprint().String(),
+		Annotations: map[string]string{"summary": "pod cannot be scheduled"},
+	}
+}
+
+func notification(alerts ...alert.Alert) []byte {
+	b, err := json.Marshal(alert.Message{Version: "4", Status: "firing", Receiver: "alert-rollback", Alerts: alerts})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// amAlert is the same alert as Prometheus would post it to Alertmanager.
+func amAlert(a alert.Alert) run.Alert {
+	return run.Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt}
+}
+
+func writeFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

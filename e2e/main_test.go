@@ -1,0 +1,115 @@
+// Package e2e proves the function on real components: a real kube-apiserver, etcd,
+// controller-manager and scheduler (package cluster), the real kubectl, the function's own
+// built binary and a real Alertmanager (package run). `make test` builds them all first and
+// sets ROLLBACK_REQUIRE_TOOLS=1, so a missing one fails the run instead of skipping it.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
+)
+
+// kube is the control plane every test here shares; each test works in its own namespace.
+var kube *cluster.Cluster
+
+// tools every test in this package needs.
+var tools = append([]string{"rollback", "alertmanager"}, cluster.ControlPlaneTools...)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	for _, name := range tools {
+		if _, err := cluster.ToolPath(name); err != nil {
+			if os.Getenv("ROLLBACK_REQUIRE_TOOLS") == "1" {
+				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+				return 1
+			}
+			fmt.Fprintf(os.Stderr, "skipping the end-to-end tests: %v; run `make test` to build the tools and run them\n", err)
+			return 0
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "rollback-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	kube, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	code := 1
+	defer func() {
+		_ = kube.Stop()
+		if code == 0 {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
+		}
+	}()
+	if err := prepare(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	code = m.Run()
+	return code
+}
+
+// prepare gives the cluster a schedulable Node and Knative's Service CRD, once.
+func prepare(ctx context.Context) error {
+	if err := kube.CreateNode(ctx, "node-1"); err != nil {
+		return err
+	}
+	crd, err := sharedFile("knative/service-crd.yaml")
+	if err != nil {
+		return err
+	}
+	if out, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
+		return fmt.Errorf("apply Knative's Service CRD: %v: %s", err, out)
+	}
+	if out, err := kube.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev"); err != nil {
+		return fmt.Errorf("wait for Knative's Service CRD: %v: %s", err, out)
+	}
+	return nil
+}
+
+// repoFile is a file of the repository, from the e2e folder.
+func repoFile(name string) string { return filepath.Join("..", name) }
+
+// sharedFile finds a file of ../shared (beside the repository), as CI has it.
+func sharedFile(name string) (string, error) {
+	dir, err := filepath.Abs("..")
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		p := filepath.Join(d, "shared", name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", fmt.Errorf("shared/%s not found beside the repository", name)
+		}
+	}
+}
+
+// namespaceFor turns a test name into a namespace name of its own.
+func namespaceFor(t *testing.T) string {
+	r := strings.NewReplacer("/", "-", "_", "-", " ", "-")
+	ns := strings.ToLower(r.Replace(t.Name()))
+	if len(ns) > 50 {
+		ns = ns[:50]
+	}
+	return strings.Trim(ns, "-")
+}

@@ -1,0 +1,207 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
+)
+
+// Alertmanager is a running Alertmanager.
+type Alertmanager struct {
+	URL        string
+	ConfigPath string
+	LogPath    string
+	cmd        *exec.Cmd
+	done       chan struct{}
+}
+
+// Timers override the route's timers, so a test sees repeats in seconds, not hours.
+type Timers struct {
+	GroupWait, GroupInterval, RepeatInterval string
+}
+
+// AlertmanagerOptions configure StartAlertmanager.
+type AlertmanagerOptions struct {
+	Dir  string
+	Name string
+	// WebhookURL and CredentialsFile replace the two lines of the shipped configuration a
+	// user fills in; nothing else of it is changed, unless Timers is set.
+	WebhookURL      string
+	CredentialsFile string
+	Timers          *Timers
+}
+
+// ShippedConfig is the path of the repository's Alertmanager configuration.
+func ShippedConfig() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, "deploy", "alertmanager", "alertmanager.yml")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("deploy/alertmanager/alertmanager.yml not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+var (
+	urlLine   = regexp.MustCompile(`(?m)^(\s*- url: )http://alert-rollback\.\S+$`)
+	credsLine = regexp.MustCompile(`(?m)^(\s*credentials_file: )\S+$`)
+)
+
+// Config is the shipped configuration with the user's two values (and timers) filled in.
+func Config(o AlertmanagerOptions) ([]byte, error) {
+	path, err := ShippedConfig()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !urlLine.Match(b) || !credsLine.Match(b) {
+		return nil, fmt.Errorf("%s: the url or credentials_file line is not where the tests expect it", path)
+	}
+	b = urlLine.ReplaceAll(b, []byte("${1}"+o.WebhookURL))
+	b = credsLine.ReplaceAll(b, []byte("${1}"+o.CredentialsFile))
+	if t := o.Timers; t != nil {
+		for key, v := range map[string]string{"group_wait": t.GroupWait, "group_interval": t.GroupInterval, "repeat_interval": t.RepeatInterval} {
+			re := regexp.MustCompile(`(?m)^(\s*` + key + `: )\S+$`)
+			if !re.Match(b) {
+				return nil, fmt.Errorf("%s: no %s to override", path, key)
+			}
+			b = re.ReplaceAll(b, []byte("${1}"+v))
+		}
+	}
+	return b, nil
+}
+
+// StartAlertmanager starts Alertmanager on a free loopback port, alone (no HA gossip).
+func StartAlertmanager(ctx context.Context, o AlertmanagerOptions) (*Alertmanager, error) {
+	bin, err := cluster.ToolPath("alertmanager")
+	if err != nil {
+		return nil, err
+	}
+	if o.Name == "" {
+		o.Name = "alertmanager"
+	}
+	cfg, err := Config(o)
+	if err != nil {
+		return nil, err
+	}
+	a := &Alertmanager{ConfigPath: filepath.Join(o.Dir, o.Name+".yml"), LogPath: filepath.Join(o.Dir, o.Name+".log")}
+	if err := os.WriteFile(a.ConfigPath, cfg, 0o644); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ {
+		port, err := cluster.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		if lastErr = a.start(ctx, bin, port, filepath.Join(o.Dir, o.Name+"-data")); lastErr == nil {
+			return a, nil
+		}
+	}
+	return nil, lastErr
+}
+
+func (a *Alertmanager) start(ctx context.Context, bin string, port int, data string) error {
+	a.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	a.done = make(chan struct{})
+	log, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	a.cmd = exec.Command(bin, "--config.file", a.ConfigPath, "--storage.path", data,
+		"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug")
+	a.cmd.Stdout, a.cmd.Stderr = log, log
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := a.cmd.Start(); err != nil {
+		log.Close()
+		return err
+	}
+	go func() { _ = a.cmd.Wait(); log.Close(); close(a.done) }()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-a.done:
+			return false, fmt.Errorf("alertmanager exited: %s", tail(a.LogPath))
+		default:
+		}
+		resp, err := http.Get(a.URL + "/-/ready")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		a.Stop()
+	}
+	return err
+}
+
+// Alert is what Alertmanager's API v2 takes: what Prometheus sends it.
+type Alert struct {
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt,omitempty"`
+	GeneratorURL string            `json:"generatorURL,omitempty"`
+}
+
+// Fire posts alerts to /api/v2/alerts, as Prometheus does. An alert without an end time
+// stays firing for resolve_timeout, long enough for any test; Prometheus re-sends firing
+// alerts regularly, and callers can call Fire again to do the same.
+func (a *Alertmanager) Fire(ctx context.Context, alerts ...Alert) error {
+	b, err := json.Marshal(alerts)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL+"/api/v2/alerts", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST /api/v2/alerts: %s", resp.Status)
+	}
+	return nil
+}
+
+// Stop stops Alertmanager.
+func (a *Alertmanager) Stop() {
+	if a == nil || a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+}
