@@ -169,3 +169,21 @@ func writeFile(t *testing.T, path, content string) string {
 	}
 	return path
 }
+
+// settled returns the Deployment once the controllers have stopped writing to it (its
+// resourceVersion held for a second), so a test can then check that nothing else does.
+func (e *env) settled(name string) *appsv1.Deployment {
+	e.t.Helper()
+	d := e.deployment(name)
+	for stable := 0; stable < 4; {
+		time.Sleep(250 * time.Millisecond)
+		next := e.deployment(name)
+		if next.ResourceVersion == d.ResourceVersion {
+			stable++
+		} else {
+			stable = 0
+		}
+		d = next
+	}
+	return d
+}

@@ -16,6 +16,8 @@ type delivery struct {
 	header http.Header
 	body   []byte
 	status int
+	// answer is the function's response body.
+	answer []byte
 }
 
 // recorder sits between Alertmanager and the function, on loopback: it forwards every
@@ -40,7 +42,7 @@ func newRecorder(t *testing.T, target string) *recorder {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		proxy.ServeHTTP(sw, req)
 		r.mu.Lock()
-		r.got = append(r.got, delivery{header: req.Header.Clone(), body: body, status: sw.status})
+		r.got = append(r.got, delivery{header: req.Header.Clone(), body: body, status: sw.status, answer: sw.body.Bytes()})
 		r.mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
@@ -57,6 +59,12 @@ func (r *recorder) deliveries() []delivery {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	body   bytes.Buffer
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.body.Write(b)
+	return w.ResponseWriter.Write(b)
 }
 
 func (w *statusWriter) WriteHeader(code int) {

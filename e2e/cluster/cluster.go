@@ -1,0 +1,401 @@
+// Package cluster runs a real, local Kubernetes control plane (etcd,
+// kube-apiserver, kube-controller-manager and kube-scheduler, from the pinned
+// binaries `make tools` builds) for the end-to-end tests and the demo.
+//
+// There is no kubelet: pods are created, scheduled and bound to Nodes made by
+// CreateNode, but never run. That is enough for rollouts, ReplicaSets and
+// revisions, the scheduler's verdicts, RBAC and `kubectl rollout undo`.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// Options configure Start. The zero value is ready to use.
+type Options struct {
+	// Dir is the folder for etcd's data, certificates, keys, kubeconfigs and
+	// one <server>.log per server. If empty, Start makes a temporary folder and
+	// Stop removes it.
+	Dir string
+	// Log receives one line per step, for a person watching the demo start.
+	Log io.Writer
+}
+
+// Cluster is a running control plane. Its servers listen on 127.0.0.1 only.
+type Cluster struct {
+	// Config is an admin (system:masters) client configuration, with limits
+	// high enough that tests are not slowed by client-side throttling.
+	Config *rest.Config
+	// Clientset is built from Config.
+	Clientset kubernetes.Interface
+	// Kubeconfig is the path of an admin kubeconfig file, for kubectl and for
+	// processes the tests start.
+	Kubeconfig string
+	// Host is the apiserver's URL, https://127.0.0.1:Port.
+	Host string
+	// Port is the apiserver's port.
+	Port int
+	// CAFile is the apiserver's self-signed certificate bundle; clients verify
+	// the apiserver against it, as pods would against their ca.crt.
+	CAFile string
+	// Dir holds the servers' logs (<server>.log) and state.
+	Dir string
+
+	removeDir bool // Dir was made by Start, so Stop removes it
+
+	mu        sync.Mutex
+	processes []*process // in start order
+}
+
+// Timeouts for each step of Start. They are generous because the machine may be
+// busy compiling or running other tests; a healthy start takes a few seconds.
+const (
+	etcdTimeout      = 30 * time.Second
+	apiserverTimeout = 60 * time.Second
+	// controllersTimeout bounds the wait for the controller-manager to create
+	// the default namespace's ServiceAccount, its first visible work.
+	controllersTimeout = 60 * time.Second
+)
+
+// Start starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+// and returns when the apiserver is ready and the controllers are working. On
+// error every server already started is stopped; the folder is kept, and the
+// error names it, so its logs can be read.
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	began := time.Now()
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, "[%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+		}
+	}
+	c := &Cluster{Dir: opts.Dir}
+	if c.Dir == "" {
+		if c.Dir, err = os.MkdirTemp("", "rollback-cluster-"); err != nil {
+			return nil, err
+		}
+		c.removeDir = true
+	}
+	if c.Dir, err = filepath.Abs(c.Dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.stopProcesses()
+			err = fmt.Errorf("start control plane (logs in %s): %w", c.Dir, err)
+		}
+	}()
+
+	etcdURL, err := c.startEtcd(ctx)
+	if err != nil {
+		return nil, err
+	}
+	logf("etcd ready at %s", etcdURL)
+	if err := c.startAPIServer(ctx, etcdURL); err != nil {
+		return nil, err
+	}
+	logf("kube-apiserver ready at %s", c.Host)
+	if err := c.startControllers(ctx); err != nil {
+		return nil, err
+	}
+	logf("kube-controller-manager and kube-scheduler running; control plane ready in %.1fs (logs in %s)", time.Since(began).Seconds(), c.Dir)
+	return c, nil
+}
+
+// StartT starts a control plane for the test t and stops it when t ends. It
+// skips or fails t, as Require does, when the tools are missing. The folder
+// with the servers' logs is removed when t passes and kept, with its path
+// logged, when t fails.
+func StartT(t testing.TB) *Cluster {
+	t.Helper()
+	Require(t, ControlPlaneTools...)
+	dir, err := os.MkdirTemp("", "rollback-cluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{Dir: dir, Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			t.Logf("control plane logs kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return c
+}
+
+// testWriter shows Start's progress lines in the test's log, which go test
+// prints with -v or when the test fails.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// Stop stops the servers in the reverse order of their start: each gets SIGTERM
+// and, if still running after a few seconds, SIGKILL. It then removes the
+// folder if Start made it. Stop is safe to call more than once.
+func (c *Cluster) Stop() error {
+	c.stopProcesses()
+	if c.removeDir {
+		c.removeDir = false
+		return os.RemoveAll(c.Dir)
+	}
+	return nil
+}
+
+func (c *Cluster) stopProcesses() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.processes) - 1; i >= 0; i-- {
+		c.processes[i].stop()
+	}
+	c.processes = nil
+}
+
+func (c *Cluster) add(p *process) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.processes = append(c.processes, p)
+}
+
+// startEtcd starts a single-member etcd and returns its client URL.
+func (c *Cluster) startEtcd(ctx context.Context) (string, error) {
+	var clientURL string
+	args := func() ([]string, error) {
+		clientPort, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		peerPort, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		clientURL = "http://127.0.0.1:" + strconv.Itoa(clientPort)
+		// The peer port is unused by a single member, but etcd listens on it
+		// anyway, and its default (2380) may be taken.
+		peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
+		return []string{
+			"--name=default",
+			"--data-dir=" + filepath.Join(c.Dir, "etcd"),
+			"--listen-client-urls=" + clientURL,
+			"--advertise-client-urls=" + clientURL,
+			"--listen-peer-urls=" + peerURL,
+			"--initial-advertise-peer-urls=" + peerURL,
+			"--initial-cluster=default=" + peerURL,
+			"--log-level=warn",
+			// The data is thrown away after the test; not waiting for the disk
+			// makes every write to the apiserver faster.
+			"--unsafe-no-fsync",
+		}, nil
+	}
+	ready := func(ctx context.Context) error {
+		body, err := get(ctx, http.DefaultClient, clientURL+"/health", "")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, `"health":"true"`) {
+			return fmt.Errorf("/health: %s", body)
+		}
+		return nil
+	}
+	p, err := startServer(ctx, c.Dir, "etcd", etcdTimeout, args, ready)
+	if err != nil {
+		return "", err
+	}
+	c.add(p)
+	return clientURL, nil
+}
+
+// startAPIServer starts kube-apiserver on etcdURL, with an admin token and a
+// service-account signing key made here, and waits until /readyz says ok.
+func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
+	token := make([]byte, 16)
+	if _, err := rand.Read(token); err != nil {
+		return err
+	}
+	adminToken := hex.EncodeToString(token)
+	tokenFile := filepath.Join(c.Dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(adminToken+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
+		return err
+	}
+	keyFile := filepath.Join(c.Dir, "service-account.key")
+	if err := writeRSAKey(keyFile); err != nil {
+		return err
+	}
+	certDir := filepath.Join(c.Dir, "certs")
+	// The apiserver writes its self-signed certificate (with its own CA, and
+	// 127.0.0.1 among the names) here when it starts.
+	c.CAFile = filepath.Join(certDir, "apiserver.crt")
+
+	args := func() ([]string, error) {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		c.Port = port
+		c.Host = "https://127.0.0.1:" + strconv.Itoa(port)
+		return []string{
+			"--etcd-servers=" + etcdURL,
+			"--bind-address=127.0.0.1",
+			"--advertise-address=127.0.0.1",
+			"--secure-port=" + strconv.Itoa(port),
+			"--cert-dir=" + certDir,
+			"--token-auth-file=" + tokenFile,
+			"--authorization-mode=RBAC",
+			"--service-account-issuer=https://kubernetes.default.svc",
+			"--service-account-key-file=" + keyFile,
+			"--service-account-signing-key-file=" + keyFile,
+			"--service-cluster-ip-range=10.0.0.0/24",
+			// The apiserver would publish 127.0.0.1 as the endpoint of the
+			// default/kubernetes Service, which validation refuses (loopback),
+			// logging an error every few seconds. No pod runs here to use it.
+			"--endpoint-reconciler-type=none",
+		}, nil
+	}
+	var client *http.Client
+	ready := func(ctx context.Context) error {
+		if client == nil {
+			// The certificate appears only once the apiserver has made it.
+			if _, err := os.Stat(c.CAFile); err != nil {
+				return fmt.Errorf("no certificate yet: %w", err)
+			}
+			var err error
+			if client, err = rest.HTTPClientFor(&rest.Config{Host: c.Host, TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile}}); err != nil {
+				return err
+			}
+		}
+		body, err := get(ctx, client, c.Host+"/readyz", adminToken)
+		if err != nil {
+			return err
+		}
+		if body != "ok" {
+			return fmt.Errorf("/readyz: %s", body)
+		}
+		return nil
+	}
+	p, err := startServer(ctx, c.Dir, "kube-apiserver", apiserverTimeout, args, ready)
+	if err != nil {
+		return err
+	}
+	c.add(p)
+
+	c.Config = &rest.Config{
+		Host:            c.Host,
+		BearerToken:     adminToken,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile},
+		QPS:             100,
+		Burst:           200,
+	}
+	if c.Clientset, err = kubernetes.NewForConfig(c.Config); err != nil {
+		return err
+	}
+	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
+	return c.WriteKubeconfig(c.Kubeconfig, metav1.NamespaceDefault, adminToken)
+}
+
+// startControllers starts kube-controller-manager and kube-scheduler as admin
+// and waits until the controller-manager has made the default namespace's
+// ServiceAccount. Neither serves anything (--secure-port=0), so that is the
+// readiness signal.
+func (c *Cluster) startControllers(ctx context.Context) error {
+	cm, err := startProcess(c.Dir, "kube-controller-manager",
+		"--kubeconfig="+c.Kubeconfig,
+		// deployment and replicaset make rollouts and revisions; statefulset and
+		// daemonset make the ControllerRevisions their undo uses; serviceaccount
+		// makes the default ServiceAccount pods need; garbagecollector removes
+		// what a deleted owner owned.
+		"--controllers=deployment,replicaset,statefulset,daemonset,garbagecollector,serviceaccount,serviceaccount-token",
+		"--service-account-private-key-file="+filepath.Join(c.Dir, "service-account.key"),
+		"--root-ca-file="+c.CAFile,
+		"--leader-elect=false",
+		"--secure-port=0",
+	)
+	if err != nil {
+		return err
+	}
+	c.add(cm)
+	scheduler, err := startProcess(c.Dir, "kube-scheduler",
+		"--kubeconfig="+c.Kubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+	)
+	if err != nil {
+		return err
+	}
+	c.add(scheduler)
+	err = cm.waitReady(ctx, controllersTimeout, func(ctx context.Context) error {
+		_, err := c.Clientset.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if scheduler.exited() {
+		return fmt.Errorf("kube-scheduler exited: %v\n--- last lines of %s ---\n%s", scheduler.err, scheduler.logPath, scheduler.tail(30))
+	}
+	return nil
+}
+
+// writeRSAKey writes a new RSA key as PEM: the apiserver signs service-account
+// tokens with it and the controller-manager signs legacy token Secrets.
+func writeRSAKey(path string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	block := &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}
+	return os.WriteFile(path, pem.EncodeToMemory(block), 0o600)
+}
+
+// get returns the body of a GET of url, with token as bearer token if set.
+func get(ctx context.Context, client *http.Client, url, token string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return strings.TrimSpace(string(body)), nil
+}

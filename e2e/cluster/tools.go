@@ -1,0 +1,88 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// ControlPlaneTools are the binaries Start runs, plus kubectl, which Cluster.Kubectl
+// runs; all are built together by `make tools` from one pinned module.
+var ControlPlaneTools = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
+
+// ToolPath returns the absolute path of the pinned binary name. The tools are
+// looked up in $ROLLBACK_TOOLS_DIR (which the Makefile sets) or else in the
+// repository's .bin folder, never on $PATH: a kubectl or etcd of another version
+// there would make the tests measure the wrong thing.
+func ToolPath(name string) (string, error) {
+	path, err := lookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: run `make tools` in the repository root to build it", err)
+	}
+	return path, nil
+}
+
+// lookPath returns the tool's path, or an error saying where it is missing.
+func lookPath(name string) (string, error) {
+	dir, err := toolsDir()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, name)
+	info, err := os.Stat(path)
+	if err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("%s is not built in %s", name, dir)
+	}
+	return path, nil
+}
+
+// Require stops the test early when a tool it needs is missing. Under `make test`
+// (ROLLBACK_REQUIRE_TOOLS=1) that is a failure, so CI cannot pass by skipping;
+// a plain `go test` skips instead, so a developer without the tools still gets
+// the fast tests.
+func Require(t testing.TB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := lookPath(name); err != nil {
+			if os.Getenv("ROLLBACK_REQUIRE_TOOLS") == "1" {
+				t.Fatalf("%v: run `make tools` in the repository root to build it", err)
+			}
+			t.Skipf("skipping: %v; run `make test` to build the tools and run it", err)
+		}
+	}
+}
+
+// toolsDir is $ROLLBACK_TOOLS_DIR, or <repo root>/.bin, where the repository root is
+// the nearest folder above the working directory that holds a Makefile and tools/
+// (go test runs in the package's folder, so a relative default would not do).
+func toolsDir() (string, error) {
+	if dir := os.Getenv("ROLLBACK_TOOLS_DIR"); dir != "" {
+		return filepath.Abs(dir)
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if isFile(filepath.Join(dir, "Makefile")) && isDir(filepath.Join(dir, "tools")) {
+			return filepath.Join(dir, ".bin"), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no repository root (a folder with Makefile and tools/) above the working directory: set ROLLBACK_TOOLS_DIR to the folder holding the tools")
+		}
+		dir = parent
+	}
+}
+
+func isFile(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && !info.IsDir()
+}
+
+func isDir(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.IsDir()
+}

@@ -1,0 +1,351 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/report"
+)
+
+// fastTimers make Alertmanager send a group within a second and repeat it every 2 s.
+var fastTimers = &run.Timers{GroupWait: "1s", GroupInterval: "1s", RepeatInterval: "2s"}
+
+// TestResendsChangeNothing: Alertmanager re-sends a firing group every repeat_interval.
+// After the undo, at least five re-sends change nothing: the revision and the template stay
+// put. When the alert resolves, the resolved notification is acknowledged and ignored.
+func TestResendsChangeNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pod := e.brokenDeployment("search-api")
+	f := e.startFunction("rollback", nil)
+	rec := newRecorder(t, f.URL)
+	am, err := run.StartAlertmanager(ctx, run.AlertmanagerOptions{Dir: e.dir, WebhookURL: rec.URL,
+		CredentialsFile: writeFile(t, filepath.Join(e.dir, "credentials"), e.token), Timers: fastTimers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer am.Stop()
+
+	a := seedAlert(e.ns, pod, time.Now())
+	if err := am.Fire(ctx, amAlert(a)); err != nil {
+		t.Fatal(err)
+	}
+	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "search-api", 3); err != nil {
+		t.Fatal(err)
+	}
+	after := e.deployment("search-api")
+	undoneAt := len(rec.deliveries())
+
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		return len(rec.deliveries()) >= undoneAt+5, nil
+	})
+	if err != nil {
+		t.Fatalf("%d re-sends in 60 s; want 5", len(rec.deliveries())-undoneAt)
+	}
+	for i, d := range rec.deliveries()[undoneAt:] {
+		r := answer(t, d)
+		if d.status != http.StatusOK || len(r.Results) != 1 || r.Results[0].Action != "skipped" {
+			t.Errorf("re-send %d answered %d %s; want 200 skipped", i+1, d.status, d.answer)
+		}
+	}
+	now := e.deployment("search-api")
+	if now.Annotations["deployment.kubernetes.io/revision"] != "3" || !sameTemplate(now.Spec.Template, after.Spec.Template) {
+		t.Errorf("after the re-sends: revision %s, template %+v; want revision 3 and the template of the undo",
+			now.Annotations["deployment.kubernetes.io/revision"], now.Spec.Template)
+	}
+	if ev, _ := run.Events(ctx, e.cs, e.ns, "Deployment", "search-api", "RolledBack"); len(ev) != 1 {
+		t.Errorf("%d RolledBack events; want 1", len(ev))
+	}
+
+	// Resolve it: Alertmanager sends the resolved notification (send_resolved: true).
+	resolved := amAlert(a)
+	resolved.EndsAt = time.Now()
+	if err := am.Fire(ctx, resolved); err != nil {
+		t.Fatal(err)
+	}
+	var d delivery
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		for _, x := range rec.deliveries() {
+			if strings.Contains(string(x.body), `"status":"resolved"`) {
+				d = x
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatal("no resolved notification")
+	}
+	if r := answer(t, d); d.status != http.StatusOK || r.Ignored != 1 || len(r.Results) != 0 {
+		t.Errorf("resolved notification answered %d %s; want 200 with it ignored", d.status, d.answer)
+	}
+	saveCapture(t, "alertmanager-v0.31.1-resolved.json", d)
+}
+
+// TestDuplicateStorm: two Alertmanagers deliver the same group, and 200 copies of the same
+// notification are POSTed at once, spread over three function processes: exactly one undo.
+func TestDuplicateStorm(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pod := e.brokenDeployment("ledger-writer")
+	var fns []*run.Function
+	for i := range 3 {
+		fns = append(fns, e.startFunction(fmt.Sprintf("rollback-%d", i), nil))
+	}
+	a := seedAlert(e.ns, pod, time.Now())
+	var recs []*recorder
+	for i := range 2 {
+		rec := newRecorder(t, fns[i].URL)
+		recs = append(recs, rec)
+		am, err := run.StartAlertmanager(ctx, run.AlertmanagerOptions{Dir: e.dir, Name: fmt.Sprintf("alertmanager-%d", i),
+			WebhookURL: rec.URL, CredentialsFile: writeFile(t, filepath.Join(e.dir, fmt.Sprintf("credentials-%d", i)), e.token),
+			Timers: &run.Timers{GroupWait: "1s", GroupInterval: "1s", RepeatInterval: "1h"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer am.Stop()
+		if err := am.Fire(ctx, amAlert(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	body := notification(a)
+	var mu sync.Mutex
+	var answers []report.Result
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, resp, err := fns[i%3].Post(ctx, body, e.token)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || status != http.StatusOK || len(resp.Results) != 1 {
+				t.Errorf("POST %d = %d %+v %v; want 200 and one result", i, status, resp, err)
+				return
+			}
+			answers = append(answers, resp.Results[0])
+		}()
+	}
+	wg.Wait()
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return len(recs[0].deliveries()) > 0 && len(recs[1].deliveries()) > 0, nil
+	})
+	if err != nil {
+		t.Fatal("the Alertmanagers did not both deliver")
+	}
+	for _, rec := range recs {
+		for _, d := range rec.deliveries() {
+			answers = append(answers, answer(t, d).Results...)
+		}
+	}
+
+	rolledBack := 0
+	for _, r := range answers {
+		switch {
+		case r.Action == "rolled-back":
+			rolledBack++
+		case r.Action != "skipped" || !strings.Contains(r.Reason, "already caused a rollback"):
+			t.Errorf("a duplicate got %s %q; want skipped as already handled", r.Action, r.Reason)
+		}
+	}
+	if rolledBack != 1 {
+		t.Errorf("%d of %d answers say rolled-back; want exactly 1", rolledBack, len(answers))
+	}
+	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "ledger-writer", 3); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // events are sent asynchronously; give any extra one time to land
+	if ev, _ := run.Events(ctx, e.cs, e.ns, "Deployment", "ledger-writer", "RolledBack"); len(ev) != 1 || ev[0].Count != 1 {
+		t.Errorf("RolledBack events = %d (%+v); want exactly one, once", len(ev), ev)
+	}
+	if got := e.deployment("ledger-writer").Annotations["deployment.kubernetes.io/revision"]; got != "3" {
+		t.Errorf("revision = %s; want 3 (one undo)", got)
+	}
+	t.Logf("%d answers (200 POSTs and the Alertmanagers' deliveries): %d rolled-back, the rest skipped", len(answers), rolledBack)
+}
+
+// TestCooldownAndNextGoodRevision: a second, different alert inside the cooldown is
+// refused; after it, the undo goes to the newest good revision, never back to a bad one,
+// and when none is left it refuses.
+func TestCooldownAndNextGoodRevision(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pod := e.brokenDeployment("pricing")
+	f := e.startFunction("rollback", map[string]string{"ROLLBACK_COOLDOWN": "4s"})
+	post := func(a map[string]string, startsAt time.Time) report.Result {
+		t.Helper()
+		status, resp, err := f.Post(ctx, notification(alertWith(a, startsAt)), e.token)
+		if err != nil || status != http.StatusOK || len(resp.Results) != 1 {
+			t.Fatalf("POST = %d %+v %v", status, resp, err)
+		}
+		return resp.Results[0]
+	}
+
+	// v2 is bad: undone to v1 (revision 3).
+	if r := post(seedAlert(e.ns, pod, time.Now()).Labels, time.Now()); r.Action != "rolled-back" || r.FromRevision != 2 || r.ToRevision != 1 {
+		t.Fatalf("first alert: %+v; want rolled back from 2 to 1", r)
+	}
+	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 3); err != nil {
+		t.Fatal(err)
+	}
+	// v4 is rolled out (revision 4), and is bad too.
+	err := run.UpdateDeployment(ctx, e.cs, e.ns, "pricing", 4, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0] = run.Container("registry.invalid/pricing:v4", "64")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := map[string]string{"alertname": "PricingErrors", "severity": "rollback", "namespace": e.ns, "deployment": "pricing"}
+	startsAt := time.Now()
+	if r := post(second, startsAt); r.Action != "refused" || !strings.Contains(r.Reason, "too recently") {
+		t.Fatalf("second alert inside the cooldown: %+v; want refused (cooldown)", r)
+	}
+	// After the cooldown the same alert is acted on: back to v1 (revision 3), not to v2.
+	var r report.Result
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		r = post(second, startsAt)
+		return r.Action != "refused", nil
+	})
+	if err != nil || r.Action != "rolled-back" || r.FromRevision != 4 || r.ToRevision != 3 {
+		t.Fatalf("second alert after the cooldown: %+v (%v); want rolled back from 4 to 3", r, err)
+	}
+	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 5); err != nil {
+		t.Fatal(err)
+	}
+	if img := e.deployment("pricing").Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1") {
+		t.Errorf("image = %s; want v1, the only good revision", img)
+	}
+	// A third alert: the only earlier revisions (v2, v4) were rolled back from: refused.
+	third := map[string]string{"alertname": "PricingLatency", "severity": "rollback", "namespace": e.ns, "deployment": "pricing"}
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		r = post(third, startsAt)
+		return !strings.Contains(r.Reason, "too recently"), nil
+	})
+	if err != nil || r.Action != "refused" || !strings.Contains(r.Reason, "every earlier revision") {
+		t.Fatalf("third alert: %+v (%v); want refused: no good revision left", r, err)
+	}
+	if img := e.deployment("pricing").Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1") {
+		t.Errorf("image = %s; want still v1", img)
+	}
+	if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "pricing", "RollbackRefused", 1); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestGuards: a stale alert is skipped; an opted-out workload is refused; a notification
+// naming more workloads than ROLLBACK_MAX_TARGETS changes nothing; a dry run changes nothing
+// and says what it would have done.
+func TestGuards(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	t.Run("stale alert", func(t *testing.T) {
+		pod := e.brokenDeployment("stale-app")
+		f := e.startFunction("rollback-stale", nil)
+		if status, _, err := f.Post(ctx, notification(seedAlert(e.ns, pod, time.Now())), e.token); err != nil || status != http.StatusOK {
+			t.Fatalf("first alert = %d %v", status, err)
+		}
+		if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "stale-app", 3); err != nil {
+			t.Fatal(err)
+		}
+		before := e.settled("stale-app").ResourceVersion
+		// Another alert (another rule) about the same pod of the revision now gone.
+		other := map[string]string{"alertname": "HighErrorRate", "severity": "rollback", "namespace": e.ns, "pod": pod}
+		_, resp, err := f.Post(ctx, notification(alertWith(other, time.Now())), e.token)
+		if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != "skipped" || !strings.Contains(resp.Results[0].Reason, "stale") {
+			t.Fatalf("stale alert = %+v %v; want skipped (stale)", resp, err)
+		}
+		if after := e.deployment("stale-app").ResourceVersion; after != before {
+			t.Errorf("resourceVersion %s -> %s; a stale alert must change nothing", before, after)
+		}
+	})
+
+	t.Run("opted out", func(t *testing.T) {
+		pod := e.brokenDeployment("precious")
+		d := e.deployment("precious")
+		d.Annotations["alert-rollback.dev/opt-out"] = "true"
+		if _, err := e.cs.AppsV1().Deployments(e.ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		d = e.settled("precious")
+		f := e.startFunction("rollback-optout", nil)
+		_, resp, err := f.Post(ctx, notification(seedAlert(e.ns, pod, time.Now())), e.token)
+		if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != "refused" || !strings.Contains(resp.Results[0].Reason, "opted out") {
+			t.Fatalf("opted-out workload = %+v %v; want refused", resp, err)
+		}
+		if after := e.deployment("precious").ResourceVersion; after != d.ResourceVersion {
+			t.Errorf("resourceVersion %s -> %s; want unchanged", d.ResourceVersion, after)
+		}
+		if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "precious", "RollbackRefused", 1); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("too many targets", func(t *testing.T) {
+		f := e.startFunction("rollback-max", map[string]string{"ROLLBACK_MAX_TARGETS": "2"})
+		var alerts []alert.Alert
+		versions := map[string]string{}
+		for _, name := range []string{"fleet-a", "fleet-b", "fleet-c"} {
+			pod := e.brokenDeployment(name)
+			alerts = append(alerts, seedAlert(e.ns, pod, time.Now()))
+			versions[name] = e.settled(name).ResourceVersion
+		}
+		status, resp, err := f.Post(ctx, notification(alerts...), e.token)
+		if err != nil || status != http.StatusOK || len(resp.Results) != 3 {
+			t.Fatalf("POST = %d %+v %v; want 200 with three results", status, resp, err)
+		}
+		for _, r := range resp.Results {
+			if r.Action != "refused" || !strings.Contains(r.Reason, "ROLLBACK_MAX_TARGETS") {
+				t.Errorf("result %+v; want refused (too many targets)", r)
+			}
+		}
+		for name, rv := range versions {
+			if after := e.deployment(name).ResourceVersion; after != rv {
+				t.Errorf("%s changed (resourceVersion %s -> %s); want nothing changed", name, rv, after)
+			}
+		}
+	})
+
+	t.Run("dry run", func(t *testing.T) {
+		pod := e.brokenDeployment("dry-app")
+		before := e.settled("dry-app").ResourceVersion
+		f := e.startFunction("rollback-dry", map[string]string{"ROLLBACK_DRY_RUN": "true"})
+		_, resp, err := f.Post(ctx, notification(seedAlert(e.ns, pod, time.Now())), e.token)
+		if err != nil || len(resp.Results) != 1 {
+			t.Fatalf("POST = %+v %v", resp, err)
+		}
+		r := resp.Results[0]
+		if r.Action != "rolled-back" || !r.DryRun || r.FromRevision != 2 || r.ToRevision != 1 || !strings.Contains(r.Reason, "dry run") {
+			t.Errorf("dry run result = %+v; want a dry-run rollback from 2 to 1", r)
+		}
+		if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "dry-app", "RollbackDryRun", 1); err != nil {
+			t.Error(err)
+		}
+		if after := e.deployment("dry-app").ResourceVersion; after != before {
+			t.Errorf("resourceVersion %s -> %s; a dry run must change nothing", before, after)
+		}
+	})
+}
+
+func answer(t *testing.T, d delivery) report.Response {
+	t.Helper()
+	var r report.Response
+	if err := json.Unmarshal(d.answer, &r); err != nil {
+		t.Errorf("answer %q: %v", d.answer, err)
+	}
+	return r
+}
