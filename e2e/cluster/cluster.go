@@ -327,22 +327,10 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 // ServiceAccount. Neither serves anything (--secure-port=0), so that is the
 // readiness signal.
 func (c *Cluster) startControllers(ctx context.Context) error {
-	cm, err := startProcess(c.Dir, "kube-controller-manager",
-		"--kubeconfig="+c.Kubeconfig,
-		// deployment and replicaset make rollouts and revisions; statefulset and
-		// daemonset make the ControllerRevisions their undo uses; serviceaccount
-		// makes the default ServiceAccount pods need; garbagecollector removes
-		// what a deleted owner owned.
-		"--controllers=deployment,replicaset,statefulset,daemonset,garbagecollector,serviceaccount,serviceaccount-token",
-		"--service-account-private-key-file="+filepath.Join(c.Dir, "service-account.key"),
-		"--root-ca-file="+c.CAFile,
-		"--leader-elect=false",
-		"--secure-port=0",
-	)
+	cm, err := c.startControllerManager()
 	if err != nil {
 		return err
 	}
-	c.add(cm)
 	scheduler, err := startProcess(c.Dir, "kube-scheduler",
 		"--kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false",
@@ -363,6 +351,46 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 		return fmt.Errorf("kube-scheduler exited: %v\n--- last lines of %s ---\n%s", scheduler.err, scheduler.logPath, scheduler.tail(30))
 	}
 	return nil
+}
+
+// startControllerManager starts kube-controller-manager and adds it to the cluster.
+func (c *Cluster) startControllerManager() (*process, error) {
+	cm, err := startProcess(c.Dir, "kube-controller-manager",
+		"--kubeconfig="+c.Kubeconfig,
+		// deployment and replicaset make rollouts and revisions; statefulset and
+		// daemonset make the ControllerRevisions their undo uses; serviceaccount
+		// makes the default ServiceAccount pods need; garbagecollector removes
+		// what a deleted owner owned.
+		"--controllers=deployment,replicaset,statefulset,daemonset,garbagecollector,serviceaccount,serviceaccount-token",
+		"--service-account-private-key-file="+filepath.Join(c.Dir, "service-account.key"),
+		"--root-ca-file="+c.CAFile,
+		"--leader-elect=false",
+		"--secure-port=0",
+	)
+	if err != nil {
+		return nil, err
+	}
+	c.add(cm)
+	return cm, nil
+}
+
+// PauseControllers stops kube-controller-manager, so a test can put a workload in a state
+// the controllers would fix at once (a template no revision records yet), and returns the
+// function that starts it again.
+func (c *Cluster) PauseControllers() (resume func() error) {
+	c.mu.Lock()
+	for i, p := range c.processes {
+		if p.name == "kube-controller-manager" {
+			p.stop()
+			c.processes = append(c.processes[:i], c.processes[i+1:]...)
+			break
+		}
+	}
+	c.mu.Unlock()
+	return func() error {
+		_, err := c.startControllerManager()
+		return err
+	}
 }
 
 // writeRSAKey writes a new RSA key as PEM: the apiserver signs service-account

@@ -182,3 +182,26 @@ func WaitEvents(ctx context.Context, cs kubernetes.Interface, ns, kind, name, re
 	}
 	return got, nil
 }
+
+// WaitControllerRevision waits until the newest ControllerRevision the StatefulSet or
+// DaemonSet named owner controls is revision want.
+func WaitControllerRevision(ctx context.Context, cs kubernetes.Interface, ns, owner string, want int64) error {
+	var newest int64
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, PollTimeout, true, func(ctx context.Context) (bool, error) {
+		list, err := cs.AppsV1().ControllerRevisions(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		newest = 0
+		for _, cr := range list.Items {
+			if ref := metav1.GetControllerOf(&cr); ref != nil && ref.Name == owner && cr.Revision > newest {
+				newest = cr.Revision
+			}
+		}
+		return newest == want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s/%s newest ControllerRevision is %d, want %d: %w", ns, owner, newest, want, err)
+	}
+	return nil
+}
