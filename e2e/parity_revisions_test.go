@@ -128,7 +128,9 @@ func TestKubectlParityAlreadyAtTarget(t *testing.T) {
 func (e *env) revisionRollout(kind, name string, n int) {
 	e.t.Helper()
 	ctx := context.Background()
-	c := func(i int) corev1.Container { return run.Container(fmt.Sprintf("registry.invalid/%s:v%d", strings.ToLower(kind), i), "100m") }
+	c := func(i int) corev1.Container {
+		return run.Container(fmt.Sprintf("registry.invalid/%s:v%d", strings.ToLower(kind), i), "100m")
+	}
 	var err error
 	switch kind {
 	case "StatefulSet":
@@ -188,4 +190,3 @@ func (e *env) podTemplate(kind, name string) corev1.PodTemplateSpec {
 	}
 	return d.Spec.Template
 }
-
