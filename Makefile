@@ -11,12 +11,14 @@ export GOFLAGS ?= -buildvcs=false
 KUBE_BINS := kube-apiserver kube-controller-manager kube-scheduler kubectl etcd
 AM_BINS   := alertmanager amtool
 TOOLS     := $(addprefix $(BIN)/,$(KUBE_BINS) $(AM_BINS) promtool rollback)
+# The demo needs no promtool or amtool.
+DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 
 # progress prints one line per 100 packages compiled, so a first build that takes
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools test unit e2e demo vet fmt clean
+.PHONY: all build tools test unit e2e demo bench vet fmt clean
 all: build
 
 build:
@@ -72,8 +74,13 @@ test: fmt vet tools
 	go test -count=1 -race ./...
 	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -count=1 -timeout 40m ./...
 
-demo: tools
+demo: $(DEMO_TOOLS)
 	cd e2e && go run ./cmd/demo
+
+# Benchmarks print numbers (ns/op, B/op, requests/op); they are not part of make test.
+bench: tools
+	go test -run XXX -bench . -benchmem ./...
+	cd e2e && go test -run XXX -bench . -benchtime 50x -benchmem .
 
 clean:
 	rm -rf $(BIN)

@@ -41,8 +41,16 @@ const testToken = "test-token-0123456789"
 // ownNamespace is the function's own namespace in these tests.
 const ownNamespace = "shop"
 
-// start starts a Function on the fake client with env on top of a valid base.
-func start(t *testing.T, client kubernetes.Interface, env map[string]string) *Function {
+// start starts a Function on the fake client with env on top of a valid base, and stops
+// it when the test ends.
+func start(t testing.TB, client kubernetes.Interface, env map[string]string) *Function {
+	t.Helper()
+	f := newFunction(t, client, env)
+	t.Cleanup(func() { _ = f.Stop(context.Background()) })
+	return f
+}
+
+func newFunction(t testing.TB, client kubernetes.Interface, env map[string]string) *Function {
 	t.Helper()
 	cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}
 	for k, v := range env {
@@ -53,7 +61,6 @@ func start(t *testing.T, client kubernetes.Interface, env map[string]string) *Fu
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
 	}
-	t.Cleanup(func() { _ = f.Stop(context.Background()) })
 	return f
 }
 

@@ -21,7 +21,7 @@ import (
 
 // env is one test's namespace with the function's identity installed from kservice.yaml.
 type env struct {
-	t  *testing.T
+	t  testing.TB
 	ns string
 	cs kubernetes.Interface
 	// dir holds the logs of the processes the test starts.
@@ -32,7 +32,7 @@ type env struct {
 	kubeconfig string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	e := &env{t: t, ns: namespaceFor(t), cs: kube.Clientset, dir: t.TempDir(), token: "e2e-token-" + namespaceFor(t)}
@@ -162,7 +162,7 @@ func amAlert(a alert.Alert) run.Alert {
 	return run.Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt}
 }
 
-func writeFile(t *testing.T, path, content string) string {
+func writeFile(t testing.TB, path, content string) string {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)

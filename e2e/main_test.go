@@ -105,7 +105,7 @@ func sharedFile(name string) (string, error) {
 }
 
 // namespaceFor turns a test name into a namespace name of its own.
-func namespaceFor(t *testing.T) string {
+func namespaceFor(t testing.TB) string {
 	r := strings.NewReplacer("/", "-", "_", "-", " ", "-")
 	ns := strings.ToLower(r.Replace(t.Name()))
 	if len(ns) > 50 {
