@@ -1,0 +1,145 @@
+package manifests
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	rbacv1 "k8s.io/api/rbac/v1"
+)
+
+// grant is one permission: verb on resource in API group ("" is the core group).
+type grant struct {
+	Group, Resource, Verb string
+}
+
+// wantGrants is every API call the function makes, and so everything its Role may allow.
+var wantGrants = func() []grant {
+	var gs []grant
+	add := func(group string, resources, verbs []string) {
+		for _, r := range resources {
+			for _, v := range verbs {
+				gs = append(gs, grant{group, r, v})
+			}
+		}
+	}
+	add("apps", []string{"deployments", "statefulsets", "daemonsets"}, []string{"get", "list", "patch"})
+	add("apps", []string{"replicasets", "controllerrevisions"}, []string{"get", "list"})
+	add("", []string{"pods"}, []string{"get"})
+	add("", []string{"events"}, []string{"create", "patch"})
+	add("events.k8s.io", []string{"events"}, []string{"create", "patch"})
+	slices.SortFunc(gs, compareGrants)
+	return gs
+}()
+
+func compareGrants(a, b grant) int {
+	return strings.Compare(a.Group+"/"+a.Resource+"/"+a.Verb, b.Group+"/"+b.Resource+"/"+b.Verb)
+}
+
+// grants expands rules into the sorted set of grants they allow. Anything a set of grants
+// cannot express exactly (wildcards, resourceNames, non-resource URLs) is an error: it would
+// allow more, or other, than the list says.
+func grants(rules []rbacv1.PolicyRule) ([]grant, error) {
+	var gs []grant
+	for i, r := range rules {
+		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
+			return nil, fmt.Errorf("rule %d: nonResourceURLs or resourceNames", i)
+		}
+		for _, list := range [][]string{r.APIGroups, r.Resources, r.Verbs} {
+			if len(list) == 0 || slices.Contains(list, rbacv1.APIGroupAll) {
+				return nil, fmt.Errorf("rule %d: an empty list or a wildcard", i)
+			}
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					gs = append(gs, grant{g, res, v})
+				}
+			}
+		}
+	}
+	slices.SortFunc(gs, compareGrants)
+	return slices.Compact(gs), nil
+}
+
+func TestRoleGrantsExactly(t *testing.T) {
+	role := decodeFile(t, "kservice.yaml")["Role/"+name].(*rbacv1.Role)
+	clusterRole := decodeFile(t, "deploy/cluster-wide/rbac.yaml")["ClusterRole/"+name].(*rbacv1.ClusterRole)
+	plus := func(rules []rbacv1.PolicyRule, extra rbacv1.PolicyRule) []rbacv1.PolicyRule {
+		return append(slices.Clone(rules), extra)
+	}
+	tests := []struct {
+		name     string
+		rules    []rbacv1.PolicyRule
+		wantSame bool   // the grants equal wantGrants
+		wantErr  string // grants() fails with this
+	}{
+		{name: "Role in kservice.yaml", rules: role.Rules, wantSame: true},
+		{name: "ClusterRole in deploy/cluster-wide/rbac.yaml", rules: clusterRole.Rules, wantSame: true},
+		// The comparison can fail: one verb too many, or too few, is a difference.
+		{
+			name:  "an extra verb",
+			rules: plus(role.Rules, rbacv1.PolicyRule{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"delete"}}),
+		},
+		{name: "a missing rule", rules: role.Rules[1:]},
+		{
+			name:    "a wildcard",
+			rules:   plus(role.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"*"}}),
+			wantErr: "wildcard",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := grants(tt.rules)
+			checkErr(t, err, tt.wantErr)
+			if err != nil {
+				return
+			}
+			diff := cmp.Diff(wantGrants, got)
+			if tt.wantSame && diff != "" {
+				t.Errorf("grants mismatch (-want +got):\n%s", diff)
+			}
+			if !tt.wantSame && diff == "" {
+				t.Errorf("grants equal the wanted ones; want a difference")
+			}
+		})
+	}
+}
+
+func TestBindings(t *testing.T) {
+	rb := decodeFile(t, "kservice.yaml")["RoleBinding/"+name].(*rbacv1.RoleBinding)
+	crb := decodeFile(t, "deploy/cluster-wide/rbac.yaml")["ClusterRoleBinding/"+name].(*rbacv1.ClusterRoleBinding)
+	tests := []struct {
+		name         string
+		roleRef      rbacv1.RoleRef
+		subjects     []rbacv1.Subject
+		wantRoleKind string
+		// wantNamespace: the RoleBinding's subject has none, so that the apiserver reads it as
+		// the binding's own (TestRBACOnAPIServer checks that on a real one); the
+		// ClusterRoleBinding's must have one.
+		wantNamespace bool
+	}{
+		{"RoleBinding in kservice.yaml", rb.RoleRef, rb.Subjects, "Role", false},
+		{"ClusterRoleBinding in deploy/cluster-wide/rbac.yaml", crb.RoleRef, crb.Subjects, "ClusterRole", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: tt.wantRoleKind, Name: name}
+			if diff := cmp.Diff(wantRef, tt.roleRef); diff != "" {
+				t.Errorf("roleRef mismatch (-want +got):\n%s", diff)
+			}
+			if len(tt.subjects) != 1 {
+				t.Fatalf("subjects = %+v; want exactly one", tt.subjects)
+			}
+			s := tt.subjects[0]
+			if s.Kind != rbacv1.ServiceAccountKind || s.Name != name || s.APIGroup != "" {
+				t.Errorf("subject = %+v; want ServiceAccount %s", s, name)
+			}
+			if got := s.Namespace != ""; got != tt.wantNamespace {
+				t.Errorf("subject namespace = %q; want one: %v", s.Namespace, tt.wantNamespace)
+			}
+		})
+	}
+}
