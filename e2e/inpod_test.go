@@ -24,13 +24,10 @@ const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 // TestAsAPod applies kservice.yaml as a user would, then runs the built function exactly as
 // Kubernetes starts it in a pod: no kubeconfig, KUBERNETES_SERVICE_HOST/PORT set, and the
-// service account's token, CA and namespace mounted at saDir (in a private mount namespace,
-// so nothing outside the process sees it). With only the shipped Role it rolls the
+// service account's token, CA and namespace mounted at saDir (in private user and mount
+// namespaces, so it needs no root and nothing outside the process sees it). With only the shipped Role it rolls the
 // seed's Deployment back; the real authorizer denies that identity everything else.
 func TestAsAPod(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Fatal("this test mounts the service account folder and must run as root (it does in CI)")
-	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		t.Fatalf("unshare (util-linux) is needed to run the function as a pod would: %v", err)
@@ -60,15 +57,15 @@ func TestAsAPod(t *testing.T) {
 	writeFile(t, filepath.Join(mount, "token"), token)
 	writeFile(t, filepath.Join(mount, "ca.crt"), string(ca))
 	writeFile(t, filepath.Join(mount, "namespace"), e.ns)
-	// The mount point must exist; it stays empty outside the private mount namespace.
-	if err := os.MkdirAll(saDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 
 	f, err := run.StartFunction(ctx, run.FunctionOptions{
 		Dir: e.dir, Name: "rollback-in-pod",
-		Wrap: []string{unshare, "--mount", "--propagation", "private", "sh", "-c",
-			`mount --bind "$SA_MOUNT" ` + saDir + ` && exec "$0"`},
+		// A user namespace (so this needs no root) with a private mount namespace: a fresh
+		// tmpfs on /run (where /var/run points) holds the mount point, and the folder is
+		// bind-mounted there, as the kubelet mounts a projected service account volume.
+		// Nothing of it is visible outside the function's process.
+		Wrap: []string{unshare, "--user", "--map-root-user", "--mount", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs tmpfs /run && mkdir -p ` + saDir + ` && mount --bind "$SA_MOUNT" ` + saDir + ` && exec "$0"`},
 		Env: map[string]string{
 			"SA_MOUNT":                mount,
 			"KUBERNETES_SERVICE_HOST": "127.0.0.1",
