@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,59 +17,76 @@ import (
 // strategic merge patch that replaces spec.template. Their undo is that patch, as kubectl
 // applies it, plus (here) the resourceVersion precondition and the state annotation.
 
-type statefulSets struct{ u *Undoer }
+// revisionKind is a StatefulSet or a DaemonSet: the two differ only in which typed client
+// reads and patches them.
+type revisionKind struct {
+	u    *Undoer
+	kind string
+	get  func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error)
+	// patch sends a strategic merge patch.
+	patch func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error
+}
 
-func (s statefulSets) load(ctx context.Context, ns, name string) (*workload, error) {
-	var sts *appsv1.StatefulSet
-	err := s.u.call(ctx, func(ctx context.Context) (err error) {
-		sts, err = s.u.client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+func statefulSets(u *Undoer) revisionKind {
+	c := u.client.AppsV1()
+	return revisionKind{
+		u: u, kind: "StatefulSet",
+		get: func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error) {
+			s, err := c.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			return s, s.Spec.Selector, &s.Spec.Template, nil
+		},
+		patch: func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error {
+			_, err := c.StatefulSets(ns).Patch(ctx, name, types.StrategicMergePatchType, data, opts)
+			return err
+		},
+	}
+}
+
+func daemonSets(u *Undoer) revisionKind {
+	c := u.client.AppsV1()
+	return revisionKind{
+		u: u, kind: "DaemonSet",
+		get: func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error) {
+			d, err := c.DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			return d, d.Spec.Selector, &d.Spec.Template, nil
+		},
+		patch: func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error {
+			_, err := c.DaemonSets(ns).Patch(ctx, name, types.StrategicMergePatchType, data, opts)
+			return err
+		},
+	}
+}
+
+func (k revisionKind) load(ctx context.Context, ns, name string) (*workload, error) {
+	var (
+		obj  metav1.Object
+		sel  *metav1.LabelSelector
+		tmpl *corev1.PodTemplateSpec
+	)
+	err := k.u.call(ctx, func(ctx context.Context) (err error) {
+		obj, sel, tmpl, err = k.get(ctx, ns, name)
 		return err
 	})
 	if err != nil {
-		return nil, getError("statefulset", ns, name, err)
+		return nil, getError(strings.ToLower(k.kind), ns, name, err)
 	}
-	return s.u.withHistory(ctx, sts, "StatefulSet", sts.Spec.Selector, &sts.Spec.Template)
+	return k.u.withHistory(ctx, obj, k.kind, sel, tmpl)
 }
 
-func (s statefulSets) restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error {
+func (k revisionKind) restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error {
 	patch, err := revisionPatch(w, to, state)
 	if err != nil {
 		return err
 	}
-	return s.u.call(ctx, func(ctx context.Context) error {
-		_, err := s.u.client.AppsV1().StatefulSets(w.ref.Namespace).Patch(ctx, w.ref.Name,
-			types.StrategicMergePatchType, patch, patchOptions(dryRun))
-		if err != nil {
-			return fmt.Errorf("patch statefulset %s/%s: %w", w.ref.Namespace, w.ref.Name, err)
-		}
-		return nil
-	})
-}
-
-type daemonSets struct{ u *Undoer }
-
-func (d daemonSets) load(ctx context.Context, ns, name string) (*workload, error) {
-	var ds *appsv1.DaemonSet
-	err := d.u.call(ctx, func(ctx context.Context) (err error) {
-		ds, err = d.u.client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-		return err
-	})
-	if err != nil {
-		return nil, getError("daemonset", ns, name, err)
-	}
-	return d.u.withHistory(ctx, ds, "DaemonSet", ds.Spec.Selector, &ds.Spec.Template)
-}
-
-func (d daemonSets) restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error {
-	patch, err := revisionPatch(w, to, state)
-	if err != nil {
-		return err
-	}
-	return d.u.call(ctx, func(ctx context.Context) error {
-		_, err := d.u.client.AppsV1().DaemonSets(w.ref.Namespace).Patch(ctx, w.ref.Name,
-			types.StrategicMergePatchType, patch, patchOptions(dryRun))
-		if err != nil {
-			return fmt.Errorf("patch daemonset %s/%s: %w", w.ref.Namespace, w.ref.Name, err)
+	return k.u.call(ctx, func(ctx context.Context) error {
+		if err := k.patch(ctx, w.ref.Namespace, w.ref.Name, patch, patchOptions(dryRun)); err != nil {
+			return fmt.Errorf("patch %s %s/%s: %w", strings.ToLower(k.kind), w.ref.Namespace, w.ref.Name, err)
 		}
 		return nil
 	})

@@ -115,9 +115,9 @@ func (u *Undoer) kindFor(k string) (kind, error) {
 	case target.Deployment:
 		return deployments{u}, nil
 	case target.StatefulSet:
-		return statefulSets{u}, nil
+		return statefulSets(u), nil
 	case target.DaemonSet:
-		return daemonSets{u}, nil
+		return daemonSets(u), nil
 	}
 	return nil, fmt.Errorf("%w: kind %q", target.ErrUnsupportedOwner, k)
 }
