@@ -18,7 +18,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools test unit e2e demo bench vet fmt clean
+.PHONY: all build tools test unit e2e demo bench cluster vet fmt clean
 all: build
 
 build:
@@ -76,6 +76,10 @@ test: fmt vet tools
 
 demo: $(DEMO_TOOLS)
 	cd e2e && go run ./cmd/demo
+
+# A local control plane for trying the function by hand; Ctrl-C stops it.
+cluster: $(addprefix $(BIN)/,$(KUBE_BINS))
+	cd e2e && go run ./cmd/cluster
 
 # Benchmarks print numbers (ns/op, B/op, requests/op); they are not part of make test.
 bench: tools

@@ -75,6 +75,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 // Stop lets the notifications in flight finish (up to ctx's deadline) and refuses new ones
 // with 503, which Alertmanager retries, possibly on another replica.
 func (f *Function) Stop(ctx context.Context) error {
+	if f.log != nil {
+		f.log.Info("stopping: new notifications get 503, those in flight finish")
+	}
 	err := f.inflight.drain(ctx)
 	f.events.Shutdown()
 	if f.log != nil {

@@ -108,6 +108,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // messages such as "Bearer <token>" stay readable
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
