@@ -14,7 +14,9 @@ import (
 // config is every setting, read from the map Start receives (the process environment under
 // func and cmd/rollback), so tests hand settings in without touching globals.
 type config struct {
-	authToken            string
+	authToken string
+	// authTokenFile, when set, is where authToken came from; it is re-read when it changes.
+	authTokenFile        *tokenFile
 	allowUnauthenticated bool
 	match                alert.Matcher
 	// namespaces allowed; "*" allows all; empty means only the function's own.
@@ -66,10 +68,11 @@ func parseConfig(env map[string]string) (config, error) {
 		if c.authToken != "" {
 			check("ROLLBACK_AUTH_TOKEN_FILE", errors.New("set either it or ROLLBACK_AUTH_TOKEN, not both"))
 		}
-		b, err := os.ReadFile(file)
-		check("ROLLBACK_AUTH_TOKEN_FILE", err)
-		c.authToken = strings.TrimSpace(string(b))
-		if err == nil && c.authToken == "" {
+		c.authTokenFile = &tokenFile{path: file}
+		c.authToken = c.authTokenFile.get()
+		if _, err := os.Stat(file); err != nil {
+			check("ROLLBACK_AUTH_TOKEN_FILE", err)
+		} else if c.authToken == "" {
 			check("ROLLBACK_AUTH_TOKEN_FILE", fmt.Errorf("%s is empty", file))
 		}
 	}

@@ -113,7 +113,11 @@ func isJSON(ct string) bool {
 // comparison is of SHA-256 digests in constant time, so neither the token's bytes nor its
 // length leak through timing.
 func (f *Function) authorized(r *http.Request) bool {
-	if f.cfg.authToken == "" {
+	want := f.cfg.authToken
+	if f.cfg.authTokenFile != nil {
+		want = f.cfg.authTokenFile.get()
+	}
+	if want == "" {
 		return f.cfg.allowUnauthenticated
 	}
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -121,6 +125,6 @@ func (f *Function) authorized(r *http.Request) bool {
 		return false
 	}
 	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	want := sha256.Sum256([]byte(f.cfg.authToken))
-	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+	wantSum := sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(got[:], wantSum[:]) == 1
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -543,4 +545,48 @@ func writes(c *fake.Clientset) []string {
 		out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
 	}
 	return out
+}
+
+// TestTokenFileRotation: a token read from ROLLBACK_AUTH_TOKEN_FILE follows the file, as a
+// mounted Secret is rotated in place; an emptied file keeps the last token.
+func TestTokenFileRotation(t *testing.T) {
+	objs, _ := brokenDeployment(ownNamespace)
+	path := filepath.Join(t.TempDir(), "token")
+	write := func(token string, at time.Time) {
+		if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	write("first", now)
+	f := start(t, fake.NewClientset(objs...), map[string]string{"ROLLBACK_AUTH_TOKEN": "", "ROLLBACK_AUTH_TOKEN_FILE": path})
+	status := func(token string) int {
+		r := post([]byte(`{"version":"4","alerts":[{"status":"resolved"}]}`))
+		r.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		f.Handle(rec, r)
+		return rec.Code
+	}
+	steps := []struct {
+		name   string
+		write  string // "" leaves the file alone
+		token  string
+		status int
+	}{
+		{"the file's token", "", "first", http.StatusOK},
+		{"rotated: the new token", "second", "second", http.StatusOK},
+		{"rotated: the old token", "", "first", http.StatusUnauthorized},
+		{"emptied: the last token stays", " ", "second", http.StatusOK},
+	}
+	for i, s := range steps {
+		if s.write != "" {
+			write(s.write, now.Add(time.Duration(i)*time.Second))
+		}
+		if got := status(s.token); got != s.status {
+			t.Errorf("%s: status %d; want %d", s.name, got, s.status)
+		}
+	}
 }
