@@ -198,6 +198,17 @@ func TestHandle(t *testing.T) {
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1", "payments/checkout-api": "shop/checkout:v1"},
 		},
 		{
+			name:    "more workloads than ROLLBACK_MAX_TARGETS: nothing changes",
+			objects: append(objs, otherObjs...),
+			env:     map[string]string{"ROLLBACK_NAMESPACES": "shop,payments", "ROLLBACK_MAX_TARGETS": "1"},
+			request: func() *http.Request {
+				return post(notification(firing("pod", badPod), firing("namespace", "payments", "pod", otherPod)))
+			},
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "Deployment", "checkout-api", 0, 0}, {"refused", "Deployment", "checkout-api", 0, 0}},
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2", "payments/checkout-api": "shop/checkout:v2"},
+		},
+		{
 			name:        "a namespace not allowed is refused and untouched",
 			objects:     append(objs, otherObjs...),
 			request:     func() *http.Request { return post(notification(firing("namespace", "payments", "pod", otherPod))) },

@@ -297,6 +297,37 @@ func TestUndo(t *testing.T) {
 			wantImage: "app:v2",
 		},
 		{
+			name: "ReplicaSets newer than the Deployment read: read both again",
+			objects: func() []runtime.Object {
+				// After another replica's undo of this very alert: v1 is back as revision 3.
+				d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2")
+				rss[0].Annotations["deployment.kubernetes.io/revision"] = "3"
+				d.Annotations["deployment.kubernetes.io/revision"] = "3"
+				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
+				withState(d, State{Bad: []string{fixture.Hash("app:v2")}, Handled: []string{"fp1@1764118800"}, Last: &Record{At: now, From: 2, To: 1}})
+				return append(fixture.Objects(rss...), d)
+			},
+			req: func() Request {
+				r := request(target.Deployment, "web-front-end", "fp1@1764118800")
+				r.Revisions = []string{fixture.Hash("app:v2")}
+				return r
+			}(),
+			reactors: func(c *fake.Clientset) {
+				// The first read of the Deployment is from just before that undo.
+				before, _ := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2")
+				first := true
+				c.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+					if first {
+						first = false
+						return true, before, nil
+					}
+					return false, nil, nil
+				})
+			},
+			wantErr:   ErrAlreadyHandled,
+			wantImage: "app:v1",
+		},
+		{
 			name:     "statefulset",
 			objects:  func() []runtime.Object { return append(fixture.Objects(crs...), stsObj.DeepCopy()) },
 			req:      request(target.StatefulSet, "db"),
@@ -434,4 +465,49 @@ func TestUndoWritesStateWithTheUndo(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestRevisionPatchHasThePrecondition: a StatefulSet's or DaemonSet's undo carries the
+// resourceVersion it read and the new state, beside the ControllerRevision's own patch.
+func TestRevisionPatchHasThePrecondition(t *testing.T) {
+	sts, crs := fixture.StatefulSet(ns, "db", "db:v1", "db:v2")
+	ds, dcrs := fixture.DaemonSet(ns, "agent", "agent:v1", "agent:v2")
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		req     Request
+	}{
+		{"statefulset", append(fixture.Objects(crs...), sts), request(target.StatefulSet, "db")},
+		{"daemonset", append(fixture.Objects(dcrs...), ds), request(target.DaemonSet, "agent")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(tc.objects...)
+			if out := undoer(client, false).Undo(context.Background(), tc.req); out.Err != nil {
+				t.Fatalf("Undo() = %v", out.Err)
+			}
+			var patch struct {
+				Metadata struct {
+					ResourceVersion string            `json:"resourceVersion"`
+					Annotations     map[string]string `json:"annotations"`
+				} `json:"metadata"`
+				Spec struct {
+					Template map[string]any `json:"template"`
+				} `json:"spec"`
+			}
+			n := 0
+			for _, a := range client.Actions() {
+				if p, ok := a.(k8stesting.PatchActionImpl); ok {
+					n++
+					if err := json.Unmarshal(p.GetPatch(), &patch); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if n != 1 || patch.Metadata.ResourceVersion != "100" || patch.Metadata.Annotations[StateAnnotation] == "" ||
+				patch.Spec.Template["$patch"] != "replace" {
+				t.Errorf("%d patches, last %+v; want one with resourceVersion 100, the state, and the revision's template", n, patch)
+			}
+		})
+	}
 }

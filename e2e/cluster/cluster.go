@@ -61,6 +61,8 @@ type Cluster struct {
 	Dir string
 
 	removeDir bool // Dir was made by Start, so Stop removes it
+	// stopReaping ends reapDeletedPods.
+	stopReaping context.CancelFunc
 
 	mu        sync.Mutex
 	processes []*process // in start order
@@ -119,6 +121,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.startControllers(ctx); err != nil {
 		return nil, err
 	}
+	reapCtx, stopReaping := context.WithCancel(context.Background())
+	c.stopReaping = stopReaping
+	go c.reapDeletedPods(reapCtx)
 	logf("kube-controller-manager and kube-scheduler running; control plane ready in %.1fs (logs in %s)", time.Since(began).Seconds(), c.Dir)
 	return c, nil
 }
@@ -164,6 +169,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 // and, if still running after a few seconds, SIGKILL. It then removes the
 // folder if Start made it. Stop is safe to call more than once.
 func (c *Cluster) Stop() error {
+	if c.stopReaping != nil {
+		c.stopReaping()
+	}
 	c.stopProcesses()
 	if c.removeDir {
 		c.removeDir = false
