@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,6 +47,16 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatalf("token for alert-rollback: %v", err)
 	}
+	// The Node's room is shared by every test: free it when the test ends. The garbage
+	// collector deletes the ReplicaSets and pods, and the harness's reaper finishes the pods
+	// off, as a kubelet would.
+	t.Cleanup(func() {
+		bg := metav1.DeletePropagationBackground
+		del, all := metav1.DeleteOptions{PropagationPolicy: &bg}, metav1.ListOptions{}
+		_ = e.cs.AppsV1().Deployments(e.ns).DeleteCollection(ctx, del, all)
+		_ = e.cs.AppsV1().StatefulSets(e.ns).DeleteCollection(ctx, del, all)
+		_ = e.cs.AppsV1().DaemonSets(e.ns).DeleteCollection(ctx, del, all)
+	})
 	e.kubeconfig = filepath.Join(e.dir, "kubeconfig")
 	if err := kube.WriteKubeconfig(e.kubeconfig, e.ns, sa); err != nil {
 		t.Fatal(err)
@@ -79,37 +90,45 @@ func (e *env) startFunction(name string, settings map[string]string) *run.Functi
 // whose pod is Unschedulable. It returns that pod's name.
 func (e *env) brokenDeployment(name string) string {
 	e.t.Helper()
+	return e.brokenAfter(name, 1)
+}
+
+// brokenAfter rolls out good revisions that schedule (v1, v2, ...), then a bad one, and
+// returns the name of the bad revision's Unschedulable pod.
+func (e *env) brokenAfter(name string, good int) string {
+	e.t.Helper()
 	ctx := context.Background()
 	d := run.Deployment(e.ns, name, run.Container("registry.invalid/"+name+":v1", "100m"))
-	created, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
 	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
 		e.t.Fatal(err)
 	}
-	rs1, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, 1)
+	update := func(rev int, cpu string) *appsv1.ReplicaSet {
+		if rev > 1 {
+			err := run.UpdateDeployment(ctx, e.cs, e.ns, name, int64(rev), func(d *appsv1.Deployment) {
+				d.Spec.Template.Spec.Containers[0] = run.Container(fmt.Sprintf("registry.invalid/%s:v%d", name, rev), cpu)
+			})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+		}
+		rs, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, int64(rev))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return rs
+	}
+	for rev := 1; rev <= good; rev++ {
+		if _, err := run.WaitPod(ctx, e.cs, e.ns, update(rev, "100m"), corev1.ConditionTrue, ""); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	pod, err := run.WaitPod(ctx, e.cs, e.ns, update(good+1, "64"), corev1.ConditionFalse, corev1.PodReasonUnschedulable)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := run.WaitPod(ctx, e.cs, e.ns, rs1, corev1.ConditionTrue, ""); err != nil {
-		e.t.Fatal(err)
-	}
-	err = run.UpdateDeployment(ctx, e.cs, e.ns, name, 2, func(d *appsv1.Deployment) {
-		d.Spec.Template.Spec.Containers[0] = run.Container("registry.invalid/"+name+":v2", "64")
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	rs2, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, 2)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	pod, err := run.WaitPod(ctx, e.cs, e.ns, rs2, corev1.ConditionFalse, corev1.PodReasonUnschedulable)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	_ = created
 	return pod
 }
 

@@ -25,12 +25,15 @@ var fastTimers = &run.Timers{GroupWait: "1s", GroupInterval: "1s", RepeatInterva
 
 // TestResendsChangeNothing: Alertmanager re-sends a firing group every repeat_interval.
 // After the undo, at least five re-sends change nothing: the revision and the template stay
-// put. When the alert resolves, the resolved notification is acknowledged and ignored.
+// put. The alert names the Deployment (so no stale check applies), the cooldown is off, and
+// an earlier good revision exists: only the one-undo-per-alert guard stands between a
+// re-send and a second undo. When the alert resolves, the resolved notification is
+// acknowledged and ignored.
 func TestResendsChangeNothing(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	pod := e.brokenDeployment("search-api")
-	f := e.startFunction("rollback", nil)
+	e.brokenAfter("search-api", 2) // v1, v2 good; v3 (revision 3) unschedulable
+	f := e.startFunction("rollback", map[string]string{"ROLLBACK_COOLDOWN": "0s"})
 	rec := newRecorder(t, f.URL)
 	am, err := run.StartAlertmanager(ctx, run.AlertmanagerOptions{Dir: e.dir, WebhookURL: rec.URL,
 		CredentialsFile: writeFile(t, filepath.Join(e.dir, "credentials"), e.token), Timers: fastTimers})
@@ -39,14 +42,17 @@ func TestResendsChangeNothing(t *testing.T) {
 	}
 	defer am.Stop()
 
-	a := seedAlert(e.ns, pod, time.Now())
+	a := alertWith(map[string]string{"alertname": "SearchAPIBroken", "severity": "rollback", "namespace": e.ns, "deployment": "search-api"}, time.Now())
 	if err := am.Fire(ctx, amAlert(a)); err != nil {
 		t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "search-api", 3); err != nil {
+	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "search-api", 4); err != nil {
 		t.Fatal(err)
 	}
 	after := e.deployment("search-api")
+	if img := after.Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v2") {
+		t.Fatalf("image after the undo = %s; want v2", img)
+	}
 	undoneAt := len(rec.deliveries())
 
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
@@ -57,13 +63,14 @@ func TestResendsChangeNothing(t *testing.T) {
 	}
 	for i, d := range rec.deliveries()[undoneAt:] {
 		r := answer(t, d)
-		if d.status != http.StatusOK || len(r.Results) != 1 || r.Results[0].Action != "skipped" {
-			t.Errorf("re-send %d answered %d %s; want 200 skipped", i+1, d.status, d.answer)
+		if d.status != http.StatusOK || len(r.Results) != 1 || r.Results[0].Action != "skipped" ||
+			!strings.Contains(r.Results[0].Reason, "already caused a rollback") {
+			t.Errorf("re-send %d answered %d %s; want 200 skipped: already caused a rollback", i+1, d.status, d.answer)
 		}
 	}
 	now := e.deployment("search-api")
-	if now.Annotations["deployment.kubernetes.io/revision"] != "3" || !sameTemplate(now.Spec.Template, after.Spec.Template) {
-		t.Errorf("after the re-sends: revision %s, template %+v; want revision 3 and the template of the undo",
+	if now.Annotations["deployment.kubernetes.io/revision"] != "4" || !sameTemplate(now.Spec.Template, after.Spec.Template) {
+		t.Errorf("after the re-sends: revision %s, template %+v; want revision 4 and the template of the undo",
 			now.Annotations["deployment.kubernetes.io/revision"], now.Spec.Template)
 	}
 	if ev, _ := run.Events(ctx, e.cs, e.ns, "Deployment", "search-api", "RolledBack"); len(ev) != 1 {
@@ -96,86 +103,114 @@ func TestResendsChangeNothing(t *testing.T) {
 }
 
 // TestDuplicateStorm: two Alertmanagers deliver the same group, and 200 copies of the same
-// notification are POSTed at once, spread over three function processes: exactly one undo.
+// notification are POSTed at once, spread over three function processes: exactly one undo,
+// for a Deployment (alert about its pod) and a StatefulSet (alert naming it).
 func TestDuplicateStorm(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
-	pod := e.brokenDeployment("ledger-writer")
 	var fns []*run.Function
 	for i := range 3 {
 		fns = append(fns, e.startFunction(fmt.Sprintf("rollback-%d", i), nil))
 	}
-	a := seedAlert(e.ns, pod, time.Now())
-	var recs []*recorder
-	for i := range 2 {
-		rec := newRecorder(t, fns[i].URL)
-		recs = append(recs, rec)
-		am, err := run.StartAlertmanager(ctx, run.AlertmanagerOptions{Dir: e.dir, Name: fmt.Sprintf("alertmanager-%d", i),
-			WebhookURL: rec.URL, CredentialsFile: writeFile(t, filepath.Join(e.dir, fmt.Sprintf("credentials-%d", i)), e.token),
-			Timers: &run.Timers{GroupWait: "1s", GroupInterval: "1s", RepeatInterval: "1h"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer am.Stop()
-		if err := am.Fire(ctx, amAlert(a)); err != nil {
-			t.Fatal(err)
-		}
+	tests := []struct {
+		kind, name string
+		// setup makes the broken workload and returns the alert's workload labels.
+		setup func() map[string]string
+		// undone reports whether the controller has recorded the one undo.
+		undone func(ctx context.Context) error
+	}{
+		{
+			kind: "Deployment", name: "ledger-writer",
+			setup: func() map[string]string { return map[string]string{"pod": e.brokenDeployment("ledger-writer")} },
+			undone: func(ctx context.Context) error {
+				return run.WaitDeploymentRevision(ctx, e.cs, e.ns, "ledger-writer", 3)
+			},
+		},
+		{
+			kind: "StatefulSet", name: "ledger-db",
+			setup: func() map[string]string {
+				e.revisionRollout("StatefulSet", "ledger-db", 2)
+				return map[string]string{"statefulset": "ledger-db"}
+			},
+			undone: func(ctx context.Context) error {
+				return run.WaitControllerRevision(ctx, e.cs, e.ns, "ledger-db", 3)
+			},
+		},
 	}
-
-	body := notification(a)
-	var mu sync.Mutex
-	var answers []report.Result
-	var wg sync.WaitGroup
-	for i := range 200 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			status, resp, err := fns[i%3].Post(ctx, body, e.token)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil || status != http.StatusOK || len(resp.Results) != 1 {
-				t.Errorf("POST %d = %d %+v %v; want 200 and one result", i, status, resp, err)
-				return
+	for _, tc := range tests {
+		t.Run(tc.kind, func(t *testing.T) {
+			ctx := context.Background()
+			labels := tc.setup()
+			labels["alertname"], labels["namespace"], labels["severity"] = "LedgerBroken", e.ns, "rollback"
+			a := alertWith(labels, time.Now())
+			var recs []*recorder
+			for i := range 2 {
+				rec := newRecorder(t, fns[i].URL)
+				recs = append(recs, rec)
+				am, err := run.StartAlertmanager(ctx, run.AlertmanagerOptions{Dir: e.dir, Name: fmt.Sprintf("alertmanager-%s-%d", tc.name, i),
+					WebhookURL: rec.URL, CredentialsFile: writeFile(t, filepath.Join(e.dir, fmt.Sprintf("credentials-%s-%d", tc.name, i)), e.token),
+					Timers: &run.Timers{GroupWait: "1s", GroupInterval: "1s", RepeatInterval: "1h"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer am.Stop()
+				if err := am.Fire(ctx, amAlert(a)); err != nil {
+					t.Fatal(err)
+				}
 			}
-			answers = append(answers, resp.Results[0])
-		}()
-	}
-	wg.Wait()
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-		return len(recs[0].deliveries()) > 0 && len(recs[1].deliveries()) > 0, nil
-	})
-	if err != nil {
-		t.Fatal("the Alertmanagers did not both deliver")
-	}
-	for _, rec := range recs {
-		for _, d := range rec.deliveries() {
-			answers = append(answers, answer(t, d).Results...)
-		}
-	}
 
-	rolledBack := 0
-	for _, r := range answers {
-		switch {
-		case r.Action == "rolled-back":
-			rolledBack++
-		case r.Action != "skipped" || !strings.Contains(r.Reason, "already caused a rollback"):
-			t.Errorf("a duplicate got %s %q; want skipped as already handled", r.Action, r.Reason)
-		}
+			body := notification(a)
+			var mu sync.Mutex
+			var answers []report.Result
+			var wg sync.WaitGroup
+			for i := range 200 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					status, resp, err := fns[i%3].Post(ctx, body, e.token)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil || status != http.StatusOK || len(resp.Results) != 1 {
+						t.Errorf("POST %d = %d %+v %v; want 200 and one result", i, status, resp, err)
+						return
+					}
+					answers = append(answers, resp.Results[0])
+				}()
+			}
+			wg.Wait()
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				return len(recs[0].deliveries()) > 0 && len(recs[1].deliveries()) > 0, nil
+			})
+			if err != nil {
+				t.Fatal("the Alertmanagers did not both deliver")
+			}
+			for _, rec := range recs {
+				for _, d := range rec.deliveries() {
+					answers = append(answers, answer(t, d).Results...)
+				}
+			}
+
+			rolledBack := 0
+			for _, r := range answers {
+				switch {
+				case r.Action == "rolled-back":
+					rolledBack++
+				case r.Action != "skipped" || !strings.Contains(r.Reason, "already caused a rollback"):
+					t.Errorf("a duplicate got %s %q; want skipped as already handled", r.Action, r.Reason)
+				}
+			}
+			if rolledBack != 1 {
+				t.Errorf("%d of %d answers say rolled-back; want exactly 1", rolledBack, len(answers))
+			}
+			if err := tc.undone(ctx); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Second) // events are sent asynchronously; give any extra one time to land
+			if ev, _ := run.Events(ctx, e.cs, e.ns, tc.kind, tc.name, "RolledBack"); len(ev) != 1 || ev[0].Count != 1 {
+				t.Errorf("RolledBack events = %d (%+v); want exactly one, once", len(ev), ev)
+			}
+			t.Logf("%d answers (200 POSTs and the Alertmanagers' deliveries): %d rolled-back, the rest skipped", len(answers), rolledBack)
+		})
 	}
-	if rolledBack != 1 {
-		t.Errorf("%d of %d answers say rolled-back; want exactly 1", rolledBack, len(answers))
-	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "ledger-writer", 3); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second) // events are sent asynchronously; give any extra one time to land
-	if ev, _ := run.Events(ctx, e.cs, e.ns, "Deployment", "ledger-writer", "RolledBack"); len(ev) != 1 || ev[0].Count != 1 {
-		t.Errorf("RolledBack events = %d (%+v); want exactly one, once", len(ev), ev)
-	}
-	if got := e.deployment("ledger-writer").Annotations["deployment.kubernetes.io/revision"]; got != "3" {
-		t.Errorf("revision = %s; want 3 (one undo)", got)
-	}
-	t.Logf("%d answers (200 POSTs and the Alertmanagers' deliveries): %d rolled-back, the rest skipped", len(answers), rolledBack)
 }
 
 // TestCooldownAndNextGoodRevision: a second, different alert inside the cooldown is
