@@ -79,6 +79,18 @@ func (k revisionKind) load(ctx context.Context, ns, name string) (*workload, err
 	return k.u.withHistory(ctx, obj, k.kind, sel, tmpl)
 }
 
+func (k revisionKind) resourceVersion(ctx context.Context, ns, name string) (string, error) {
+	var rv string
+	err := k.u.call(ctx, func(ctx context.Context) error {
+		obj, _, _, err := k.get(ctx, ns, name)
+		if err == nil {
+			rv = obj.GetResourceVersion()
+		}
+		return err
+	})
+	return rv, err
+}
+
 func (k revisionKind) restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error {
 	patch, err := revisionPatch(w, to, state)
 	if err != nil {

@@ -10,9 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -95,17 +93,19 @@ func (d deployments) load(ctx context.Context, ns, name string) (*workload, erro
 		})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
-	// The list may be newer than the Deployment read just before it: if another writer
-	// changed the Deployment in between (a copy of this alert, on another replica, rolling
-	// it back), the controller may already have given a ReplicaSet a revision the Deployment
-	// read does not know. Deciding on that mix would misjudge the alert (as stale, say), so
-	// it counts as a conflict: read both again.
-	if known, err := strconv.ParseInt(dep.Annotations[revisionAnnotation], 10, 64); err == nil &&
-		len(w.history) > 0 && w.history[0].number > known {
-		return nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, name,
-			fmt.Errorf("its ReplicaSets are at revision %d, newer than the Deployment read (%d)", w.history[0].number, known))
-	}
 	return w, nil
+}
+
+func (d deployments) resourceVersion(ctx context.Context, ns, name string) (string, error) {
+	var rv string
+	err := d.u.call(ctx, func(ctx context.Context) error {
+		dep, err := d.u.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			rv = dep.ResourceVersion
+		}
+		return err
+	})
+	return rv, err
 }
 
 // restore writes what kubectl writes (the revision's template without its hash label, and

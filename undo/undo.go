@@ -2,8 +2,10 @@ package undo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -105,6 +108,8 @@ type workload struct {
 // kind reads and writes one kind of workload.
 type kind interface {
 	load(ctx context.Context, ns, name string) (*workload, error)
+	// resourceVersion reads the workload's current resourceVersion.
+	resourceVersion(ctx context.Context, ns, name string) (string, error)
 	// restore writes the revision's template and the new state annotation, under the
 	// precondition that the workload is still at w.resourceVersion.
 	restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error
@@ -155,6 +160,10 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request) Outcome {
 	from, to, err := u.decide(w, req)
 	out := Outcome{UID: w.uid, From: from.number, To: to.number, Err: err}
 	if err != nil {
+		if u.inconsistent(ctx, k, w, err) {
+			out.Err = apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: strings.ToLower(w.ref.Kind) + "s"},
+				w.ref.Name, fmt.Errorf("it changed while its history was read"))
+		}
 		return out
 	}
 	state, _ := readState(w.annotations) // decide has checked it
@@ -167,6 +176,25 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request) Outcome {
 	}
 	out.Err = k.restore(ctx, w, to, next, u.opts.DryRun)
 	return out
+}
+
+// inconsistent reports whether a decision not to write may come from reading the workload
+// and its history at two different moments. The history is listed just after the workload
+// is read, and may already hold what a concurrent writer (another replica undoing this very
+// alert) set in motion: its newest revision then no longer matches the template read, and
+// the alert would look stale, or already at its target. When that is so and the workload has
+// changed since it was read, the attempt counts as a conflict: read both again and decide on
+// what is really there. A workload that has not changed (a rollout the controller has not
+// recorded yet) keeps the decision.
+func (u *Undoer) inconsistent(ctx context.Context, k kind, w *workload, err error) bool {
+	if !errors.Is(err, ErrStale) && !errors.Is(err, ErrAlreadyAtTarget) && !errors.Is(err, ErrRolloutPending) {
+		return false
+	}
+	if len(w.history) == 0 || equalIgnoreHash(w.history[0].template, w.template) {
+		return false
+	}
+	rv, rerr := k.resourceVersion(ctx, w.ref.Namespace, w.ref.Name)
+	return rerr == nil && rv != w.resourceVersion
 }
 
 // decide applies the guards, in order, and picks the revision to restore: it returns the

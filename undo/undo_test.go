@@ -297,13 +297,14 @@ func TestUndo(t *testing.T) {
 			wantImage: "app:v2",
 		},
 		{
-			name: "ReplicaSets newer than the Deployment read: read both again",
+			name: "history newer than the Deployment read: read both again",
 			objects: func() []runtime.Object {
 				// After another replica's undo of this very alert: v1 is back as revision 3.
 				d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2")
 				rss[0].Annotations["deployment.kubernetes.io/revision"] = "3"
 				d.Annotations["deployment.kubernetes.io/revision"] = "3"
 				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
+				d.ResourceVersion = "101"
 				withState(d, State{Bad: []string{fixture.Hash("app:v2")}, Handled: []string{"fp1@1764118800"}, Last: &Record{At: now, From: 2, To: 1}})
 				return append(fixture.Objects(rss...), d)
 			},
