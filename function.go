@@ -28,7 +28,6 @@ import (
 type Function struct {
 	cfg          config
 	log          *zap.SugaredLogger
-	client       kubernetes.Interface
 	resolver     *target.Resolver
 	undoer       *undo.Undoer
 	events       *report.Events
@@ -59,7 +58,6 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	f.client = client
 	f.resolver = &target.Resolver{Client: client, Timeout: c.apiTimeout, Allowed: c.allowed(ownNamespace)}
 	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, Timeout: c.apiTimeout})
 	f.events = report.NewEvents(client, "alert-rollback")

@@ -34,7 +34,7 @@ func (f *Function) rollback(ctx context.Context, msg *alert.Message) report.Resp
 	}
 	wg.Wait()
 
-	resp.Results = append(resp.Results, p.refused...)
+	resp.Results = append(resp.Results, p.settled...)
 	resp.Results = append(resp.Results, results...)
 	for _, r := range resp.Results {
 		f.log.Infow(report.Message(r), "action", r.Action, "namespace", r.Namespace, "kind", r.Kind, "name", r.Name,

@@ -21,9 +21,10 @@ type job struct {
 // plan is what a notification asks for.
 type plan struct {
 	jobs []*job
-	// refused holds alerts whose workload cannot be used (bad name, namespace not
-	// allowed, not found, not a rollout-able owner) and, over the blast radius, every job.
-	refused []report.Result
+	// settled holds the results decided without an undo: alerts whose workload cannot be
+	// used (bad name, namespace not allowed, not found, not a rollout-able owner, or the
+	// lookup failed) and, over the blast radius, every workload.
+	settled []report.Result
 	ignored int
 }
 
@@ -70,7 +71,7 @@ func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 			if r.Namespace == "" {
 				r.Namespace = a.Labels["namespace"]
 			}
-			p.refused = append(p.refused, r)
+			p.settled = append(p.settled, r)
 			continue
 		}
 		j := byRef[targets[i].Ref]
@@ -89,7 +90,7 @@ func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 		for _, j := range p.jobs {
 			r := resultFor(j.alerts[0], j.target.Ref, undo.Outcome{Err: err, Action: undo.ActionFor(err)})
 			r.Alerts = len(j.alerts)
-			p.refused = append(p.refused, r)
+			p.settled = append(p.settled, r)
 		}
 		p.jobs = nil
 	}
