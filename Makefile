@@ -30,7 +30,7 @@ tools: $(TOOLS)
 # The control plane is rebuilt only when its pins (tools/kube/go.mod, go.sum) change.
 $(addprefix $(BIN)/,$(KUBE_BINS)) &: tools/kube/go.mod tools/kube/go.sum tools/kube/cmd/etcd/main.go
 	@echo "==> building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes v1.35.4) and etcd v3.6.5"
-	@echo "    first time only: about 5 minutes on 2 cores; cached in .bin/ afterwards"
+	@echo "    first time only: about 10 minutes on 2 cores; cached in .bin/ afterwards"
 	@mkdir -p $(BIN)
 	@set -o pipefail; cd tools/kube && go build -v -o $(BIN)/ \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -45,7 +45,7 @@ $(addprefix $(BIN)/,$(AM_BINS)) &: tools/alertmanager/go.mod tools/alertmanager/
 	@touch $(addprefix $(BIN)/,$(AM_BINS))
 
 $(BIN)/promtool: tools/promtool/go.mod tools/promtool/go.sum
-	@echo "==> building promtool (prometheus v0.316.0) (first time only: about 4 minutes)"
+	@echo "==> building promtool (prometheus v0.316.0) (first time only: about 5 minutes)"
 	@mkdir -p $(BIN)
 	@set -o pipefail; cd tools/promtool && go build -v -o $(BIN)/ github.com/prometheus/prometheus/cmd/promtool 2>&1 | $(progress)
 	@touch $@

@@ -36,11 +36,16 @@ type Function struct {
 	// newClient builds the Kubernetes client and finds the function's own namespace;
 	// tests replace it with a fake.
 	newClient func(config) (kubernetes.Interface, string, error)
+	// newLogger builds the logger; tests replace it to keep their output quiet.
+	newLogger func() *zap.SugaredLogger
 }
 
 // New returns an unstarted Function. func calls it once per process.
 func New() *Function {
-	return &Function{newClient: kubeClient}
+	return &Function{newClient: kubeClient, newLogger: func() *zap.SugaredLogger {
+		log, _ := logging.NewLogger("", "info")
+		return log.Named("alert-rollback")
+	}}
 }
 
 // Start configures the function from cfg (the environment: see the README for every
@@ -52,8 +57,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		return err
 	}
 	f.cfg = c
-	f.log, _ = logging.NewLogger("", "info")
-	f.log = f.log.Named("alert-rollback")
+	f.log = f.newLogger()
 	client, ownNamespace, err := f.newClient(c)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -60,6 +61,7 @@ func newFunction(t testing.TB, client kubernetes.Interface, env map[string]strin
 	}
 	f := New()
 	f.newClient = func(config) (kubernetes.Interface, string, error) { return client, ownNamespace, nil }
+	f.newLogger = zap.NewNop().Sugar
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
 	}
