@@ -7,13 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"syscall"
 	"time"
-
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 )
@@ -23,8 +19,7 @@ type Alertmanager struct {
 	URL        string
 	ConfigPath string
 	LogPath    string
-	cmd        *exec.Cmd
-	done       chan struct{}
+	*process
 }
 
 // Timers override the route's timers, so a test sees repeats in seconds, not hours.
@@ -111,52 +106,18 @@ func StartAlertmanager(ctx context.Context, o AlertmanagerOptions) (*Alertmanage
 	if err := os.WriteFile(a.ConfigPath, cfg, 0o644); err != nil {
 		return nil, err
 	}
-	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ {
-		port, err := cluster.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		if lastErr = a.start(ctx, bin, port, filepath.Join(o.Dir, o.Name+"-data")); lastErr == nil {
-			return a, nil
-		}
-	}
-	return nil, lastErr
-}
-
-func (a *Alertmanager) start(ctx context.Context, bin string, port int, data string) error {
-	a.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	a.done = make(chan struct{})
-	log, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	err = withFreePort(func(port int) error {
+		a.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		args := []string{bin, "--config.file", a.ConfigPath, "--storage.path", filepath.Join(o.Dir, o.Name+"-data"),
+			"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug"}
+		var err error
+		a.process, err = startProcess(ctx, o.Name, args, nil, a.LogPath, a.URL+"/-/ready")
 		return err
-	}
-	a.cmd = exec.Command(bin, "--config.file", a.ConfigPath, "--storage.path", data,
-		"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug")
-	a.cmd.Stdout, a.cmd.Stderr = log, log
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
-		log.Close()
-		return err
-	}
-	go func() { _ = a.cmd.Wait(); log.Close(); close(a.done) }()
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-a.done:
-			return false, fmt.Errorf("alertmanager exited: %s", tail(a.LogPath))
-		default:
-		}
-		resp, err := http.Get(a.URL + "/-/ready")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
 	})
 	if err != nil {
-		a.Stop()
+		return nil, err
 	}
-	return err
+	return a, nil
 }
 
 // Alert is what Alertmanager's API v2 takes: what Prometheus sends it.
@@ -194,14 +155,7 @@ func (a *Alertmanager) Fire(ctx context.Context, alerts ...Alert) error {
 
 // Stop stops Alertmanager.
 func (a *Alertmanager) Stop() {
-	if a == nil || a.cmd == nil || a.cmd.Process == nil {
-		return
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.done:
-	case <-time.After(10 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.done
+	if a != nil {
+		a.stop()
 	}
 }

@@ -12,14 +12,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
-	"time"
-
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/report"
@@ -27,10 +21,8 @@ import (
 
 // Function is a running cmd/rollback process.
 type Function struct {
-	URL     string
-	LogPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	URL string
+	*process
 }
 
 // FunctionOptions configure StartFunction.
@@ -57,77 +49,28 @@ func StartFunction(ctx context.Context, o FunctionOptions) (*Function, error) {
 	if o.Name == "" {
 		o.Name = "rollback"
 	}
-	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ { // a free port can be taken before we bind it
-		port, err := cluster.FreePort()
-		if err != nil {
-			return nil, err
+	f := &Function{}
+	err = withFreePort(func(port int) error {
+		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(port)}
+		for k, v := range o.Env {
+			env = append(env, k+"="+v)
 		}
-		f, err := startFunction(ctx, bin, port, o)
-		if err == nil {
-			return f, nil
-		}
-		lastErr = err
-	}
-	return nil, lastErr
-}
-
-func startFunction(ctx context.Context, bin string, port int, o FunctionOptions) (*Function, error) {
-	f := &Function{
-		URL:     fmt.Sprintf("http://127.0.0.1:%d/", port),
-		LogPath: filepath.Join(o.Dir, o.Name+".log"),
-		done:    make(chan struct{}),
-	}
-	log, err := os.OpenFile(f.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	args := append(append([]string{}, o.Wrap...), bin)
-	f.cmd = exec.Command(args[0], args[1:]...)
-	f.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(),
-		"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(port)}
-	for k, v := range o.Env {
-		f.cmd.Env = append(f.cmd.Env, k+"="+v)
-	}
-	f.cmd.Stdout, f.cmd.Stderr = log, log
-	f.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := f.cmd.Start(); err != nil {
-		log.Close()
-		return nil, err
-	}
-	go func() { _ = f.cmd.Wait(); log.Close(); close(f.done) }()
-
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-f.done:
-			return false, fmt.Errorf("the function exited: %s", tail(f.LogPath))
-		default:
-		}
-		resp, err := http.Get(f.URL + "health/readiness")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		f.URL = fmt.Sprintf("http://127.0.0.1:%d/", port)
+		args := append(append([]string{}, o.Wrap...), bin)
+		var err error
+		f.process, err = startProcess(ctx, o.Name, args, env, filepath.Join(o.Dir, o.Name+".log"), f.URL+"health/readiness")
+		return err
 	})
 	if err != nil {
-		f.Stop()
-		return nil, fmt.Errorf("function not ready: %w", err)
+		return nil, err
 	}
 	return f, nil
 }
 
 // Stop sends SIGTERM, as Knative does on scale-down, and waits for the process to exit.
 func (f *Function) Stop() {
-	if f == nil || f.cmd.Process == nil {
-		return
-	}
-	_ = f.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-f.done:
-	case <-time.After(30 * time.Second):
-		_ = f.cmd.Process.Kill()
-		<-f.done
+	if f != nil {
+		f.stop()
 	}
 }
 
@@ -161,15 +104,6 @@ func (f *Function) Post(ctx context.Context, body []byte, token string) (int, re
 
 // Log returns the function's log so far.
 func (f *Function) Log() string {
-	b, _ := os.ReadFile(f.LogPath)
+	b, _ := os.ReadFile(f.logPath)
 	return string(b)
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return strings.Join(lines, "\n")
 }
