@@ -112,7 +112,7 @@ func TestHandlePodsOfStatefulSetsAndDaemonSets(t *testing.T) {
 		{"pod of a StatefulSet", firing("pod", "orders-db-0"), want{"rolled-back", "StatefulSet", "orders-db", 2, 1}, nil},
 		{"pod of a DaemonSet", firing("pod", "log-agent-x7k2p"), want{"rolled-back", "DaemonSet", "log-agent", 2, 1}, nil},
 		{"stale pod of a DaemonSet", firing("pod", "log-agent-b4c6d"), want{"skipped", "DaemonSet", "log-agent", 2, 0}, nil},
-		{"gone pod of a StatefulSet", firing("pod", "orders-db-3"), want{"rolled-back", "StatefulSet", "orders-db", 2, 1}, nil},
+		{"gone pod of a StatefulSet: refused, ownership cannot be confirmed", firing("pod", "orders-db-3"), want{"refused", "", "", 0, 0}, nil},
 		{"statefulset label", firing("statefulset", "orders-db"), want{"rolled-back", "StatefulSet", "orders-db", 2, 1}, nil},
 		{"daemonset label", firing("daemonset", "log-agent"), want{"rolled-back", "DaemonSet", "log-agent", 2, 1}, nil},
 	}

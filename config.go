@@ -34,9 +34,11 @@ type config struct {
 // Defaults, documented in the README.
 const (
 	defaultMaxBodyBytes = 1 << 20
-	defaultCooldown     = 10 * time.Minute
-	defaultMaxTargets   = 10
-	defaultAPITimeout   = 5 * time.Second
+	// maxMaxBodyBytes bounds ROLLBACK_MAX_BODY_BYTES: the body is held in memory.
+	maxMaxBodyBytes   = 64 << 20
+	defaultCooldown   = 10 * time.Minute
+	defaultMaxTargets = 10
+	defaultAPITimeout = 5 * time.Second
 	// func's HTTP server has a 30 s write timeout: answer well inside it.
 	defaultRequestTimeout = 20 * time.Second
 	defaultQPS            = 50
@@ -98,8 +100,8 @@ func parseConfig(env map[string]string) (config, error) {
 
 	if v := env["ROLLBACK_MAX_BODY_BYTES"]; v != "" {
 		c.maxBodyBytes, err = strconv.ParseInt(v, 10, 64)
-		if err == nil && c.maxBodyBytes <= 0 {
-			err = errors.New("must be positive")
+		if err == nil && (c.maxBodyBytes <= 0 || c.maxBodyBytes > maxMaxBodyBytes) {
+			err = fmt.Errorf("must be between 1 and %d", maxMaxBodyBytes)
 		}
 		check("ROLLBACK_MAX_BODY_BYTES", err)
 	}

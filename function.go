@@ -119,4 +119,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := f.rollback(ctx, in.msg)
 	f.reply(ctx, w, in, resp)
+	// Send the answer now, before this request stops counting as in flight: Stop waits
+	// for in-flight requests, and the process may exit right after.
+	_ = http.NewResponseController(w).Flush()
 }

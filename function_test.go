@@ -211,6 +211,25 @@ func TestHandle(t *testing.T) {
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2", "payments/checkout-api": "shop/checkout:v2"},
 		},
 		{
+			name:    "a failed lookup counts toward ROLLBACK_MAX_TARGETS",
+			objects: append(objs, otherObjs...),
+			env:     map[string]string{"ROLLBACK_NAMESPACES": "shop,payments", "ROLLBACK_MAX_TARGETS": "1"},
+			reactors: func(c *fake.Clientset) {
+				c.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+					if a.GetNamespace() == "payments" {
+						return true, nil, apierrors.NewServiceUnavailable("apiserver overloaded")
+					}
+					return false, nil, nil
+				})
+			},
+			request: func() *http.Request {
+				return post(notification(firing("pod", badPod), firing("namespace", "payments", "pod", otherPod)))
+			},
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "Deployment", "checkout-api", 0, 0}, {"refused", "", "", 0, 0}},
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2", "payments/checkout-api": "shop/checkout:v2"},
+		},
+		{
 			name:        "a namespace not allowed is refused and untouched",
 			objects:     append(objs, otherObjs...),
 			request:     func() *http.Request { return post(notification(firing("namespace", "payments", "pod", otherPod))) },
@@ -500,6 +519,7 @@ func TestStartRefusesWithoutCredentials(t *testing.T) {
 		{"token file missing", map[string]string{"ROLLBACK_AUTH_TOKEN_FILE": "/nonexistent/token"}, true},
 		{"bad matcher", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MATCH": "severity"}, true},
 		{"bad cooldown", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_COOLDOWN": "soon"}, true},
+		{"body limit beyond 64 MiB", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MAX_BODY_BYTES": "9223372036854775807"}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

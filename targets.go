@@ -46,31 +46,46 @@ func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 		acted = append(acted, a)
 	}
 
+	// Resolve in rounds of resolveParallelism, stopping as soon as the notification is known
+	// to name too many workloads: a flood of alerts costs a bounded number of API calls.
+	// A lookup that failed counts as a workload of its own, since it might be one: when the
+	// API server is degraded the limit must hold all the more.
 	targets := make([]target.Target, len(acted))
 	errs := make([]error, len(acted))
-	sem := make(chan struct{}, resolveParallelism)
-	var wg sync.WaitGroup
-	for i, a := range acted {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			ns := a.Labels["namespace"]
-			if ns == "" {
-				ns = f.ownNamespace
-			}
-			targets[i], errs[i] = f.resolver.Resolve(ctx, ns, a.Labels)
-		}()
+	resolved := 0
+	for resolved < len(acted) && f.distinct(targets[:resolved], errs[:resolved]) <= f.cfg.maxTargets {
+		end := min(resolved+resolveParallelism, len(acted))
+		var wg sync.WaitGroup
+		for i := resolved; i < end; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				targets[i], errs[i] = f.resolver.Resolve(ctx, f.namespaceOf(acted[i]), acted[i].Labels)
+			}()
+		}
+		wg.Wait()
+		resolved = end
 	}
-	wg.Wait()
+
+	if n := f.distinct(targets[:resolved], errs[:resolved]); n > f.cfg.maxTargets {
+		more := ""
+		if resolved < len(acted) {
+			more = fmt.Sprintf(" after looking up %d of %d alerts", resolved, len(acted))
+		}
+		err := fmt.Errorf("%w: at least %d workloads%s, limit %d", undo.ErrTooManyTargets, n, more, f.cfg.maxTargets)
+		for i, a := range acted {
+			r := resultFor(a, targets[i].Ref, undo.Outcome{Err: err, Action: undo.ActionFor(err)})
+			r.Namespace = f.namespaceOf(a)
+			p.settled = append(p.settled, r)
+		}
+		return p
+	}
 
 	byRef := map[target.Ref]*job{}
 	for i, a := range acted {
 		if errs[i] != nil {
 			r := resultFor(a, targets[i].Ref, undo.Outcome{Err: errs[i], Action: undo.ActionFor(errs[i])})
-			if r.Namespace == "" {
-				r.Namespace = a.Labels["namespace"]
-			}
+			r.Namespace = f.namespaceOf(a)
 			p.settled = append(p.settled, r)
 			continue
 		}
@@ -84,17 +99,32 @@ func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 		j.req.AlertIDs = append(j.req.AlertIDs, a.ID())
 		j.req.Revisions = append(j.req.Revisions, targets[i].Revision)
 	}
-
-	if len(p.jobs) > f.cfg.maxTargets {
-		err := fmt.Errorf("%w: %d workloads, limit %d", undo.ErrTooManyTargets, len(p.jobs), f.cfg.maxTargets)
-		for _, j := range p.jobs {
-			r := resultFor(j.alerts[0], j.target.Ref, undo.Outcome{Err: err, Action: undo.ActionFor(err)})
-			r.Alerts = len(j.alerts)
-			p.settled = append(p.settled, r)
-		}
-		p.jobs = nil
-	}
 	return p
+}
+
+// distinct counts the workloads among resolved alerts, plus the lookups that failed.
+// Refusals (bad name, namespace not allowed, not found...) name nothing to act on.
+func (f *Function) distinct(targets []target.Target, errs []error) int {
+	refs := map[target.Ref]bool{}
+	failed := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			refs[targets[i].Ref] = true
+		case undo.ActionFor(err) == undo.Failed:
+			failed++
+		}
+	}
+	return len(refs) + failed
+}
+
+// namespaceOf is the namespace an alert is about: its namespace label, else the function's
+// own.
+func (f *Function) namespaceOf(a alert.Alert) string {
+	if ns := a.Labels["namespace"]; ns != "" {
+		return ns
+	}
+	return f.ownNamespace
 }
 
 // resultFor reports an outcome for the alert a about the workload ref.

@@ -16,7 +16,8 @@ func TestDecode(t *testing.T) {
 		body    string
 		wantErr string // "" for success
 	}{
-		{"minimal", `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}`, ""},
+		{"minimal", `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"2026-11-26T01:00:00Z"}]}`, ""},
+		{"firing without startsAt", `{"version":"4","alerts":[{"status":"firing","labels":{"a":"b"}}]}`, "startsAt is missing"},
 		{"unknown fields are ignored", `{"version":"4","notification_reason":"x","routeLabels":{},"alerts":[{"status":"resolved","new":1}]}`, ""},
 		{"empty", ``, "empty body"},
 		{"malformed", `{"version":"4",`, "malformed JSON"},
@@ -25,7 +26,7 @@ func TestDecode(t *testing.T) {
 		{"no version", `{"alerts":[{"status":"firing"}]}`, `version ""`},
 		{"no alerts", `{"version":"4","alerts":[]}`, "no alerts"},
 		{"bad status", `{"version":"4","alerts":[{"status":"pending"}]}`, `alerts[0].status is "pending"`},
-		{"negative truncatedAlerts", `{"version":"4","truncatedAlerts":-1,"alerts":[{"status":"firing"}]}`, "negative"},
+		{"negative truncatedAlerts", `{"version":"4","truncatedAlerts":-1,"alerts":[{"status":"resolved"}]}`, "negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

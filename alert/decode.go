@@ -35,6 +35,11 @@ func Decode(body []byte) (*Message, error) {
 		if a.Status != "firing" && a.Status != "resolved" {
 			return nil, fmt.Errorf("%w: alerts[%d].status is %q, want \"firing\" or \"resolved\"", ErrInvalid, i, a.Status)
 		}
+		// startsAt tells one occurrence of an alert from the next; without it every later
+		// bad rollout would look like a copy of the first. Alertmanager always sends it.
+		if a.Firing() && a.StartsAt.IsZero() {
+			return nil, fmt.Errorf("%w: alerts[%d].startsAt is missing", ErrInvalid, i)
+		}
 	}
 	if m.TruncatedAlerts < 0 {
 		return nil, fmt.Errorf("%w: truncatedAlerts is negative", ErrInvalid)

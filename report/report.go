@@ -27,7 +27,7 @@ type Result struct {
 	FromRevision int64       `json:"fromRevision"`
 	ToRevision   int64       `json:"toRevision"`
 	// DryRun is true when nothing was changed on purpose (ROLLBACK_DRY_RUN).
-	DryRun bool `json:"dryRun,omitempty"`
+	DryRun bool `json:"dryRun"`
 	// Alerts counts the alerts of the notification this result answers (several alerts
 	// about one workload make one undo).
 	Alerts int `json:"alerts"`

@@ -81,38 +81,24 @@ func (r *Resolver) fromPod(ctx context.Context, ns, name string) (Target, error)
 	return Target{}, fmt.Errorf("pod %s/%s is controlled by %s %s: %w", ns, name, owner.Kind, owner.Name, ErrUnsupportedOwner)
 }
 
-// generatedSuffix is what the ReplicaSet and DaemonSet controllers append to their name for
-// a pod: "-" and five characters from apimachinery's rand alphabet. statefulOrdinal is a
-// StatefulSet pod's "-<ordinal>".
-var (
-	generatedSuffix = regexp.MustCompile(`-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
-	statefulOrdinal = regexp.MustCompile(`-(0|[1-9][0-9]*)$`)
-)
+// generatedSuffix is what the ReplicaSet controller appends to a ReplicaSet's name for a
+// pod: "-" and five characters from apimachinery's rand alphabet.
+var generatedSuffix = regexp.MustCompile(`-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
 
 // fromGonePod resolves a pod that no longer exists (the alert outlived it, which is common
-// once a rollout replaced it). The owner name is the pod name without its generated
-// suffix, but that is only a guess until ownership confirms it: a ReplicaSet must be
-// controlled by a Deployment; a DaemonSet or StatefulSet must exist under that name.
-// The pod's revision is unknown, so such an alert is never treated as stale.
+// once a rollout replaced it). Its ReplicaSet is the pod name without the generated suffix,
+// but that is only a guess until ownership confirms it: the ReplicaSet must exist and be
+// controlled by a Deployment, and then its pod-template-hash says which revision the pod
+// ran. A gone pod of a StatefulSet or DaemonSet cannot be confirmed that way (a Job's or a
+// bare pod's name looks the same), so it is refused: name the workload in the alert.
 func (r *Resolver) fromGonePod(ctx context.Context, ns, name string) (Target, error) {
-	via := "pod " + name + " (gone)"
 	if generatedSuffix.MatchString(name) {
-		owner := name[:strings.LastIndexByte(name, '-')]
-		t, err := r.fromReplicaSet(ctx, ns, owner, via)
-		if err == nil || !isNotFound(err) {
+		t, err := r.fromReplicaSet(ctx, ns, name[:strings.LastIndexByte(name, '-')], "pod "+name+" (gone)")
+		if err == nil || !errors.Is(err, ErrNotFound) {
 			return t, err
 		}
-		if ok, err := r.exists(ctx, DaemonSet, ns, owner); err != nil || ok {
-			return Target{Ref: Ref{DaemonSet, ns, owner}, Via: via}, err
-		}
 	}
-	if statefulOrdinal.MatchString(name) {
-		owner := name[:strings.LastIndexByte(name, '-')]
-		if ok, err := r.exists(ctx, StatefulSet, ns, owner); err != nil || ok {
-			return Target{Ref: Ref{StatefulSet, ns, owner}, Via: via}, err
-		}
-	}
-	return Target{}, fmt.Errorf("%w: pod %s/%s is gone and no owner of it was found; add a deployment, statefulset or daemonset label to the alert", ErrNotFound, ns, name)
+	return Target{}, fmt.Errorf("%w: pod %s/%s is gone and no Deployment's ReplicaSet owned it; for a StatefulSet or DaemonSet, add a statefulset or daemonset label to the alert", ErrNotFound, ns, name)
 }
 
 func (r *Resolver) fromReplicaSet(ctx context.Context, ns, name, via string) (Target, error) {
@@ -138,26 +124,6 @@ func (r *Resolver) fromReplicaSet(ctx context.Context, ns, name, via string) (Ta
 	}, nil
 }
 
-func (r *Resolver) exists(ctx context.Context, kind, ns, name string) (bool, error) {
-	err := r.call(ctx, func(ctx context.Context) error {
-		var err error
-		switch kind {
-		case DaemonSet:
-			_, err = r.Client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-		default:
-			_, err = r.Client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-		}
-		return err
-	})
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("get %s %s/%s: %w", strings.ToLower(kind), ns, name, err)
-	}
-	return true, nil
-}
-
 // call runs one API call under its own deadline.
 func (r *Resolver) call(ctx context.Context, f func(context.Context) error) error {
 	if r.Timeout > 0 {
@@ -167,5 +133,3 @@ func (r *Resolver) call(ctx context.Context, f func(context.Context) error) erro
 	}
 	return f(ctx)
 }
-
-func isNotFound(err error) bool { return err != nil && errors.Is(err, ErrNotFound) }

@@ -6,7 +6,9 @@ package undo
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"net/url"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -76,8 +78,11 @@ func Retryable(err error) bool {
 	}
 	var status apierrors.APIStatus
 	if !errors.As(err, &status) {
-		// Not an answer from the API server at all: a transport error.
-		return true
+		// Not an answer from the API server: retry only if it never got there (a transport
+		// error). Anything else (a malformed ControllerRevision, say) will fail the same way.
+		var netErr net.Error
+		var urlErr *url.Error
+		return errors.As(err, &netErr) || errors.As(err, &urlErr)
 	}
 	code := status.Status().Code
 	return code >= http.StatusInternalServerError || code == http.StatusTooManyRequests ||

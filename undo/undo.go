@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -66,8 +67,10 @@ type Undoer struct {
 	opts   Options
 	// locks serialises undos of one workload inside this process, so a burst of duplicate
 	// notifications costs one conflict-free write and cheap re-reads instead of a storm of
-	// conflicts. Across processes the resourceVersion precondition does the same job.
-	locks sync.Map // target.Ref -> *sync.Mutex
+	// conflicts. Across processes the resourceVersion precondition does the same job. A
+	// fixed set of locks, picked by a hash of the workload, keeps memory bounded whatever
+	// names alerts carry; two workloads sharing a lock only wait for each other.
+	locks [64]sync.Mutex
 }
 
 // New returns an Undoer acting through client.
@@ -135,9 +138,9 @@ func (u *Undoer) Undo(ctx context.Context, req Request) Outcome {
 	if err != nil {
 		return Outcome{Action: ActionFor(err), Err: err}
 	}
-	mu, _ := u.locks.LoadOrStore(req.Ref, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	mu := u.lockFor(req.Ref)
+	mu.Lock()
+	defer mu.Unlock()
 
 	var out Outcome
 	err = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() error {
@@ -150,6 +153,12 @@ func (u *Undoer) Undo(ctx context.Context, req Request) Outcome {
 	out.Action = ActionFor(out.Err)
 	out.DryRun = u.opts.DryRun
 	return out
+}
+
+func (u *Undoer) lockFor(ref target.Ref) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(ref.String()))
+	return &u.locks[h.Sum32()%uint32(len(u.locks))]
 }
 
 func (u *Undoer) attempt(ctx context.Context, k kind, req Request) Outcome {
