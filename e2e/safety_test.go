@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 	"github.com/sre-kit/alert-rollback/report"
 )
@@ -331,17 +330,37 @@ func TestGuards(t *testing.T) {
 	})
 
 	t.Run("too many targets", func(t *testing.T) {
+		// Through a real Alertmanager on the shipped route, which groups by alertname: the
+		// three alerts arrive in one notification, and the function refuses it as a whole.
 		f := e.startFunction("rollback-max", map[string]string{"ROLLBACK_MAX_TARGETS": "2"})
-		var alerts []alert.Alert
+		rec := newRecorder(t, f.URL)
+		am, err := run.StartAlertmanager(ctx, run.AlertmanagerOptions{Dir: e.dir, Name: "alertmanager-max", WebhookURL: rec.URL,
+			CredentialsFile: writeFile(t, filepath.Join(e.dir, "credentials-max"), e.token),
+			Timers:          &run.Timers{GroupWait: "2s", GroupInterval: "1s", RepeatInterval: "1h"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer am.Stop()
+		var alerts []run.Alert
 		versions := map[string]string{}
 		for _, name := range []string{"fleet-a", "fleet-b", "fleet-c"} {
 			pod := e.brokenDeployment(name)
-			alerts = append(alerts, seedAlert(e.ns, pod, time.Now()))
+			alerts = append(alerts, amAlert(seedAlert(e.ns, pod, time.Now())))
 			versions[name] = e.settled(name).ResourceVersion
 		}
-		status, resp, err := f.Post(ctx, notification(alerts...), e.token)
-		if err != nil || status != http.StatusOK || len(resp.Results) != 3 {
-			t.Fatalf("POST = %d %+v %v; want 200 with three results", status, resp, err)
+		if err := am.Fire(ctx, alerts...); err != nil {
+			t.Fatal(err)
+		}
+		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			return len(rec.deliveries()) > 0, nil
+		})
+		if err != nil {
+			t.Fatal("Alertmanager delivered nothing")
+		}
+		d := rec.deliveries()[0]
+		resp := answer(t, d)
+		if d.status != http.StatusOK || len(resp.Results) != 3 {
+			t.Fatalf("answer = %d %s; want 200 with three results in one notification", d.status, d.answer)
 		}
 		for _, r := range resp.Results {
 			if r.Action != "refused" || !strings.Contains(r.Reason, "ROLLBACK_MAX_TARGETS") {
