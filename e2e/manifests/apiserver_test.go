@@ -120,7 +120,8 @@ func TestRBACOnAPIServer(t *testing.T) {
 	// denied are requests the function never makes: none may be allowed anywhere.
 	denied := []grant{
 		{"apps", "deployments", "delete"}, {"apps", "deployments", "update"}, {"apps", "deployments", "create"},
-		{"apps", "deployments", "watch"}, {"apps", "replicasets", "patch"}, {"apps", "replicasets", "delete"},
+		{"apps", "deployments", "watch"}, {"apps", "deployments", "list"}, {"apps", "replicasets", "patch"}, {"apps", "replicasets", "delete"},
+		{"apps", "controllerrevisions", "get"}, {"events.k8s.io", "events", "create"},
 		{"apps", "controllerrevisions", "patch"}, {"", "pods", "list"}, {"", "pods", "delete"},
 		{"", "secrets", "get"}, {"", "secrets", "list"}, {"", "configmaps", "get"}, {"", "events", "delete"},
 		{"rbac.authorization.k8s.io", "roles", "patch"},
@@ -163,11 +164,11 @@ func TestRBACOnAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cs.AppsV1().Deployments(home).List(ctx, metav1.ListOptions{}); err != nil {
-			t.Errorf("list deployments in %s with the function's token: %v; want allowed", home, err)
+		if _, err := cs.AppsV1().ReplicaSets(home).List(ctx, metav1.ListOptions{}); err != nil {
+			t.Errorf("list replicasets in %s with the function's token: %v; want allowed", home, err)
 		}
-		if _, err := cs.AppsV1().Deployments(other).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
-			t.Errorf("list deployments in %s with the function's token: %v; want forbidden", other, err)
+		if _, err := cs.AppsV1().ReplicaSets(other).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("list replicasets in %s with the function's token: %v; want forbidden", other, err)
 		}
 		if _, err := cs.CoreV1().Secrets(home).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("list secrets in %s with the function's token: %v; want forbidden", home, err)

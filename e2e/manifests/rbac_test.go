@@ -25,11 +25,11 @@ var wantGrants = func() []grant {
 			}
 		}
 	}
-	add("apps", []string{"deployments", "statefulsets", "daemonsets"}, []string{"get", "list", "patch"})
-	add("apps", []string{"replicasets", "controllerrevisions"}, []string{"get", "list"})
+	add("apps", []string{"deployments", "statefulsets", "daemonsets"}, []string{"get", "patch"})
+	add("apps", []string{"replicasets"}, []string{"get", "list"})
+	add("apps", []string{"controllerrevisions"}, []string{"list"})
 	add("", []string{"pods"}, []string{"get"})
 	add("", []string{"events"}, []string{"create", "patch"})
-	add("events.k8s.io", []string{"events"}, []string{"create", "patch"})
 	slices.SortFunc(gs, compareGrants)
 	return gs
 }()
