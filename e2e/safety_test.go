@@ -205,7 +205,11 @@ func TestDuplicateStorm(t *testing.T) {
 			}
 			time.Sleep(2 * time.Second) // events are sent asynchronously; give any extra one time to land
 			if ev, _ := run.Events(ctx, e.cs, e.ns, tc.kind, tc.name, "RolledBack"); len(ev) != 1 || ev[0].Count != 1 {
-				t.Errorf("RolledBack events = %d (%+v); want exactly one, once", len(ev), ev)
+				var msgs []string
+				for _, x := range ev {
+					msgs = append(msgs, fmt.Sprintf("%dx %s", x.Count, x.Message))
+				}
+				t.Errorf("RolledBack events = %d %q; want exactly one, once", len(ev), msgs)
 			}
 			t.Logf("%d answers (200 POSTs and the Alertmanagers' deliveries): %d rolled-back, the rest skipped", len(answers), rolledBack)
 		})
