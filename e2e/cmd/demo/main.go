@@ -121,19 +121,7 @@ func demo() error {
 	}
 
 	step("Starting the function (cmd/rollback) as ServiceAccount alert-rollback, with only kservice.yaml's Role")
-	// kservice.yaml as a user applies it: Knative's Service CRD first (no Knative
-	// controller runs here, so the Service is only stored), then every document.
-	crd, err := sharedFile("knative/service-crd.yaml")
-	if err != nil {
-		return err
-	}
-	if _, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
-		return err
-	}
-	if _, err := kube.Kubectl(ctx, "wait", "--for=condition=Established", "crd/services.serving.knative.dev"); err != nil {
-		return err
-	}
-	if err := kubectl(ctx, kube, "apply", "-n", ns, "-f", "../kservice.yaml"); err != nil {
+	if err := applyKService(ctx, kube, dir); err != nil {
 		return err
 	}
 	token, err := kube.Token(ctx, ns, "alert-rollback")
@@ -240,6 +228,39 @@ func demo() error {
 	ok = true
 	fmt.Printf("\ndemo finished in %.0fs\n", time.Since(began).Seconds())
 	return nil
+}
+
+// applyKService applies kservice.yaml as a user would: Knative's Service CRD first (no
+// Knative controller runs here, so the Service is only stored), then every document. Where
+// the CRD is not at hand (no shared folder beside the repository), it applies every document
+// but the Knative Service: the ServiceAccount and Role are what the demo runs with.
+func applyKService(ctx context.Context, kube *cluster.Cluster, dir string) error {
+	crd, err := sharedFile("knative/service-crd.yaml")
+	if err == nil {
+		if _, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
+			return err
+		}
+		if _, err := kube.Kubectl(ctx, "wait", "--for=condition=Established", "crd/services.serving.knative.dev"); err != nil {
+			return err
+		}
+		return kubectl(ctx, kube, "apply", "-n", ns, "-f", "../kservice.yaml")
+	}
+	say("(%v: applying kservice.yaml without its Knative Service)", err)
+	b, err := os.ReadFile("../kservice.yaml")
+	if err != nil {
+		return err
+	}
+	var keep []string
+	for _, doc := range strings.Split(string(b), "\n---") {
+		if !strings.Contains(doc, "apiVersion: serving.knative.dev/") {
+			keep = append(keep, doc)
+		}
+	}
+	rbac := filepath.Join(dir, "kservice-rbac.yaml")
+	if err := os.WriteFile(rbac, []byte(strings.Join(keep, "\n---")), 0o644); err != nil {
+		return err
+	}
+	return kubectl(ctx, kube, "apply", "-n", ns, "-f", rbac)
 }
 
 // sharedFile finds a file of the shared folder beside the repository.
