@@ -8,7 +8,13 @@ BIN   := $(CURDIR)/.bin
 export ROLLBACK_TOOLS_DIR := $(BIN)
 export GOFLAGS ?= -buildvcs=false
 
-KUBE_BINS := kube-apiserver kube-controller-manager kube-scheduler kubectl etcd
+KUBE_BINS := kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd
+# Every Kubernetes binary reports the version it is built from: Knative's components refuse an
+# API server that says v0.0.0-master, and a Node would report it too.
+KUBE_VERSION := v1.35.4
+KUBE_LDFLAGS := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=35 \
+	-X $(p).gitTreeState=clean -X $(p).buildDate=2026-04-01T00:00:00Z)
 AM_BINS   := alertmanager amtool
 TOOLS     := $(addprefix $(BIN)/,$(KUBE_BINS) $(AM_BINS) promtool rollback)
 # The demo needs no promtool or amtool.
@@ -29,12 +35,13 @@ tools: $(TOOLS)
 
 # The control plane is rebuilt only when its pins (tools/kube/go.mod, go.sum) change.
 $(addprefix $(BIN)/,$(KUBE_BINS)) &: tools/kube/go.mod tools/kube/go.sum tools/kube/cmd/etcd/main.go
-	@echo "==> building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (k8s.io/kubernetes v1.35.4) and etcd v3.6.5"
+	@echo "==> building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy (k8s.io/kubernetes $(KUBE_VERSION)) and etcd v3.6.5"
 	@echo "    first time only: about 10 minutes on 2 cores; cached in .bin/ afterwards"
 	@mkdir -p $(BIN)
-	@set -o pipefail; cd tools/kube && go build -v -o $(BIN)/ \
+	@set -o pipefail; cd tools/kube && go build -v -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/ \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./cmd/etcd 2>&1 | $(progress)
+		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+		k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy ./cmd/etcd 2>&1 | $(progress)
 	@touch $(addprefix $(BIN)/,$(KUBE_BINS))
 
 $(addprefix $(BIN)/,$(AM_BINS)) &: tools/alertmanager/go.mod tools/alertmanager/go.sum
