@@ -77,7 +77,7 @@ func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listen
 	if err != nil {
 		return err
 	}
-	srv := newServer(lim, h)
+	srv := newServer(lim, f.Authorized, h)
 	fmt.Fprintf(os.Stderr, "alert-rollback: serving on %s; %s; limits: headers %d bytes, read header %s, read %s, write %s, idle %s, %d notifications at once\n",
 		ln.Addr(), memory, lim.maxHeaderBytes, lim.readHeaderTimeout, lim.readTimeout, lim.writeTimeout, lim.idleTimeout, lim.maxConcurrent)
 

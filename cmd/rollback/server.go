@@ -87,11 +87,12 @@ func parseLimits(env map[string]string) (limits, error) {
 	return l, nil
 }
 
-// newServer serves h within l. The health probes are never turned away: Knative must see
-// a busy replica as alive and ready.
-func newServer(l limits, h http.Handler) *http.Server {
+// newServer serves h within l. Only requests admit accepts (those with the right token)
+// count toward maxConcurrent: h answers the others at once, before reading a body. The
+// health probes are never turned away: Knative must see a busy replica as alive and ready.
+func newServer(l limits, admit func(*http.Request) bool, h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           bounded(l.maxConcurrent, h),
+		Handler:           bounded(l.maxConcurrent, admit, h),
 		MaxHeaderBytes:    l.maxHeaderBytes,
 		ReadHeaderTimeout: l.readHeaderTimeout,
 		ReadTimeout:       l.readTimeout,
@@ -103,12 +104,12 @@ func newServer(l limits, h http.Handler) *http.Server {
 // errBusy is the answer beyond maxConcurrent, in the function's own error format.
 const errBusy = `{"error":"too many notifications at once (ROLLBACK_SERVER_MAX_CONCURRENT): send again"}` + "\n"
 
-// bounded lets at most n requests other than health probes into h at once. It answers
-// the rest with 503 before reading their bodies.
-func bounded(n int, h http.Handler) http.Handler {
+// bounded lets at most n admitted requests other than health probes into h at once. It
+// answers the next ones with 503 before reading their bodies.
+func bounded(n int, admit func(*http.Request) bool, h http.Handler) http.Handler {
 	slots := make(chan struct{}, n)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/health/") {
+		if strings.HasPrefix(r.URL.Path, "/health/") || !admit(r) {
 			h.ServeHTTP(w, r)
 			return
 		}

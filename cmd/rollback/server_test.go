@@ -26,7 +26,7 @@ func startServer(t *testing.T, l limits, h http.Handler) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newServer(l, h)
+	srv := newServer(l, withToken, h)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return ln.Addr().String()
@@ -36,6 +36,9 @@ var ok = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(io.Discard, r.Body)
 	fmt.Fprintln(w, "OK")
 })
+
+// withToken admits requests that carry the test's token, as the function's Authorized does.
+func withToken(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer t" }
 
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
@@ -203,14 +206,25 @@ func TestMaxConcurrent(t *testing.T) {
 			fmt.Fprintln(w, "OK")
 			return
 		}
+		if !withToken(r) {
+			http.Error(w, "no token", http.StatusUnauthorized)
+			return
+		}
 		entered <- struct{}{}
 		<-release
 		fmt.Fprintln(w, "done")
 	})
 	addr := startServer(t, limits{maxConcurrent: n}, h)
 	client := &http.Client{Timeout: clientPatience}
-	post := func(path string) (*http.Response, error) {
-		return client.Post("http://"+addr+path, "application/json", strings.NewReader(`{}`))
+	post := func(path, auth string) (*http.Response, error) {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader(`{}`))
+		if err != nil {
+			return nil, err
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return client.Do(req)
 	}
 
 	var wg sync.WaitGroup
@@ -219,7 +233,7 @@ func TestMaxConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if resp, err := post("/"); err == nil {
+			if resp, err := post("/", "Bearer t"); err == nil {
 				resp.Body.Close()
 				held <- resp.StatusCode
 			}
@@ -232,17 +246,21 @@ func TestMaxConcurrent(t *testing.T) {
 	tests := []struct {
 		name           string
 		path           string
+		auth           string
 		wantStatus     int
 		wantRetryAfter string
 	}{
-		{"one notification too many", "/", http.StatusServiceUnavailable, "1"},
-		{"readiness while full", "/health/readiness", http.StatusOK, ""},
-		{"liveness while full", "/health/liveness", http.StatusOK, ""},
+		{"one notification too many", "/", "Bearer t", http.StatusServiceUnavailable, "1"},
+		// Not 503: a flood without a token must not take the slots real notifications need.
+		{"without a token while full: straight to the handler", "/", "", http.StatusUnauthorized, ""},
+		{"wrong token while full", "/", "Bearer guess", http.StatusUnauthorized, ""},
+		{"readiness while full", "/health/readiness", "", http.StatusOK, ""},
+		{"liveness while full", "/health/liveness", "", http.StatusOK, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			resp, err := post(tc.path)
+			resp, err := post(tc.path, tc.auth)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,7 +282,7 @@ func TestMaxConcurrent(t *testing.T) {
 			t.Errorf("a notification within the limit got %d; want 200", status)
 		}
 	}
-	resp, err := post("/")
+	resp, err := post("/", "Bearer t")
 	if err != nil {
 		t.Fatal(err)
 	}
