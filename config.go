@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/sre-kit/alert-rollback/alert"
 )
 
@@ -20,15 +22,18 @@ type config struct {
 	allowUnauthenticated bool
 	match                alert.Matcher
 	// namespaces allowed; "*" allows all; empty means only the function's own.
-	namespaces     []string
-	maxBodyBytes   int64
-	cooldown       time.Duration
-	maxTargets     int
-	dryRun         bool
-	apiTimeout     time.Duration
-	requestTimeout time.Duration
-	qps            float32
-	burst          int
+	namespaces []string
+	// defaultNamespace is the namespace of alerts that name a workload other than a pod
+	// without a namespace label; empty refuses them.
+	defaultNamespace string
+	maxBodyBytes     int64
+	cooldown         time.Duration
+	maxTargets       int
+	dryRun           bool
+	apiTimeout       time.Duration
+	requestTimeout   time.Duration
+	qps              float32
+	burst            int
 }
 
 // Defaults, documented in the README.
@@ -96,6 +101,13 @@ func parseConfig(env map[string]string) (config, error) {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			c.namespaces = append(c.namespaces, ns)
 		}
+	}
+
+	if ns := strings.TrimSpace(env["ROLLBACK_DEFAULT_NAMESPACE"]); ns != "" {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			check("ROLLBACK_DEFAULT_NAMESPACE", fmt.Errorf("%q: %v", ns, errs))
+		}
+		c.defaultNamespace = ns
 	}
 
 	if v := env["ROLLBACK_MAX_BODY_BYTES"]; v != "" {

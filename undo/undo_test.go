@@ -91,7 +91,6 @@ func TestUndo(t *testing.T) {
 		wantFrom  int64
 		wantTo    int64
 		wantImage string
-		retryable bool
 	}{
 		{
 			name:     "previous revision",
@@ -158,13 +157,12 @@ func TestUndo(t *testing.T) {
 			req:       request(target.Deployment, "web-front-end"),
 			wantErr:   ErrRolloutPending,
 			wantImage: "app:v3",
-			retryable: true,
 		},
 		{
 			name:    "not found",
 			objects: func() []runtime.Object { return nil },
 			req:     request(target.Deployment, "web-front-end"),
-			wantErr: target.ErrNotFound,
+			wantErr: ErrNotFound,
 		},
 		{
 			name: "no flip-flop: a revision rolled back from is never the target",
@@ -282,7 +280,6 @@ func TestUndo(t *testing.T) {
 			},
 			wantErr:   errConflictForTest,
 			wantImage: "app:v2",
-			retryable: true,
 		},
 		{
 			name:    "forbidden is a failure no retry fixes",
@@ -360,27 +357,21 @@ func TestUndo(t *testing.T) {
 			if tc.reactors != nil {
 				tc.reactors(client)
 			}
-			out := undoer(client, tc.dryRun).Undo(context.Background(), tc.req)
+			c, err := undoer(client, tc.dryRun).Undo(context.Background(), tc.req)
 			switch {
 			case tc.wantErr == errConflictForTest:
-				if !apierrors.IsConflict(out.Err) {
-					t.Fatalf("Undo() = %v; want a conflict", out.Err)
+				if !apierrors.IsConflict(err) {
+					t.Fatalf("Undo() = %v; want a conflict", err)
 				}
 			case tc.wantErr == errForbiddenForTest:
-				if !apierrors.IsForbidden(out.Err) {
-					t.Fatalf("Undo() = %v; want forbidden", out.Err)
+				if !apierrors.IsForbidden(err) {
+					t.Fatalf("Undo() = %v; want forbidden", err)
 				}
-			case !errors.Is(out.Err, tc.wantErr):
-				t.Fatalf("Undo() = %v; want %v", out.Err, tc.wantErr)
+			case !errors.Is(err, tc.wantErr):
+				t.Fatalf("Undo() = %v; want %v", err, tc.wantErr)
 			}
-			if out.Action != ActionFor(out.Err) {
-				t.Errorf("Action = %s; want %s", out.Action, ActionFor(out.Err))
-			}
-			if tc.wantErr == nil && (out.From != tc.wantFrom || out.To != tc.wantTo) {
-				t.Errorf("Undo() from %d to %d; want from %d to %d", out.From, out.To, tc.wantFrom, tc.wantTo)
-			}
-			if got := Retryable(out.Err); got != tc.retryable {
-				t.Errorf("Retryable(%v) = %v; want %v", out.Err, got, tc.retryable)
+			if tc.wantErr == nil && (c.From != tc.wantFrom || c.To != tc.wantTo) {
+				t.Errorf("Undo() from %d to %d; want from %d to %d", c.From, c.To, tc.wantFrom, tc.wantTo)
 			}
 			if tc.wantImage != "" {
 				if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
@@ -427,9 +418,8 @@ func TestUndoWritesStateWithTheUndo(t *testing.T) {
 	rss[0].Annotations[StateAnnotation] = `{"handled":["old@1"]}`
 	client := fake.NewClientset(append(fixture.Objects(rss...), d)...)
 
-	out := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end"))
-	if out.Err != nil {
-		t.Fatalf("Undo() = %v", out.Err)
+	if _, err := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end")); err != nil {
+		t.Fatalf("Undo() = %v", err)
 	}
 	var patch []map[string]any
 	for _, a := range client.Actions() {
@@ -484,8 +474,8 @@ func TestRevisionPatchHasThePrecondition(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset(tc.objects...)
-			if out := undoer(client, false).Undo(context.Background(), tc.req); out.Err != nil {
-				t.Fatalf("Undo() = %v", out.Err)
+			if _, err := undoer(client, false).Undo(context.Background(), tc.req); err != nil {
+				t.Fatalf("Undo() = %v", err)
 			}
 			var patch struct {
 				Metadata struct {
