@@ -28,6 +28,7 @@ type config struct {
 	defaultNamespace string
 	maxBodyBytes     int64
 	cooldown         time.Duration
+	maxAge           time.Duration
 	maxTargets       int
 	dryRun           bool
 	apiTimeout       time.Duration
@@ -42,6 +43,7 @@ const (
 	// maxMaxBodyBytes bounds ROLLBACK_MAX_BODY_BYTES: the body is held in memory.
 	maxMaxBodyBytes   = 64 << 20
 	defaultCooldown   = 10 * time.Minute
+	defaultMaxAge     = time.Hour
 	defaultMaxTargets = 10
 	defaultAPITimeout = 5 * time.Second
 	// func's HTTP server has a 30 s write timeout: answer well inside it.
@@ -57,6 +59,7 @@ func parseConfig(env map[string]string) (config, error) {
 	c := config{
 		maxBodyBytes:   defaultMaxBodyBytes,
 		cooldown:       defaultCooldown,
+		maxAge:         defaultMaxAge,
 		maxTargets:     defaultMaxTargets,
 		apiTimeout:     defaultAPITimeout,
 		requestTimeout: defaultRequestTimeout,
@@ -119,6 +122,8 @@ func parseConfig(env map[string]string) (config, error) {
 	}
 	c.cooldown, err = parseDuration(env, "ROLLBACK_COOLDOWN", c.cooldown, true)
 	check("ROLLBACK_COOLDOWN", err)
+	c.maxAge, err = parseDuration(env, "ROLLBACK_MAX_AGE", c.maxAge, true)
+	check("ROLLBACK_MAX_AGE", err)
 	c.apiTimeout, err = parseDuration(env, "ROLLBACK_API_TIMEOUT", c.apiTimeout, false)
 	check("ROLLBACK_API_TIMEOUT", err)
 	if v := env["ROLLBACK_MAX_TARGETS"]; v != "" {

@@ -65,13 +65,13 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	}
 	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace}
-	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown})
+	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge})
 	f.events = report.NewEvents(client, "alert-rollback")
 	if c.authToken == "" {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
 	}
 	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
-		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxTargets", c.maxTargets)
+		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets)
 	return nil
 }
 

@@ -59,6 +59,7 @@ const (
 	ReasonNotFound           Reason = "not-found"
 	ReasonUnsupportedOwner   Reason = "unsupported-owner"
 	ReasonForeignHistory     Reason = "foreign-history"
+	ReasonTooOld             Reason = "too-old"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -99,6 +100,7 @@ var classes = []struct {
 	{undo.ErrNotFound, Refused, ReasonNotFound},
 	{undo.ErrUnsupportedKind, Refused, ReasonUnsupportedOwner},
 	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
+	{undo.ErrTooOld, Refused, ReasonTooOld},
 	{ErrTooManyTargets, Refused, ReasonTooManyTargets},
 	{target.ErrNoWorkloadLabel, Refused, ReasonNoWorkloadLabel},
 	{target.ErrNoNamespace, Refused, ReasonNoNamespace},

@@ -38,6 +38,7 @@ func TestClassify(t *testing.T) {
 		{"bad state", undo.ErrBadState, Refused, ReasonBadState, false},
 		{"foreign history", undo.ErrForeignHistory, Refused, ReasonForeignHistory, false},
 		{"workload gone", undo.ErrNotFound, Refused, ReasonNotFound, false},
+		{"too old", undo.ErrTooOld, Refused, ReasonTooOld, false},
 		{"too many targets", ErrTooManyTargets, Refused, ReasonTooManyTargets, false},
 		{"no namespace", target.ErrNoNamespace, Refused, ReasonNoNamespace, false},
 		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},

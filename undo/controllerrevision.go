@@ -130,7 +130,7 @@ func (u *Undoer) withHistory(ctx context.Context, obj metav1.Object, kind string
 		if err != nil {
 			return nil, fmt.Errorf("controllerrevision %s/%s: %w", ns, cr.Name, err)
 		}
-		w.history = append(w.history, revision{number: cr.Revision, id: cr.Name, template: t, patch: cr.Data.Raw})
+		w.history = append(w.history, revision{number: cr.Revision, id: cr.Name, template: t, patch: cr.Data.Raw, created: cr.CreationTimestamp.Time})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
 	return w, nil

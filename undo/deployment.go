@@ -106,6 +106,7 @@ func (d deployments) load(ctx context.Context, ns, name string) (*workload, erro
 			id:          hash,
 			template:    &rs.Spec.Template,
 			annotations: rs.Annotations,
+			created:     rs.CreationTimestamp.Time,
 		})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })

@@ -19,7 +19,10 @@ var (
 	ErrOptOut             = errors.New("the workload opted out with the annotation " + OptOutAnnotation + `="true"`)
 	ErrBadState           = errors.New("the annotation " + StateAnnotation + " is not readable; fix or remove it")
 	ErrNotFound           = errors.New("workload not found")
-	ErrUnsupportedKind    = errors.New("not a Deployment, StatefulSet or DaemonSet")
+	// ErrTooOld refuses to undo a rollout that is not recent: a revision that ran well for
+	// weeks and starts failing today is not a bad rollout, and going back weeks is worse.
+	ErrTooOld          = errors.New("the current revision is older than ROLLBACK_MAX_AGE; this is not a recent rollout")
+	ErrUnsupportedKind = errors.New("not a Deployment, StatefulSet or DaemonSet")
 	// ErrForeignHistory means the rollout history holds entries the workload's controller
 	// cannot have made (two entries claiming one revision, say): someone else wrote them,
 	// and acting on them could restore a template of their choice.

@@ -45,6 +45,9 @@ type Options struct {
 	DryRun bool
 	// Cooldown is the least time between two undos of one workload.
 	Cooldown time.Duration
+	// MaxAge is the oldest a current revision may be for its rollout to be undone (0: no
+	// limit).
+	MaxAge time.Duration
 	// Backoff paces re-reads after a write conflict; its Steps bound them.
 	Backoff wait.Backoff
 	// Now is the clock, for tests.
@@ -92,6 +95,9 @@ type revision struct {
 	annotations map[string]string
 	// patch is a ControllerRevision's data: the strategic merge patch that restores it.
 	patch []byte
+	// created is when the ReplicaSet or ControllerRevision was made: for the current
+	// revision, when its rollout started (or, for a revision rolled back to, earlier).
+	created time.Time
 }
 
 // workload is what the undo needs to know of a Deployment, StatefulSet or DaemonSet.
@@ -231,6 +237,10 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 	from = w.history[0]
 	if stale(req.Revisions, from.id) {
 		return from, to, fmt.Errorf("%w (alert about %s, current is revision %d, %s)", ErrStale, summary(req.Revisions), from.number, from.id)
+	}
+	if age := u.opts.Now().Sub(from.created); u.opts.MaxAge > 0 && !from.created.IsZero() && age > u.opts.MaxAge {
+		return from, to, fmt.Errorf("%w: revision %d was rolled out %s ago (at %s), limit %s", ErrTooOld,
+			from.number, age.Round(time.Second), from.created.UTC().Format(time.RFC3339), u.opts.MaxAge)
 	}
 	if len(w.history) < 2 {
 		return from, to, ErrNoPreviousRevision

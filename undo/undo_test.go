@@ -502,3 +502,56 @@ func TestRevisionPatchHasThePrecondition(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxAge: a rollout older than MaxAge is not undone, whatever the kind; 0 turns the
+// guard off.
+func TestMaxAge(t *testing.T) {
+	weeksAgo := metav1.NewTime(now.Add(-21 * 24 * time.Hour))
+	minutesAgo := metav1.NewTime(now.Add(-10 * time.Minute))
+	deploymentAt := func(created metav1.Time) []runtime.Object {
+		d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2")
+		rss[1].CreationTimestamp = created
+		return append(fixture.Objects(rss...), d)
+	}
+	statefulSetAt := func(created metav1.Time) []runtime.Object {
+		s, crs := fixture.StatefulSet(ns, "db", "db:v1", "db:v2")
+		crs[1].CreationTimestamp = created
+		return append(fixture.Objects(crs...), s)
+	}
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		req     Request
+		maxAge  time.Duration
+		wantErr error
+	}{
+		{"recent rollout", deploymentAt(minutesAgo), request(target.Deployment, "web-front-end"), time.Hour, nil},
+		{"three weeks old", deploymentAt(weeksAgo), request(target.Deployment, "web-front-end"), time.Hour, ErrTooOld},
+		{"three weeks old, guard off", deploymentAt(weeksAgo), request(target.Deployment, "web-front-end"), 0, nil},
+		{"statefulset three weeks old", statefulSetAt(weeksAgo), request(target.StatefulSet, "db"), time.Hour, ErrTooOld},
+		{"statefulset recent", statefulSetAt(minutesAgo), request(target.StatefulSet, "db"), time.Hour, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(tc.objects...)
+			u := New(client, Options{MaxAge: tc.maxAge, Now: func() time.Time { return now }})
+			_, err := u.Undo(context.Background(), tc.req)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Undo() = %v; want %v", err, tc.wantErr)
+			}
+			if patched := len(writesOf(client)) > 0; patched != (tc.wantErr == nil) {
+				t.Errorf("patched = %v; want %v", patched, tc.wantErr == nil)
+			}
+		})
+	}
+}
+
+func writesOf(c *fake.Clientset) []k8stesting.Action {
+	var out []k8stesting.Action
+	for _, a := range c.Actions() {
+		if a.GetVerb() == "patch" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
