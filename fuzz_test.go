@@ -125,7 +125,50 @@ func handleFixture() (objs []runtime.Object, alerts []alert.Alert) {
 		fixture.ControlledPod(sts, "StatefulSet", "orders-db-0", crs[1].Name),
 		fixture.ControlledPod(ds, "DaemonSet", "log-agent-x7k2p", fixture.Hash("agent:v2")))
 	alerts = append(alerts, firing("pod", "orders-db-0"), firing("daemonset", "log-agent"), firing("statefulset", "orders-db"))
+
+	// Bait: objects that point at real workloads without belonging to them. A pod controlled
+	// by another API group's StatefulSet of the same name (OpenKruise's), a pod whose owner
+	// reference has the right group and name but another UID, and a ReplicaSet controlled by
+	// a CRD named Deployment. None of them may lead to a patch of the apps/v1 workload.
+	vsts, vcrs := fixture.StatefulSet(ownNamespace, "victim-sts", "vs:v1", "vs:v2")
+	kruisePod := fixture.ControlledPod(vsts, "StatefulSet", "victim-sts-0", vcrs[1].Name)
+	kruisePod.OwnerReferences[0].APIVersion, kruisePod.OwnerReferences[0].UID = "apps.kruise.io/v1beta1", "uid-kruise-victim-sts"
+	otherUIDPod := fixture.ControlledPod(vsts, "StatefulSet", "victim-sts-1", vcrs[1].Name)
+	otherUIDPod.OwnerReferences[0].UID = "uid-an-earlier-victim-sts"
+	vd, vrss := fixture.Deployment(ownNamespace, "victim-deploy", "vd:v1", "vd:v2")
+	crdRS := vrss[1].DeepCopy()
+	crdRS.Name, crdRS.UID = "victim-deploy-7c9d5b6f8", "uid-crd-rs"
+	crdRS.OwnerReferences[0].APIVersion, crdRS.OwnerReferences[0].UID = "example.com/v1", "uid-crd-victim-deploy"
+	crdPod := fixture.Pod(crdRS, "q4x8z")
+	objs = append(append(append(objs, fixture.Objects(vcrs...)...), fixture.Objects(vrss...)...),
+		vsts, vd, kruisePod, otherUIDPod, crdRS, crdPod)
+	alerts = append(alerts, firing("pod", kruisePod.Name), firing("pod", otherUIDPod.Name),
+		firing("replicaset", crdRS.Name), firing("pod", crdPod.Name))
 	return objs, alerts
+}
+
+// victims are the workloads the bait points at, and the label values that name each of
+// them legitimately: only a notification carrying one of those may patch it.
+var victims = map[string]func(labels map[string]string) bool{
+	"statefulsets/victim-sts": func(l map[string]string) bool { return l["statefulset"] == "victim-sts" },
+	"deployments/victim-deploy": func(l map[string]string) bool {
+		_, rss := fixture.Deployment(ownNamespace, "victim-deploy", "vd:v1", "vd:v2")
+		return l["deployment"] == "victim-deploy" || l["replicaset"] == rss[0].Name || l["replicaset"] == rss[1].Name
+	},
+}
+
+// namedLegitimately reports whether a firing alert of body names the victim key.
+func namedLegitimately(body []byte, key string) bool {
+	m, err := alert.Decode(body)
+	if err != nil {
+		return false
+	}
+	for _, a := range m.Alerts {
+		if a.Firing() && victims[key](a.Labels) {
+			return true
+		}
+	}
+	return false
 }
 
 // handleSettings are the namespace settings FuzzHandle picks from, and what each allows.
@@ -141,11 +184,12 @@ var handleSettings = []struct {
 // allowed namespaces only.
 var patchable = map[string]bool{
 	"deployments/checkout-api": true, "statefulsets/orders-db": true, "daemonsets/log-agent": true,
+	"statefulsets/victim-sts": true, "deployments/victim-deploy": true,
 }
 
 // FuzzHandle: whatever the notification, the handler answers 4xx without writing anything,
-// never calls the API outside the allowed namespaces, and patches only the fixture's
-// workloads there.
+// never calls the API outside the allowed namespaces, patches only the fixture's workloads
+// there, and never one that only bait (an owner of another group or UID) points at.
 func FuzzHandle(f *testing.F) {
 	_, alerts := handleFixture()
 	for i, a := range alerts {
@@ -216,6 +260,9 @@ func FuzzHandle(f *testing.F) {
 			}
 			if verb != "patch" || !patchable[res+"/"+name] {
 				t.Errorf("%s %q: not a patch of a fixture workload", call, name)
+			}
+			if _, bait := victims[res+"/"+name]; bait && !namedLegitimately(body, res+"/"+name) {
+				t.Errorf("%s %q: reached through an object that does not belong to it (answer %d %s)", call, name, status, rec.Body)
 			}
 		}
 	})
