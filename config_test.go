@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 )
 
 // TestConfigMatch covers ROLLBACK_MATCH as the process sees it: unset, today's pairs,
@@ -23,13 +24,13 @@ func TestConfigMatch(t *testing.T) {
 	}{
 		{name: "unset takes the default", labels: map[string]string{"severity": "rollback"}, want: true},
 		{name: "unset ignores kube-prometheus", labels: stuck},
-		{name: "pairs", match: ptr("severity=rollback,team=shop"), labels: map[string]string{"severity": "rollback", "team": "shop"}, want: true},
-		{name: "readme matcher", match: ptr(readme), labels: stuck, want: true},
-		{name: "readme matcher info", match: ptr(readme), labels: map[string]string{"alertname": "KubePodNotReady", "severity": "info", "namespace": "prod-shop"}},
-		{name: "set but empty", match: ptr(""), wantInErr: "ROLLBACK_MATCH: \"\": no matchers"},
-		{name: "bad regex", match: ptr(`alertname=~"Kube(Deployment"`), wantInErr: "ROLLBACK_MATCH: \"alertname=~\\\"Kube(Deployment\\\"\": "},
-		{name: "no operator", match: ptr("severity"), wantInErr: "ROLLBACK_MATCH: \"severity\": "},
-		{name: "matches anything", match: ptr(`severity!="info"`), wantInErr: "ROLLBACK_MATCH: {severity!=\"info\"}: matches alerts that carry none of its labels"},
+		{name: "pairs", match: ptr.To("severity=rollback,team=shop"), labels: map[string]string{"severity": "rollback", "team": "shop"}, want: true},
+		{name: "readme matcher", match: ptr.To(readme), labels: stuck, want: true},
+		{name: "readme matcher info", match: ptr.To(readme), labels: map[string]string{"alertname": "KubePodNotReady", "severity": "info", "namespace": "prod-shop"}},
+		{name: "set but empty", match: ptr.To(""), wantInErr: "ROLLBACK_MATCH: \"\": no matchers"},
+		{name: "bad regex", match: ptr.To(`alertname=~"Kube(Deployment"`), wantInErr: "ROLLBACK_MATCH: \"alertname=~\\\"Kube(Deployment\\\"\": "},
+		{name: "no operator", match: ptr.To("severity"), wantInErr: "ROLLBACK_MATCH: \"severity\": "},
+		{name: "matches anything", match: ptr.To(`severity!="info"`), wantInErr: "ROLLBACK_MATCH: {severity!=\"info\"}: matches alerts that carry none of its labels"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,5 +66,3 @@ func TestStartRefusesBadMatcherWithoutClient(t *testing.T) {
 		t.Fatalf("Start() = %v, client built %v; want errConfig and no client", err, built)
 	}
 }
-
-func ptr(s string) *string { return &s }
