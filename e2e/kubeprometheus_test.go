@@ -53,7 +53,11 @@ func TestKubePrometheus(t *testing.T) {
 	rev1 := e.stuckRollout(name)
 	stuck := e.deployment(name)
 	cond := fixture.DeploymentCondition(stuck, appsv1.DeploymentProgressing)
-	t.Logf("before: %s", describeRollout(stuck))
+	rev2, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("before: %s (revision 2 rolled out %s ago)", describeRollout(stuck), time.Since(rev2.CreationTimestamp.Time).Round(time.Second))
 
 	f := e.startFunction("rollback", map[string]string{"ROLLBACK_MATCH": matcher, "ROLLBACK_MAX_AGE": maxAge.String()})
 	rec := newRecorder(t, f.URL)

@@ -264,6 +264,7 @@ func TestKubePrometheusRoutes(t *testing.T) {
 		want   string
 	}{
 		{"no continue", [2]string{"      continue: true\n", ""}, []string{"alertname=KubeDeploymentRolloutStuck", "severity=warning", "namespace=shop", "deployment=web"}, "alert-rollback,Default"},
+		{"no catch-all", [2]string{"    - receiver: Default\n", ""}, []string{"alertname=KubePodCrashLooping", "severity=warning", "namespace=shop", "pod=web-1"}, "alert-rollback,Default"},
 		{"critical only", [2]string{`        - severity=~"warning|critical"`, `        - severity="critical"`}, []string{"alertname=KubeDeploymentRolloutStuck", "severity=warning", "namespace=shop", "deployment=web"}, "alert-rollback,Default"},
 	}
 	for _, tc := range failures {
