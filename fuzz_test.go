@@ -18,6 +18,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // The fuzz targets below run their seeds (and testdata/fuzz) under `make test` and plain
@@ -62,7 +63,7 @@ func FuzzDecodeHTTP(f *testing.F) {
 		}
 		in, err := fn.decode(r)
 		if err != nil {
-			if status := statusFor(err); status < 400 || status >= 500 {
+			if status := outcome.HTTPStatus(err, nil); status < 400 || status >= 500 {
 				t.Fatalf("decode() = %v, answered %d; want a 4xx", err, status)
 			}
 			return
