@@ -3,6 +3,8 @@ package function
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
@@ -171,13 +176,23 @@ func namedLegitimately(body []byte, key string) bool {
 	return false
 }
 
-// handleSettings are the namespace settings FuzzHandle picks from, and what each allows.
+// handleSettings are the settings FuzzHandle picks from: namespaces and what they allow,
+// and API failures (a final one, a retryable one) so the 422 and 503 answers are reached.
 var handleSettings = []struct {
 	namespaces string
 	allowed    []string
+	faults     func(*fake.Clientset)
 }{
-	{"", []string{ownNamespace}},
-	{ownNamespace + ",payments", []string{ownNamespace, "payments"}},
+	{"", []string{ownNamespace}, nil},
+	{ownNamespace + ",payments", []string{ownNamespace, "payments"}, nil},
+	{"", []string{ownNamespace}, func(c *fake.Clientset) {
+		c.PrependReactor("patch", "daemonsets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "log-agent", errors.New("not allowed"))
+		})
+		c.PrependReactor("get", "statefulsets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewServiceUnavailable("etcd is down")
+		})
+	}},
 }
 
 // patchable is every object the fuzzed handler may write: the fixture's workloads, in
@@ -187,15 +202,19 @@ var patchable = map[string]bool{
 	"statefulsets/victim-sts": true, "deployments/victim-deploy": true,
 }
 
-// FuzzHandle: whatever the notification, the handler answers 4xx without writing anything,
-// never calls the API outside the allowed namespaces, patches only the fixture's workloads
-// there, and never one that only bait (an owner of another group or UID) points at.
+// FuzzHandle: whatever the notification, a request the handler refuses (a 4xx other than
+// 422) makes no API call at all; 422 and 503 each carry the failure that earns them; it never
+// calls the API outside the allowed namespaces, patches only the fixture's workloads there,
+// and never one that only bait (an owner of another group or UID) points at.
 func FuzzHandle(f *testing.F) {
 	_, alerts := handleFixture()
 	for i, a := range alerts {
 		f.Add(uint8(i), notification(a))
 	}
 	f.Add(uint8(1), notification(alerts...))
+	// Under the faults: one undo lands, one is forbidden (final), one cannot read (retryable).
+	f.Add(uint8(2), notification(firing("deployment", "checkout-api"), firing("daemonset", "log-agent")))
+	f.Add(uint8(2), notification(firing("deployment", "checkout-api"), firing("statefulset", "orders-db")))
 	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"resolved"}]}`))
 	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"firing","startsAt":"2026-11-26T01:00:00Z","labels":{"severity":"rollback","namespace":"kube-system","deployment":"coredns"}}]}`))
 	captures, _ := filepath.Glob("testdata/alertmanager-*.json")
@@ -211,6 +230,9 @@ func FuzzHandle(f *testing.F) {
 		s := handleSettings[int(setting)%len(handleSettings)]
 		objs, _ := handleFixture()
 		client := fake.NewClientset(objs...)
+		if s.faults != nil {
+			s.faults(client)
+		}
 		fn := newFunction(t, client, map[string]string{
 			"ROLLBACK_NAMESPACES":  s.namespaces,
 			"ROLLBACK_API_TIMEOUT": "1s",
@@ -236,8 +258,31 @@ func FuzzHandle(f *testing.F) {
 		}
 
 		status := rec.Code
-		if status >= 500 && status != http.StatusServiceUnavailable {
-			t.Fatalf("Handle() = %d %s; a fake cluster gives no reason for it", status, rec.Body)
+		// Refused before any work (bad request, credentials, method, size, type): Alertmanager
+		// drops these for good, and nothing may have touched the cluster, not even a read.
+		refused := status >= 400 && status < 500 && status != http.StatusUnprocessableEntity
+		var resp outcome.Response
+		if !refused {
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+				t.Fatalf("Handle() = %d with a body that is not a report: %v: %s", status, err, rec.Body)
+			}
+		}
+		// 422 and 503 are answers about work done: each must carry the failure that earns it
+		// (final for 422, retryable for 503), whatever else in the notification was undone.
+		final, retryable := 0, 0
+		for _, r := range resp.Results {
+			if r.Action == outcome.Failed && r.Retryable {
+				retryable++
+			} else if r.Action == outcome.Failed {
+				final++
+			}
+		}
+		switch {
+		case status == http.StatusServiceUnavailable && retryable == 0,
+			status == http.StatusUnprocessableEntity && (final == 0 || retryable > 0),
+			status == http.StatusOK && final+retryable > 0,
+			status >= 500 && status != http.StatusServiceUnavailable:
+			t.Fatalf("Handle() = %d with %d final and %d retryable failures: %s", status, final, retryable, rec.Body)
 		}
 		for _, a := range client.Actions() {
 			ns, verb, res := a.GetNamespace(), a.GetVerb(), a.GetResource().Resource
@@ -245,11 +290,11 @@ func FuzzHandle(f *testing.F) {
 			if !contains(s.allowed, ns) {
 				t.Errorf("%s: outside the allowed namespaces %v (answer %d %s)", call, s.allowed, status, rec.Body)
 			}
+			if refused {
+				t.Errorf("%s, yet the request was refused with %d: %s", call, status, rec.Body)
+			}
 			if verb == "get" || verb == "list" || verb == "watch" {
 				continue
-			}
-			if status >= 400 && status < 500 {
-				t.Errorf("%s, yet answered %d (Alertmanager drops 4xx for good): %s", call, status, rec.Body)
 			}
 			if res == "events" {
 				continue
