@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
@@ -98,34 +99,34 @@ func (e *env) brokenDeployment(name string) string {
 func (e *env) brokenAfter(name string, good int) string {
 	e.t.Helper()
 	ctx := context.Background()
-	d := run.Deployment(e.ns, name, run.Container("registry.invalid/"+name+":v1", "100m"))
+	d := fixture.Deployment(e.ns, name, fixture.Container("registry.invalid/"+name+":v1", "100m"))
 	if _, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
 		e.t.Fatal(err)
 	}
 	update := func(rev int, cpu string) *appsv1.ReplicaSet {
 		if rev > 1 {
-			err := run.UpdateDeployment(ctx, e.cs, e.ns, name, int64(rev), func(d *appsv1.Deployment) {
-				d.Spec.Template.Spec.Containers[0] = run.Container(fmt.Sprintf("registry.invalid/%s:v%d", name, rev), cpu)
+			err := fixture.UpdateDeployment(ctx, e.cs, e.ns, name, int64(rev), func(d *appsv1.Deployment) {
+				d.Spec.Template.Spec.Containers[0] = fixture.Container(fmt.Sprintf("registry.invalid/%s:v%d", name, rev), cpu)
 			})
 			if err != nil {
 				e.t.Fatal(err)
 			}
 		}
-		rs, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, int64(rev))
+		rs, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, int64(rev))
 		if err != nil {
 			e.t.Fatal(err)
 		}
 		return rs
 	}
 	for rev := 1; rev <= good; rev++ {
-		if _, err := run.WaitPod(ctx, e.cs, e.ns, update(rev, "100m"), corev1.ConditionTrue, ""); err != nil {
+		if _, err := fixture.WaitPod(ctx, e.cs, e.ns, update(rev, "100m"), corev1.ConditionTrue, ""); err != nil {
 			e.t.Fatal(err)
 		}
 	}
-	pod, err := run.WaitPod(ctx, e.cs, e.ns, update(good+1, "64"), corev1.ConditionFalse, corev1.PodReasonUnschedulable)
+	pod, err := fixture.WaitPod(ctx, e.cs, e.ns, update(good+1, "64"), corev1.ConditionFalse, corev1.PodReasonUnschedulable)
 	if err != nil {
 		e.t.Fatal(err)
 	}

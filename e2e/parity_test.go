@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 )
 
 // TestKubectlParity runs, for several rollout histories, `kubectl rollout undo` (the
@@ -85,7 +85,7 @@ func TestKubectlParity(t *testing.T) {
 			}
 			// Both controllers must have made the next revision before comparing.
 			for _, name := range names {
-				if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, revision+1); err != nil {
+				if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, name, revision+1); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -111,17 +111,17 @@ type step struct {
 func (e *env) rollout(name string, historyLimit *int32, paused bool, steps []step) {
 	e.t.Helper()
 	ctx := context.Background()
-	d := run.Deployment(e.ns, name, run.Container(steps[0].image, "100m"))
+	d := fixture.Deployment(e.ns, name, fixture.Container(steps[0].image, "100m"))
 	d.Spec.RevisionHistoryLimit = historyLimit
 	d.Annotations = steps[0].annotations
 	if _, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
 		e.t.Fatal(err)
 	}
 	for i, s := range steps[1:] {
-		err := run.UpdateDeployment(ctx, e.cs, e.ns, name, int64(i+2), func(d *appsv1.Deployment) {
+		err := fixture.UpdateDeployment(ctx, e.cs, e.ns, name, int64(i+2), func(d *appsv1.Deployment) {
 			d.Spec.Template.Spec.Containers[0].Image = s.image
 			for k, v := range s.annotations {
 				d.Annotations[k] = v
@@ -132,7 +132,7 @@ func (e *env) rollout(name string, historyLimit *int32, paused bool, steps []ste
 		}
 	}
 	if paused {
-		err := run.UpdateDeployment(ctx, e.cs, e.ns, name, int64(len(steps)), func(d *appsv1.Deployment) { d.Spec.Paused = true })
+		err := fixture.UpdateDeployment(ctx, e.cs, e.ns, name, int64(len(steps)), func(d *appsv1.Deployment) { d.Spec.Paused = true })
 		if err != nil {
 			e.t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 	"github.com/sre-kit/alert-rollback/report"
 )
@@ -45,7 +46,7 @@ func TestResendsChangeNothing(t *testing.T) {
 	if err := am.Fire(ctx, amAlert(a)); err != nil {
 		t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "search-api", 4); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "search-api", 4); err != nil {
 		t.Fatal(err)
 	}
 	after := e.deployment("search-api")
@@ -72,7 +73,7 @@ func TestResendsChangeNothing(t *testing.T) {
 		t.Errorf("after the re-sends: revision %s, template %+v; want revision 4 and the template of the undo",
 			now.Annotations["deployment.kubernetes.io/revision"], now.Spec.Template)
 	}
-	if ev, _ := run.Events(ctx, e.cs, e.ns, "Deployment", "search-api", "RolledBack"); len(ev) != 1 {
+	if ev, _ := fixture.Events(ctx, e.cs, e.ns, "Deployment", "search-api", "RolledBack"); len(ev) != 1 {
 		t.Errorf("%d RolledBack events; want 1", len(ev))
 	}
 
@@ -121,7 +122,7 @@ func TestDuplicateStorm(t *testing.T) {
 			kind: "Deployment", name: "ledger-writer",
 			setup: func() map[string]string { return map[string]string{"pod": e.brokenDeployment("ledger-writer")} },
 			undone: func(ctx context.Context) error {
-				return run.WaitDeploymentRevision(ctx, e.cs, e.ns, "ledger-writer", 3)
+				return fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "ledger-writer", 3)
 			},
 		},
 		{
@@ -131,7 +132,7 @@ func TestDuplicateStorm(t *testing.T) {
 				return map[string]string{"statefulset": "ledger-db"}
 			},
 			undone: func(ctx context.Context) error {
-				return run.WaitControllerRevision(ctx, e.cs, e.ns, "ledger-db", 3)
+				return fixture.WaitControllerRevision(ctx, e.cs, e.ns, "ledger-db", 3)
 			},
 		},
 	}
@@ -204,7 +205,7 @@ func TestDuplicateStorm(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(2 * time.Second) // events are sent asynchronously; give any extra one time to land
-			if ev, _ := run.Events(ctx, e.cs, e.ns, tc.kind, tc.name, "RolledBack"); len(ev) != 1 || ev[0].Count != 1 {
+			if ev, _ := fixture.Events(ctx, e.cs, e.ns, tc.kind, tc.name, "RolledBack"); len(ev) != 1 || ev[0].Count != 1 {
 				var msgs []string
 				for _, x := range ev {
 					msgs = append(msgs, fmt.Sprintf("%dx %s", x.Count, x.Message))
@@ -237,12 +238,12 @@ func TestCooldownAndNextGoodRevision(t *testing.T) {
 	if r := post(seedAlert(e.ns, pod, time.Now()).Labels, time.Now()); r.Action != "rolled-back" || r.FromRevision != 2 || r.ToRevision != 1 {
 		t.Fatalf("first alert: %+v; want rolled back from 2 to 1", r)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 3); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 3); err != nil {
 		t.Fatal(err)
 	}
 	// v4 is rolled out (revision 4), and is bad too.
-	err := run.UpdateDeployment(ctx, e.cs, e.ns, "pricing", 4, func(d *appsv1.Deployment) {
-		d.Spec.Template.Spec.Containers[0] = run.Container("registry.invalid/pricing:v4", "64")
+	err := fixture.UpdateDeployment(ctx, e.cs, e.ns, "pricing", 4, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0] = fixture.Container("registry.invalid/pricing:v4", "64")
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +262,7 @@ func TestCooldownAndNextGoodRevision(t *testing.T) {
 	if err != nil || r.Action != "rolled-back" || r.FromRevision != 4 || r.ToRevision != 3 {
 		t.Fatalf("second alert after the cooldown: %+v (%v); want rolled back from 4 to 3", r, err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 5); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 5); err != nil {
 		t.Fatal(err)
 	}
 	if img := e.deployment("pricing").Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1") {
@@ -279,7 +280,7 @@ func TestCooldownAndNextGoodRevision(t *testing.T) {
 	if img := e.deployment("pricing").Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1") {
 		t.Errorf("image = %s; want still v1", img)
 	}
-	if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "pricing", "RollbackRefused", 1); err != nil {
+	if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "pricing", "RollbackRefused", 1); err != nil {
 		t.Error(err)
 	}
 }
@@ -297,7 +298,7 @@ func TestGuards(t *testing.T) {
 		if status, _, err := f.Post(ctx, notification(seedAlert(e.ns, pod, time.Now())), e.token); err != nil || status != http.StatusOK {
 			t.Fatalf("first alert = %d %v", status, err)
 		}
-		if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "stale-app", 3); err != nil {
+		if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "stale-app", 3); err != nil {
 			t.Fatal(err)
 		}
 		before := e.settled("stale-app").ResourceVersion
@@ -328,7 +329,7 @@ func TestGuards(t *testing.T) {
 		if after := e.deployment("precious").ResourceVersion; after != d.ResourceVersion {
 			t.Errorf("resourceVersion %s -> %s; want unchanged", d.ResourceVersion, after)
 		}
-		if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "precious", "RollbackRefused", 1); err != nil {
+		if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "precious", "RollbackRefused", 1); err != nil {
 			t.Error(err)
 		}
 	})
@@ -397,7 +398,7 @@ func TestGuards(t *testing.T) {
 		if r.Action != "rolled-back" || !r.DryRun || r.FromRevision != 2 || r.ToRevision != 1 || !strings.Contains(r.Reason, "dry run") {
 			t.Errorf("dry run result = %+v; want a dry-run rollback from 2 to 1", r)
 		}
-		if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "dry-app", "RollbackDryRun", 1); err != nil {
+		if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "dry-app", "RollbackDryRun", 1); err != nil {
 			t.Error(err)
 		}
 		if after := e.deployment("dry-app").ResourceVersion; after != before {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/report"
@@ -22,7 +23,7 @@ import (
 // Function is a running cmd/rollback process.
 type Function struct {
 	URL string
-	*process
+	*cluster.Process
 }
 
 // FunctionOptions configure StartFunction.
@@ -50,27 +51,33 @@ func StartFunction(ctx context.Context, o FunctionOptions) (*Function, error) {
 		o.Name = "rollback"
 	}
 	f := &Function{}
-	err = withFreePort(func(port int) error {
+	f.Process, err = cluster.StartServer(ctx, readyTimeout, func() (cluster.ProcessSpec, error) {
+		port, err := cluster.FreePort()
 		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(port)}
 		for k, v := range o.Env {
 			env = append(env, k+"="+v)
 		}
 		f.URL = fmt.Sprintf("http://127.0.0.1:%d/", port)
-		args := append(append([]string{}, o.Wrap...), bin)
-		var err error
-		f.process, err = startProcess(ctx, o.Name, args, env, filepath.Join(o.Dir, o.Name+".log"), f.URL+"health/readiness")
-		return err
-	})
+		return cluster.ProcessSpec{
+			Name: o.Name, Args: append(append([]string{}, o.Wrap...), bin), Env: env,
+			LogPath: filepath.Join(o.Dir, o.Name+".log"),
+			// It drains notifications in flight for up to 25 s after SIGTERM.
+			StopTimeout: 30 * time.Second,
+		}, err
+	}, func(ctx context.Context) error { return cluster.HTTPReady(f.URL + "health/readiness")(ctx) })
 	if err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
+// readyTimeout bounds the wait for a started program to become ready.
+const readyTimeout = 30 * time.Second
+
 // Stop sends SIGTERM, as Knative does on scale-down, and waits for the process to exit.
 func (f *Function) Stop() {
 	if f != nil {
-		f.stop()
+		f.Process.Stop()
 	}
 }
 
@@ -104,6 +111,6 @@ func (f *Function) Post(ctx context.Context, body []byte, token string) (int, re
 
 // Log returns the function's log so far.
 func (f *Function) Log() string {
-	b, _ := os.ReadFile(f.logPath)
+	b, _ := os.ReadFile(f.LogPath)
 	return string(b)
 }
