@@ -192,6 +192,16 @@ func (b *Budget) Return(ctx context.Context, u Unit) error {
 	})
 }
 
+// Spent counts the units spent in the current window, without changing anything.
+func (b *Budget) Spent(ctx context.Context) (int, error) {
+	var n int
+	err := b.update(ctx, func(s *state, _ time.Time) (bool, error) {
+		n = len(s.Spent)
+		return false, nil
+	})
+	return n, err
+}
+
 // update reads the Lease, lets change decide on its state (with units out of the window
 // already dropped), and writes it back under the resourceVersion it read when change says
 // so. A conflict (another replica wrote first) or a lost race to create the Lease means
