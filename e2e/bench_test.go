@@ -84,8 +84,8 @@ func BenchmarkUndo(b *testing.B) {
 		u := undo.New(cs, undo.Options{})
 		ref := target.Ref{Kind: target.Deployment, Namespace: e.ns, Name: "bench-function"}
 		run1(b, "bench-function", func(i int) {
-			if o := u.Undo(ctx, undo.Request{Ref: ref, AlertIDs: []string{fmt.Sprintf("bench@%d", i)}}); o.Err != nil {
-				b.Fatal(o.Err)
+			if _, err := u.Undo(ctx, undo.Request{Ref: ref, AlertIDs: []string{fmt.Sprintf("bench@%d", i)}}); err != nil {
+				b.Fatal(err)
 			}
 		})
 	})

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sre-kit/alert-rollback/alert"
@@ -195,8 +197,8 @@ func writeFile(t testing.TB, path, content string) string {
 func (e *env) settled(name string) *appsv1.Deployment {
 	e.t.Helper()
 	d := e.deployment(name)
-	for stable := 0; stable < 4; {
-		time.Sleep(250 * time.Millisecond)
+	stable := 0
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, fixture.PollTimeout, false, func(context.Context) (bool, error) {
 		next := e.deployment(name)
 		if next.ResourceVersion == d.ResourceVersion {
 			stable++
@@ -204,6 +206,24 @@ func (e *env) settled(name string) *appsv1.Deployment {
 			stable = 0
 		}
 		d = next
+		return stable >= 4, nil
+	})
+	if err != nil {
+		e.t.Fatalf("Deployment %s never settled: %v", name, err)
 	}
 	return d
+}
+
+// consistently checks cond every 200 ms for d and fails the test the first time it returns
+// an error: for "nothing more happens", which no single poll can show.
+func consistently(t testing.TB, d time.Duration, cond func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		return false, cond(ctx)
+	})
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Error(err)
+	}
 }

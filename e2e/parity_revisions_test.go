@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // TestKubectlParityControllerRevisions does for StatefulSets and DaemonSets what
@@ -55,7 +56,7 @@ func TestKubectlParityControllerRevisions(t *testing.T) {
 					t.Errorf("kubectl = %v %q; want a refusal saying %q", kubectlErr, out, tc.wantRefused)
 				}
 				if r.Action != "refused" {
-					t.Errorf("function = %s %q; want refused", r.Action, r.Reason)
+					t.Errorf("function = %s %q; want refused", r.Action, r.Message)
 				}
 				want--
 			} else if kubectlErr != nil || r.Action != "rolled-back" || r.Kind != tc.kind {
@@ -114,7 +115,7 @@ func TestKubectlParityAlreadyAtTarget(t *testing.T) {
 		"alertname": "Parity", "severity": "rollback", "namespace": e.ns, "deployment": names[1],
 	}, time.Now())), e.token)
 	if err != nil || status != http.StatusOK || len(resp.Results) != 1 || resp.Results[0].Action != "skipped" ||
-		!strings.Contains(resp.Results[0].Reason, "already matches the revision") {
+		resp.Results[0].Reason != outcome.ReasonAlreadyAtTarget {
 		t.Errorf("function = %d %+v %v; want skipped: already at revision 1", status, resp, err)
 	}
 	for _, name := range names {

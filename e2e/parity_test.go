@@ -71,8 +71,8 @@ func TestKubectlParity(t *testing.T) {
 				if kubectlErr == nil || !strings.Contains(kubectlErr.Error()+out, tc.wantRefused) {
 					t.Errorf("kubectl = %v %q; want a refusal saying %q", kubectlErr, out, tc.wantRefused)
 				}
-				if r.Action != "refused" || !strings.Contains(r.Reason, tc.wantRefused) {
-					t.Errorf("function = %s %q; want refused saying %q", r.Action, r.Reason, tc.wantRefused)
+				if r.Action != "refused" || !strings.Contains(r.Message, tc.wantRefused) {
+					t.Errorf("function = %s %q; want refused saying %q", r.Action, r.Message, tc.wantRefused)
 				}
 				revision-- // nothing changes: compare as they are
 			} else {
@@ -80,7 +80,7 @@ func TestKubectlParity(t *testing.T) {
 					t.Fatalf("kubectl rollout undo: %v: %s", kubectlErr, out)
 				}
 				if r.Action != "rolled-back" {
-					t.Fatalf("function = %s %q; want rolled-back", r.Action, r.Reason)
+					t.Fatalf("function = %s %q; want rolled-back", r.Action, r.Message)
 				}
 			}
 			// Both controllers must have made the next revision before comparing.

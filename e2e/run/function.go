@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // Function is a running cmd/rollback process.
@@ -82,10 +82,10 @@ func (f *Function) Stop() {
 }
 
 // Post sends a notification body as Alertmanager does, with the bearer token.
-func (f *Function) Post(ctx context.Context, body []byte, token string) (int, report.Response, error) {
+func (f *Function) Post(ctx context.Context, body []byte, token string) (int, outcome.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, report.Response{}, err
+		return 0, outcome.Response{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
@@ -93,14 +93,14 @@ func (f *Function) Post(ctx context.Context, body []byte, token string) (int, re
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, report.Response{}, err
+		return 0, outcome.Response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return resp.StatusCode, report.Response{}, err
+		return resp.StatusCode, outcome.Response{}, err
 	}
-	var r report.Response
+	var r outcome.Response
 	if resp.StatusCode < 300 || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusUnprocessableEntity {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return resp.StatusCode, r, fmt.Errorf("answer %s: %w", b, err)

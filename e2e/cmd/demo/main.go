@@ -222,7 +222,7 @@ func demo() error {
 		return err
 	}
 	for _, r := range resp.Results {
-		say("%s: %s", r.Action, r.Reason)
+		say("%s (%s): %s", r.Action, r.Reason, r.Message)
 	}
 
 	step("Stopping everything")
