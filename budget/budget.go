@@ -45,9 +45,6 @@ const Default = "5/1h"
 // annotations may hold 256 KiB in all.
 const maxUnits = 1000
 
-// Reason is the stable reason code of a refusal by the budget.
-const Reason = "budget-exhausted"
-
 var (
 	// ErrExhausted marks a refusal: the window's units are all spent. The error that wraps
 	// it is an *ExhaustedError, which says how many and when the window frees up.

@@ -52,9 +52,6 @@ func ParseMode(v string) (Mode, error) {
 // says otherwise (or a tracking id names another namespace: apps in any namespace).
 const DefaultArgoCDNamespace = "argocd"
 
-// Reason is the stable reason code of a refusal because GitOps owns the workload.
-const Reason = "gitops-managed"
-
 // ErrManaged marks a refusal; the error wrapping it is a *ManagedError naming the owners.
 var ErrManaged = errors.New("a GitOps tool reconciles this workload and would put the bad revision back")
 

@@ -28,7 +28,7 @@ type Suspension struct {
 // String is the one-line account: "Flux Kustomization flux-system/shop: spec.suspend set
 // to true (resume: flux resume kustomization shop -n flux-system)".
 func (s Suspension) String() string {
-	if !s.Changed {
+	if s.Resume == "" {
 		return fmt.Sprintf("%s: %s", s.Owner, s.Change)
 	}
 	return fmt.Sprintf("%s: %s (resume once Git is fixed: %s)", s.Owner, s.Change, s.Resume)
@@ -79,17 +79,19 @@ func (g *Guard) suspend(ctx context.Context, o Owner, dryRun bool) (Suspension, 
 		s.Change = "spec.syncPolicy.automated.selfHeal set to false (the rest of its sync policy kept)"
 		s.Resume = fmt.Sprintf("set spec.syncPolicy.automated.selfHeal back to true on Application %s/%s, or sync it from the Argo CD UI", o.Namespace, o.Name)
 	} else {
+		kind := "kustomization"
+		if o.Kind == HelmRelease {
+			kind = "helmrelease"
+		}
+		// Said even when it was suspended already (by a person, or by this function on an
+		// earlier attempt): it stays suspended until someone resumes it.
+		s.Resume = fmt.Sprintf("flux resume %s %s -n %s", kind, o.Name, o.Namespace)
 		if suspended, _, _ := unstructured.NestedBool(obj.Object, "spec", "suspend"); suspended {
 			s.Change = "already suspended (spec.suspend is true)"
 			return s, nil
 		}
 		spec = map[string]any{"suspend": true}
 		s.Change = "spec.suspend set to true"
-		kind := "kustomization"
-		if o.Kind == HelmRelease {
-			kind = "helmrelease"
-		}
-		s.Resume = fmt.Sprintf("flux resume %s %s -n %s", kind, o.Name, o.Namespace)
 	}
 	// A merge patch naming the resourceVersion read: the apiserver refuses it with a
 	// conflict if the owner changed since, and then the decision is made again.
