@@ -25,6 +25,12 @@ type process struct {
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
 	err     error         // cmd.Wait's result, set before done is closed
+
+	// For a server started by startServer: how to start it again just as it was (same
+	// ports, same data) and know it is back, for tests that restart it.
+	args    []string
+	timeout time.Duration
+	ready   func(context.Context) error
 }
 
 // startProcess runs the tool name with args, writing its stdout and stderr to a
@@ -107,6 +113,15 @@ func (p *process) stop() {
 	}
 }
 
+// kill ends the process at once, as a crash would, and waits for it to exit.
+func (p *process) kill() {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // tail returns the last n lines of the process's log.
 func (p *process) tail(n int) string {
 	f, err := os.Open(p.logPath)
@@ -142,6 +157,7 @@ func startServer(ctx context.Context, dir, name string, timeout time.Duration, a
 		}
 		err = p.waitReady(ctx, timeout, ready)
 		if err == nil {
+			p.args, p.timeout, p.ready = a, timeout, ready
 			return p, nil
 		}
 		p.stop()

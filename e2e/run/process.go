@@ -75,6 +75,20 @@ func (p *process) stop() {
 	}
 }
 
+// Signal sends sig to the process and returns at once, without waiting for it to act: for
+// tests that kill or stop it in the middle of a request.
+func (p *process) Signal(sig os.Signal) error {
+	return p.cmd.Process.Signal(sig)
+}
+
+// Name tells the process apart from others in logs and reports.
+func (p *process) Name() string { return p.name }
+
+// Exited is closed when the process has exited.
+func (p *process) Exited() <-chan struct{} {
+	return p.done
+}
+
 // withFreePort calls start with a free loopback port, and once more with another if the
 // first was taken before the server could bind it.
 func withFreePort(start func(port int) error) error {
