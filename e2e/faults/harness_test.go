@@ -21,6 +21,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/clientcmd"
@@ -107,6 +108,9 @@ func (h *harness) brokenDeployment(replicas int32) {
 	cs := kube.Clientset
 	d := run.Deployment(h.ns, workload, run.Container("registry.invalid/checkout:v1", "100m"))
 	d.Spec.Replicas = &replicas
+	// Every replica of the bad revision is created at once, so each has a pod to alert on.
+	surge := intstr.FromString("100%")
+	d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxSurge: &surge}
 	if _, err := cs.AppsV1().Deployments(h.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		h.t.Fatal(err)
 	}
@@ -221,11 +225,12 @@ type delivery struct {
 	body   []byte
 	took   time.Duration
 	by     string // which function process
+	err    error  // why there was no answer
 }
 
 func (d delivery) String() string {
 	if d.status == 0 {
-		return fmt.Sprintf("no answer from %s after %s", d.by, d.took.Round(time.Millisecond))
+		return fmt.Sprintf("no answer from %s after %s: %v", d.by, d.took.Round(time.Millisecond), d.err)
 	}
 	var parts []string
 	for _, r := range d.resp.Results {
@@ -283,6 +288,7 @@ func (r *recorder) serve(w http.ResponseWriter, req *http.Request) {
 			_ = json.Unmarshal(d.body, &d.resp)
 		}
 	}
+	d.err = err
 	d.took = time.Since(began)
 	r.mu.Lock()
 	r.got = append(r.got, d)

@@ -26,6 +26,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -179,6 +180,13 @@ func (p *Proxy) Add(rules ...*Rule) {
 	p.rules = append(p.rules, rules...)
 }
 
+// Remove removes one rule.
+func (p *Proxy) Remove(rule *Rule) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rules = slices.DeleteFunc(p.rules, func(r *Rule) bool { return r == rule })
+}
+
 // Clear removes every HTTP-level rule and TCP-level toxic: the path is healthy again.
 func (p *Proxy) Clear() error {
 	p.mu.Lock()
@@ -251,7 +259,8 @@ func (p *Proxy) record(r *http.Request, rule *Rule, upstream int, answered bool)
 // code's reason, so the client reads it as that API error and not as garbage.
 func writeStatus(w http.ResponseWriter, r *http.Request, code int) {
 	verb := strings.ToLower(r.Method)
-	status := apierrors.NewGenericServerResponse(code, verb, schema.GroupResource{}, "", "injected by the fault proxy", 0, false).ErrStatus
+	msg := http.StatusText(code) + " (injected by the fault proxy)"
+	status := apierrors.NewGenericServerResponse(code, verb, schema.GroupResource{}, "", msg, 0, false).ErrStatus
 	status.Kind, status.APIVersion = "Status", "v1"
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
