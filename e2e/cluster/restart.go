@@ -3,13 +3,14 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"syscall"
 )
 
 // StopServer stops the server name ("etcd" or "kube-apiserver") in the middle of whatever
 // is happening, with SIGKILL when kill is set (a crash) or else SIGTERM (a shutdown), and
 // returns the function that starts it again with the same arguments: the same ports and
-// the same data, so every client reconnects to it unchanged. Start waits until the server
-// is ready again. Tests use it to fail the control plane under the function.
+// the same data, so every client reconnects to it unchanged. That function returns when
+// the server is ready again. Tests use it to fail the control plane under the function.
 func (c *Cluster) StopServer(name string, kill bool) (start func(context.Context) error, err error) {
 	c.mu.Lock()
 	i := c.indexOf(name)
@@ -23,29 +24,32 @@ func (c *Cluster) StopServer(name string, kill bool) (start func(context.Context
 		return nil, fmt.Errorf("%s cannot be restarted: it was not started as a server", name)
 	}
 	if kill {
-		p.kill()
+		_ = p.Signal(syscall.SIGKILL)
+		<-p.Done()
 	} else {
-		p.stop()
+		p.Stop()
 	}
 	return func(ctx context.Context) error {
-		next, err := startProcess(c.Dir, name, p.args...)
+		next, err := StartProcess(p.spec)
 		if err != nil {
 			return err
 		}
 		// Its clients know only its old ports: no retry on other ports here.
-		if err := next.waitReady(ctx, p.timeout, p.ready); err != nil {
-			next.stop()
+		if err := next.WaitReady(ctx, p.timeout, p.ready); err != nil {
+			next.Stop()
 			return fmt.Errorf("restart %s: %w", name, err)
 		}
-		next.args, next.timeout, next.ready = p.args, p.timeout, p.ready
+		next.timeout, next.ready = p.timeout, p.ready
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		// In the old one's place, so Stop still stops the servers in reverse start order.
-		if j := c.indexOfProcess(p); j >= 0 {
-			c.processes[j] = next
-		} else {
-			c.processes = append(c.processes, next)
+		for j, q := range c.processes {
+			if q == p {
+				c.processes[j] = next
+				return nil
+			}
 		}
+		c.processes = append(c.processes, next)
 		return nil
 	}, nil
 }
@@ -54,16 +58,7 @@ func (c *Cluster) StopServer(name string, kill bool) (start func(context.Context
 // c.mu must be held.
 func (c *Cluster) indexOf(name string) int {
 	for i, p := range c.processes {
-		if p.name == name && !p.exited() {
-			return i
-		}
-	}
-	return -1
-}
-
-func (c *Cluster) indexOfProcess(p *process) int {
-	for i, q := range c.processes {
-		if q == p {
+		if p.Name == name && !p.Exited() {
 			return i
 		}
 	}

@@ -17,20 +17,20 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
-// outcome is an acceptable result of the first final answer: its action, and a part of its
-// reason.
-type outcome struct {
-	action undo.Action
-	reason string
+// want is an acceptable result of an answer: its action and reason code.
+type want struct {
+	action outcome.Action
+	reason outcome.Reason
 }
 
 var (
-	rolledBack     = outcome{undo.RolledBack, "rolled back from revision 2 to revision 1"}
-	alreadyHandled = outcome{undo.Skipped, "already caused a rollback"}
+	rolledBack     = want{outcome.RolledBack, outcome.ReasonRolledBack}
+	alreadyHandled = want{outcome.Skipped, outcome.ReasonAlreadyHandled}
 )
 
 // The function's own timeouts are short here, so a hung call fails in seconds.
@@ -65,7 +65,7 @@ func TestFaults(t *testing.T) {
 		retryable bool
 		// wantStatus and want are the first final answer's status and result.
 		wantStatus int
-		want       []outcome
+		want       []want
 		undos      int
 	}{
 		{
@@ -73,7 +73,7 @@ func TestFaults(t *testing.T) {
 			inject: func(h *harness, c *faultRun) {
 				c.must(h.proxy.Toxic("latency", "downstream", map[string]any{"latency": 250}))
 			},
-			wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name:     "latency past the API timeout",
@@ -82,7 +82,7 @@ func TestFaults(t *testing.T) {
 				c.must(h.proxy.Toxic("latency", "downstream", map[string]any{"latency": 1500}))
 			},
 			heal:      func(h *harness, c *faultRun) { c.must(h.proxy.Clear()) },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name: "connection resets",
@@ -90,13 +90,13 @@ func TestFaults(t *testing.T) {
 				c.must(h.proxy.Toxic("reset_peer", "downstream", map[string]any{"timeout": 0}))
 			},
 			heal:      func(h *harness, c *faultRun) { c.must(h.proxy.Clear()) },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name:      "500 on every read",
 			inject:    func(h *harness, c *faultRun) { h.proxy.Add(&Rule{Name: "500 on GET", Match: anyGet, Status: 500}) },
 			heal:      func(h *harness, c *faultRun) { c.must(h.proxy.Clear()) },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name: "500 on the write",
@@ -104,14 +104,14 @@ func TestFaults(t *testing.T) {
 				h.proxy.Add(&Rule{Name: "500 on PATCH", Match: patchDeployment, Status: 500})
 			},
 			heal:      func(h *harness, c *faultRun) { c.must(h.proxy.Clear()) },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name: "three 409s on the write",
 			inject: func(h *harness, c *faultRun) {
 				h.proxy.Add(&Rule{Name: "409 on PATCH", Match: patchDeployment, Status: 409, Times: 3})
 			},
-			wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name: "409 storm on the write",
@@ -119,21 +119,31 @@ func TestFaults(t *testing.T) {
 				h.proxy.Add(&Rule{Name: "409 on PATCH", Match: patchDeployment, Status: 409})
 			},
 			heal:      func(h *harness, c *faultRun) { c.must(h.proxy.Clear()) },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
+		},
+		{
+			// The write is held back longer than ROLLBACK_API_TIMEOUT, and never forwarded.
+			name: "the write hangs past the API timeout",
+			inject: func(h *harness, c *faultRun) {
+				h.proxy.Add(&Rule{Name: "hang PATCH", Match: patchDeployment, Times: 1, Drop: true, Before: func() {
+					time.Sleep(3 * time.Second) // the fault itself: longer than apiTimeout
+				}})
+			},
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name: "the write lands, its answer is lost",
 			inject: func(h *harness, c *faultRun) {
 				h.proxy.Add(&Rule{Name: "lose PATCH answer", Match: patchDeployment, LoseAnswer: true, Times: 1})
 			},
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{alreadyHandled}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{alreadyHandled}, undos: 1,
 		},
 		{
 			name: "403 on the write (final)",
 			inject: func(h *harness, c *faultRun) {
 				h.proxy.Add(&Rule{Name: "403 on PATCH", Match: patchDeployment, Status: 403})
 			},
-			wantStatus: http.StatusUnprocessableEntity, want: []outcome{{undo.Failed, "Forbidden"}}, undos: 0,
+			wantStatus: http.StatusUnprocessableEntity, want: []want{{outcome.Failed, outcome.ReasonForbidden}}, undos: 0,
 		},
 		{
 			// Two alerts about one Deployment, and a limit of one workload: the lookups fail,
@@ -145,7 +155,7 @@ func TestFaults(t *testing.T) {
 				c.must(h.proxy.Toxic("reset_peer", "downstream", map[string]any{"timeout": 0}))
 			},
 			heal:      func(h *harness, c *faultRun) { c.must(h.proxy.Clear()) },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			// Killed as the write goes out, and started again on the same port and data. Until
@@ -164,7 +174,7 @@ func TestFaults(t *testing.T) {
 					})
 				}})
 			},
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name: "etcd killed during the write",
@@ -187,7 +197,7 @@ func TestFaults(t *testing.T) {
 				}
 			},
 			// The write may have reached etcd before it stopped: either way, one undo.
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack, alreadyHandled}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack, alreadyHandled}, undos: 1,
 		},
 		{
 			name: "function SIGKILLed before its write",
@@ -197,7 +207,7 @@ func TestFaults(t *testing.T) {
 				}})
 			},
 			heal:      func(h *harness, c *faultRun) { h.replaceFunction() },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 		{
 			name: "function SIGKILLed after its write landed",
@@ -205,11 +215,11 @@ func TestFaults(t *testing.T) {
 				h.proxy.Add(&Rule{Name: "kill function", Match: patchDeployment, Times: 1, After: func() {
 					f := h.function()
 					c.must(f.Signal(syscall.SIGKILL))
-					<-f.Exited()
+					<-f.Done()
 				}})
 			},
 			heal:      func(h *harness, c *faultRun) { h.replaceFunction() },
-			retryable: true, wantStatus: http.StatusOK, want: []outcome{alreadyHandled}, undos: 1,
+			retryable: true, wantStatus: http.StatusOK, want: []want{alreadyHandled}, undos: 1,
 		},
 		{
 			// Knative scales a replica down with SIGTERM: the notification in flight finishes.
@@ -220,7 +230,7 @@ func TestFaults(t *testing.T) {
 				}})
 			},
 			heal:       func(h *harness, c *faultRun) { h.replaceFunction() },
-			wantStatus: http.StatusOK, want: []outcome{rolledBack}, undos: 1,
+			wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
 		},
 	}
 	var rows []string
@@ -283,22 +293,22 @@ func TestFaults(t *testing.T) {
 				}
 			}
 			f := ds[first]
-			if f.status != tc.wantStatus || len(f.resp.Results) != 1 || !matches(f.resp.Results[0].Action, f.resp.Results[0].Reason, tc.want) {
+			if f.status != tc.wantStatus || len(f.resp.Results) != 1 || !matches(f.resp.Results[0], tc.want) {
 				t.Errorf("first final answer %s; want %d with one result, one of %v", f, tc.wantStatus, tc.want)
 			}
 			for _, d := range ds[first+1:] {
-				wantNext := []outcome{alreadyHandled}
+				wantNext := []want{alreadyHandled}
 				if tc.undos == 0 {
 					wantNext = tc.want
 				}
-				if d.status != tc.wantStatus || len(d.resp.Results) != 1 || !matches(d.resp.Results[0].Action, d.resp.Results[0].Reason, wantNext) {
+				if d.status != tc.wantStatus || len(d.resp.Results) != 1 || !matches(d.resp.Results[0], wantNext) {
 					t.Errorf("re-send after the final answer got %s; want %d, one of %v", d, tc.wantStatus, wantNext)
 				}
 			}
 
 			// What happened to the Deployment.
 			ctx := context.Background()
-			if err := run.WaitDeploymentRevision(ctx, kube.Clientset, h.ns, workload, int64(2+tc.undos)); err != nil {
+			if err := fixture.WaitDeploymentRevision(ctx, kube.Clientset, h.ns, workload, int64(2+tc.undos)); err != nil {
 				t.Error(err)
 			}
 			// Any further write would be a second undo: give it the time of a re-send.
@@ -378,9 +388,9 @@ func firstFinal(ds []delivery) int {
 	return -1
 }
 
-func matches(action undo.Action, reason string, want []outcome) bool {
-	for _, o := range want {
-		if action == o.action && strings.Contains(reason, o.reason) {
+func matches(r outcome.Result, wants []want) bool {
+	for _, o := range wants {
+		if r.Action == o.action && r.Reason == o.reason {
 			return true
 		}
 	}
@@ -426,28 +436,16 @@ func short(d delivery) string {
 		return "no answer"
 	}
 	s := strconv.Itoa(d.status)
-	actions := map[undo.Action]bool{}
+	reasons := map[string]bool{}
 	for _, r := range d.resp.Results {
-		actions[r.Action] = true
+		reasons[string(r.Action)+" ("+string(r.Reason)+")"] = true
 	}
-	if len(actions) != 1 {
-		return s
-	}
-	r := d.resp.Results[0]
-	s += " " + string(r.Action)
-	switch {
-	case r.Action == undo.Skipped && strings.Contains(r.Reason, alreadyHandled.reason):
-		s += " (already handled)"
-	case r.Action == undo.Failed || r.Action == undo.Refused:
-		// The cause, which comes last in a wrapped error.
-		cause := r.Reason[strings.LastIndex(r.Reason, ": ")+2:]
-		if r.Action == undo.Refused {
-			cause = r.Reason[:strings.Index(r.Reason+";", ";")]
+	if len(reasons) == 1 {
+		r := d.resp.Results[0]
+		s += " " + string(r.Action) + " (" + string(r.Reason) + ")"
+		if len(d.resp.Results) > 1 {
+			s += fmt.Sprintf(" ×%d results", len(d.resp.Results))
 		}
-		s += " (" + cause + ")"
-	}
-	if len(d.resp.Results) > 1 {
-		s += fmt.Sprintf(" for %d alerts", len(d.resp.Results))
 	}
 	return s
 }
@@ -463,7 +461,8 @@ func list(ds []delivery) string {
 func seen(ss []Seen) string {
 	var b strings.Builder
 	for _, s := range ss {
-		fmt.Fprintf(&b, "  %s %s rule=%q upstream=%d answered=%v\n", s.Method, s.Path, s.Rule, s.Upstream, s.Answered)
+		fmt.Fprintf(&b, "  %s %s %s rule=%q upstream=%d answered=%v took=%s err=%q\n", s.At.Format("15:04:05.000"),
+			s.Method, s.Path, s.Rule, s.Upstream, s.Answered, s.Took.Round(time.Millisecond), s.Err)
 	}
 	return b.String()
 }

@@ -27,8 +27,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/undo"
 )
 
@@ -106,7 +107,7 @@ func (h *harness) brokenDeployment(replicas int32) {
 	h.t.Helper()
 	ctx := context.Background()
 	cs := kube.Clientset
-	d := run.Deployment(h.ns, workload, run.Container("registry.invalid/checkout:v1", "100m"))
+	d := fixture.Deployment(h.ns, workload, fixture.Container("registry.invalid/checkout:v1", "100m"))
 	d.Spec.Replicas = &replicas
 	// Every replica of the bad revision is created at once, so each has a pod to alert on.
 	surge := intstr.FromString("100%")
@@ -114,27 +115,27 @@ func (h *harness) brokenDeployment(replicas int32) {
 	if _, err := cs.AppsV1().Deployments(h.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		h.t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, cs, h.ns, workload, 1); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, cs, h.ns, workload, 1); err != nil {
 		h.t.Fatal(err)
 	}
 	var err error
-	if h.good, err = run.ReplicaSetOfRevision(ctx, cs, h.ns, workload, 1); err != nil {
+	if h.good, err = fixture.ReplicaSetOfRevision(ctx, cs, h.ns, workload, 1); err != nil {
 		h.t.Fatal(err)
 	}
-	if _, err := run.WaitPod(ctx, cs, h.ns, h.good, corev1.ConditionTrue, ""); err != nil {
+	if _, err := fixture.WaitPod(ctx, cs, h.ns, h.good, corev1.ConditionTrue, ""); err != nil {
 		h.t.Fatal(err)
 	}
-	err = run.UpdateDeployment(ctx, cs, h.ns, workload, 2, func(d *appsv1.Deployment) {
-		d.Spec.Template.Spec.Containers[0] = run.Container("registry.invalid/checkout:v2", "64")
+	err = fixture.UpdateDeployment(ctx, cs, h.ns, workload, 2, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0] = fixture.Container("registry.invalid/checkout:v2", "64")
 	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if h.bad, err = run.ReplicaSetOfRevision(ctx, cs, h.ns, workload, 2); err != nil {
+	if h.bad, err = fixture.ReplicaSetOfRevision(ctx, cs, h.ns, workload, 2); err != nil {
 		h.t.Fatal(err)
 	}
 	// Every replica of the bad revision: the cases with several alerts name each pod.
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, run.PollTimeout, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, fixture.PollTimeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(h.ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -198,7 +199,7 @@ func (h *harness) function() *run.Function {
 func (h *harness) replaceFunction() {
 	h.t.Helper()
 	select {
-	case <-h.function().Exited():
+	case <-h.function().Done():
 	case <-time.After(30 * time.Second):
 		h.t.Fatalf("the function did not exit")
 	}
@@ -221,7 +222,7 @@ type delivery struct {
 	// status is the function's HTTP status, 0 when it gave no answer (it died, or cut the
 	// request off).
 	status int
-	resp   report.Response
+	resp   outcome.Response
 	body   []byte
 	took   time.Duration
 	by     string // which function process
@@ -234,10 +235,7 @@ func (d delivery) String() string {
 	}
 	var parts []string
 	for _, r := range d.resp.Results {
-		s := string(r.Action)
-		if r.Reason != "" {
-			s += ": " + r.Reason
-		}
+		s := fmt.Sprintf("%s (%s): %s", r.Action, r.Reason, r.Message)
 		parts = append(parts, s)
 	}
 	return fmt.Sprintf("%d from %s in %s [%s]", d.status, d.by, d.took.Round(time.Millisecond), strings.Join(parts, "; "))
@@ -278,7 +276,7 @@ func (r *recorder) serve(w http.ResponseWriter, req *http.Request) {
 		panic(err)
 	}
 	out.Header = req.Header.Clone()
-	d := delivery{by: f.Name()}
+	d := delivery{by: f.Name}
 	resp, err := http.DefaultClient.Do(out)
 	if err == nil {
 		d.body, err = io.ReadAll(resp.Body)

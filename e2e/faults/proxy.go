@@ -69,6 +69,11 @@ type Seen struct {
 	Upstream int
 	// Answered is false when the client got no answer (Drop, LoseAnswer, apiserver gone).
 	Answered bool
+	// Err is why the apiserver gave no answer, if it did not.
+	Err string
+	// At is when the request came in, Took how long until it was answered or cut off.
+	At   time.Time
+	Took time.Duration
 }
 
 // Proxy is a running fault-injecting proxy in front of an apiserver.
@@ -90,7 +95,10 @@ type Proxy struct {
 // errAnswerLost makes the ReverseProxy drop an answer it has read.
 var errAnswerLost = errors.New("answer lost on purpose")
 
-type ruleKey struct{}
+type (
+	ruleKey  struct{}
+	beganKey struct{}
+)
 
 // Start starts a proxy in front of the apiserver at apiserver (https://127.0.0.1:port),
 // which it verifies with caFile. dir receives the proxy's certificate.
@@ -124,7 +132,7 @@ func Start(apiserver, caFile, dir string) (*Proxy, error) {
 		ModifyResponse: func(resp *http.Response) error {
 			rule, _ := resp.Request.Context().Value(ruleKey{}).(*Rule)
 			lose := rule != nil && rule.LoseAnswer
-			p.record(resp.Request, rule, resp.StatusCode, !lose)
+			p.record(resp.Request, rule, resp.StatusCode, !lose, nil)
 			if rule != nil && rule.After != nil {
 				rule.After()
 			}
@@ -139,7 +147,7 @@ func Start(apiserver, caFile, dir string) (*Proxy, error) {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if !errors.Is(err, errAnswerLost) {
 				rule, _ := r.Context().Value(ruleKey{}).(*Rule)
-				p.record(r, rule, 0, false)
+				p.record(r, rule, 0, false, err)
 			}
 			panic(http.ErrAbortHandler)
 		},
@@ -216,16 +224,18 @@ func (p *Proxy) Seen() []Seen {
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	r = r.WithContext(context.WithValue(r.Context(), beganKey{}, began))
 	rule := p.take(r)
 	if rule != nil && rule.Before != nil {
 		rule.Before()
 	}
 	switch {
 	case rule != nil && rule.Status != 0:
-		p.record(r, rule, 0, true)
+		p.record(r, rule, 0, true, nil)
 		writeStatus(w, r, rule.Status)
 	case rule != nil && rule.Drop:
-		p.record(r, rule, 0, false)
+		p.record(r, rule, 0, false, nil)
 		panic(http.ErrAbortHandler)
 	default:
 		p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ruleKey{}, rule)))
@@ -245,10 +255,16 @@ func (p *Proxy) take(r *http.Request) *Rule {
 	return nil
 }
 
-func (p *Proxy) record(r *http.Request, rule *Rule, upstream int, answered bool) {
+func (p *Proxy) record(r *http.Request, rule *Rule, upstream int, answered bool, err error) {
 	s := Seen{Method: r.Method, Path: r.URL.Path, Upstream: upstream, Answered: answered}
 	if rule != nil {
 		s.Rule = rule.Name
+	}
+	if err != nil {
+		s.Err = err.Error()
+	}
+	if began, ok := r.Context().Value(beganKey{}).(time.Time); ok {
+		s.At, s.Took = began, time.Since(began)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
