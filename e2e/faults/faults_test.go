@@ -244,6 +244,9 @@ func TestFaults(t *testing.T) {
 			}
 			h := newHarness(t, fmt.Sprintf("fault-%d", i), settings, int32(alerts))
 			c := &faultRun{t: t}
+			// A server the fault stopped is running again when the case ends, whatever
+			// happened, so the next case has a whole control plane.
+			t.Cleanup(c.restore)
 			w := h.watch()
 			var healOnce sync.Once
 			rec := h.newRecorder(func(n int, d delivery) {
@@ -378,6 +381,19 @@ func (c *faultRun) background(f func() error) {
 }
 
 func (c *faultRun) wait() { c.wg.Wait() }
+
+// restore waits for the restarts in flight and starts etcd again if a fault stopped it and
+// no heal did.
+func (c *faultRun) restore() {
+	c.wait()
+	select {
+	case start := <-c.etcd:
+		if start != nil {
+			c.must(start(context.Background()))
+		}
+	default:
+	}
+}
 
 func firstFinal(ds []delivery) int {
 	for i, d := range ds {
