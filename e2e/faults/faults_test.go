@@ -344,7 +344,8 @@ func TestFaults(t *testing.T) {
 			if landed == 0 {
 				outcomeText = "no undo (revision 2)"
 			}
-			row := fmt.Sprintf("| %s | %s | %s | %.1f s |", tc.name, summary(ds, first), outcomeText, time.Since(began).Seconds())
+			row := fmt.Sprintf("| %s | %s | %s | %d ms | %.1f s |", tc.name, summary(ds, first), outcomeText,
+				ds[first].took.Milliseconds(), time.Since(began).Seconds())
 			t.Log(row)
 			rows = append(rows, row)
 			if t.Failed() {
@@ -352,7 +353,7 @@ func TestFaults(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("fault table:\n| case | the function answered | outcome | case took |\n|---|---|---|---|\n%s", strings.Join(rows, "\n"))
+	t.Logf("fault table:\n| case | the function answered | outcome | final answer took | case took |\n|---|---|---|---|---|\n%s", strings.Join(rows, "\n"))
 }
 
 // faultRun holds what one case's fault started, so the test can wait for it and see its

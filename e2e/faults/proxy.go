@@ -26,6 +26,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -83,9 +84,10 @@ type Proxy struct {
 	// CAFile holds the certificate the function must trust (the proxy's, for 127.0.0.1).
 	CAFile string
 
-	tcp  *toxiproxy.Proxy
-	http *httptest.Server
-	rp   *httputil.ReverseProxy
+	tcp      *toxiproxy.Proxy
+	http     *httptest.Server
+	rp       *httputil.ReverseProxy
+	upstream *http.Transport
 
 	mu    sync.Mutex
 	rules []*Rule
@@ -107,6 +109,10 @@ func Start(apiserver, caFile, dir string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Fault tests stay on this machine: the proxy only ever talks to a loopback apiserver.
+	if ip := net.ParseIP(upstream.Hostname()); ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("apiserver %s: the fault proxy only fronts a loopback address", apiserver)
+	}
 	pemCA, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
@@ -115,18 +121,18 @@ func Start(apiserver, caFile, dir string) (*Proxy, error) {
 	if !roots.AppendCertsFromPEM(pemCA) {
 		return nil, fmt.Errorf("%s: no certificate", caFile)
 	}
-	p := &Proxy{}
+	p := &Proxy{upstream: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 5 * time.Second,
+	}}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(upstream)
 			r.Out.Host = upstream.Host
 		},
-		Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-			ForceAttemptHTTP2:   true,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			TLSHandshakeTimeout: 5 * time.Second,
-		},
+		Transport: p.upstream,
 		// Watches stream: pass every byte on at once.
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
@@ -157,7 +163,7 @@ func Start(apiserver, caFile, dir string) (*Proxy, error) {
 	// Resets and cut-off requests make the server log TLS and stream errors: expected here.
 	p.http.Config.ErrorLog = log.New(io.Discard, "", 0)
 	p.http.StartTLS()
-	p.CAFile = dir + "/fault-proxy-ca.crt"
+	p.CAFile = filepath.Join(dir, "fault-proxy-ca.crt")
 	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.http.Certificate().Raw})
 	if err := os.WriteFile(p.CAFile, cert, 0o644); err != nil {
 		p.http.Close()
@@ -179,6 +185,7 @@ func (p *Proxy) Close() {
 	p.tcp.Stop()
 	p.http.CloseClientConnections()
 	p.http.Close()
+	p.upstream.CloseIdleConnections()
 }
 
 // Add adds HTTP-level rules; the first matching rule with hits left applies.

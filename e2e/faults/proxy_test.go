@@ -137,3 +137,14 @@ func notAPIStatus(err error) bool {
 	var status apierrors.APIStatus
 	return err != nil && !errors.As(err, &status)
 }
+
+// TestProxyLoopbackOnly: the proxy refuses to front anything but a loopback apiserver, before
+// it dials anything.
+func TestProxyLoopbackOnly(t *testing.T) {
+	for _, apiserver := range []string{"https://10.0.0.1:6443", "https://example.invalid:6443", "https://192.168.1.1"} {
+		if p, err := Start(apiserver, "unused", t.TempDir()); err == nil {
+			p.Close()
+			t.Errorf("Start(%q) = nil error; want a refusal", apiserver)
+		}
+	}
+}
