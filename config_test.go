@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
 
@@ -60,7 +59,7 @@ func TestConfigMatch(t *testing.T) {
 func TestStartRefusesBadMatcherWithoutClient(t *testing.T) {
 	f := New()
 	built := false
-	f.newClient = func(config) (kubernetes.Interface, string, error) { built = true; return nil, "", nil }
+	f.newClient = func(config) (clients, error) { built = true; return clients{}, nil }
 	err := f.Start(t.Context(), map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MATCH": `alertname=~"("`})
 	if !errors.Is(err, errConfig) || built {
 		t.Fatalf("Start() = %v, client built %v; want errConfig and no client", err, built)
