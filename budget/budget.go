@@ -204,7 +204,7 @@ func (b *Budget) Spent(ctx context.Context) (int, error) {
 // so. A conflict (another replica wrote first) or a lost race to create the Lease means
 // reading and deciding again, a bounded number of times.
 func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (bool, error)) error {
-	err := retry.OnError(b.backoff, retryable, func() error {
+	attempt := func() error {
 		leases := b.client.CoordinationV1().Leases(b.namespace)
 		lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
 		missing := apierrors.IsNotFound(err)
@@ -242,6 +242,15 @@ func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (boo
 			return fmt.Errorf("write the budget Lease %s/%s: %w", b.namespace, LeaseName, err)
 		}
 		return nil
+	}
+	// The result is the last attempt's error, not retry.OnError's: OnError takes an error
+	// wrapping a context's deadline for its own interruption and answers the last retriable
+	// error instead (nil after a first attempt that timed out), which would count a unit
+	// never taken as taken.
+	var err error
+	_ = retry.OnError(b.backoff, retryable, func() error {
+		err = attempt()
+		return err
 	})
 	if retryable(err) {
 		return fmt.Errorf("the budget Lease kept changing (%d attempts): %w", b.backoff.Steps, err)

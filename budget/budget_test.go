@@ -3,6 +3,7 @@ package budget
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -386,5 +387,22 @@ func TestConcurrentTakers(t *testing.T) {
 	}
 	if got := spent(t, c); len(got) != units {
 		t.Errorf("Lease holds %d units; want %d", len(got), units)
+	}
+}
+
+// TestTakeTimeout: a read or write of the Lease that times out on the client's side is an
+// error, never a unit taken.
+func TestTakeTimeout(t *testing.T) {
+	for _, verb := range []string{"get", "update"} {
+		t.Run(verb, func(t *testing.T) {
+			c := newClient(lease(t))
+			c.PrependReactor(verb, "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, &url.Error{Op: verb, URL: "https://127.0.0.1/leases", Err: context.DeadlineExceeded}
+			})
+			_, err := newBudget(c, Spec{Units: 5, Window: time.Hour}, &clock{now: t0}).Take(context.Background(), "shop/Deployment/web", false)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Take() = %v; want it to fail with the deadline", err)
+			}
+		})
 	}
 }

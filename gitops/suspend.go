@@ -45,8 +45,10 @@ func (g *Guard) Suspend(ctx context.Context, owners []Owner, dryRun bool) ([]Sus
 	var done []Suspension
 	for _, o := range owners {
 		var s Suspension
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			var err error
+		var err error
+		// err is the last attempt's, not RetryOnConflict's: that one answers nil when the
+		// first attempt failed with an error wrapping a context's deadline.
+		_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			s, err = g.suspend(ctx, o, dryRun)
 			return err
 		})

@@ -157,7 +157,11 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	defer func() { _ = u.locks.UnlockKey(key) }()
 
 	var c Change
-	err = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() (err error) {
+	// The outcome is the last attempt's error, not what retry.OnError returns: OnError
+	// takes any error wrapping context.DeadlineExceeded or Canceled (a client-side timeout)
+	// for its own interruption and answers the last retriable error instead, nil here, which
+	// would report a timed-out write as a rollback.
+	_ = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() error {
 		c, err = u.attempt(ctx, k, req)
 		return err
 	})
