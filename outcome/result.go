@@ -80,5 +80,8 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 
 // String is the one-line human account of a result, for Events and logs.
 func (r Result) String() string {
-	return fmt.Sprintf("alert %s (%s): %s [%s]: %s", r.AlertName, r.Fingerprint, r.Action, r.Reason, r.Message)
+	if r.Action == RolledBack {
+		return fmt.Sprintf("alert %s (%s): %s", r.AlertName, r.Fingerprint, r.Message)
+	}
+	return fmt.Sprintf("alert %s (%s): %s (%s): %s", r.AlertName, r.Fingerprint, r.Action, r.Reason, r.Message)
 }
