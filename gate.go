@@ -49,12 +49,11 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 		adm.Related = append(adm.Related, sus.Ref)
 	}
 	if err != nil {
-		// Owners already suspended stay so: say which, so people can resume them.
-		release(ctx)
-		if len(adm.Notes) > 0 {
-			g.log.Warnw("an owner could not be suspended; earlier ones were", "workload", s.Ref.String(), "suspended", adm.Notes)
-		}
-		return undo.Admission{}, err
+		// No undo: the unit goes back (without the request's deadline, which may be what
+		// failed). Owners already suspended stay so: the notes and Events say which, so
+		// people can resume them.
+		release(context.WithoutCancel(ctx))
+		return adm, err
 	}
 	if note := gitops.HelmNote(w); note != "" {
 		adm.Notes = append(adm.Notes, note)

@@ -187,6 +187,15 @@ func kustomization(suspended bool) *unstructured.Unstructured {
 	}}
 }
 
+// helmRelease is a Flux HelmRelease beside the workload, as the fake dynamic client holds it.
+func helmRelease() *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+		"metadata": map[string]any{"namespace": ownNamespace, "name": "web", "uid": "hr-uid", "resourceVersion": "4"},
+		"spec":     map[string]any{"interval": "5m"},
+	}}
+}
+
 var fluxLabels = map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system"}
 
 // TestGitOpsGate: a workload Flux owns is refused by default (before the budget: nothing
@@ -199,6 +208,7 @@ func TestGitOpsGate(t *testing.T) {
 		mode        string
 		labels      map[string]string
 		suspendErr  error
+		suspendOn   string // the resource whose patch fails with suspendErr; kustomizations if empty
 		want        string
 		wantSpec    map[string]any
 		wantImage   string
@@ -216,6 +226,13 @@ func TestGitOpsGate(t *testing.T) {
 			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}, "apps", errors.New("RBAC")),
 			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
 			wantDynamic: []string{"get kustomizations", "patch kustomizations"}},
+		{name: "suspend: the second owner refuses; the first stays suspended and is named", mode: "suspend",
+			labels:     map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system", gitops.HelmName: "web", gitops.HelmNS: ownNamespace},
+			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "helm.toolkit.fluxcd.io", Resource: "helmreleases"}, "web", errors.New("RBAC")),
+			suspendOn:  "helmreleases",
+			want:       "web failed forbidden", wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
+			wantDynamic: []string{"get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
 		{name: "ignore", mode: "ignore", labels: fluxLabels, want: "web rolled-back rolled-back",
 			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1},
 		{name: "Helm: rolled back, with a note", labels: map[string]string{gitops.ManagedByLabel: "Helm"}, want: "web rolled-back rolled-back",
@@ -225,9 +242,13 @@ func TestGitOpsGate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			kube := fake.NewClientset(broken(tt.labels, "web")...)
-			dyn := newDynamic(kustomization(false))
+			dyn := newDynamic(kustomization(false), helmRelease())
 			if tt.suspendErr != nil {
-				dyn.PrependReactor("patch", "kustomizations", func(k8stesting.Action) (bool, runtime.Object, error) {
+				on := tt.suspendOn
+				if on == "" {
+					on = "kustomizations"
+				}
+				dyn.PrependReactor("patch", on, func(k8stesting.Action) (bool, runtime.Object, error) {
 					return true, nil, tt.suspendErr
 				})
 			}
@@ -265,6 +286,9 @@ func TestGitOpsGate(t *testing.T) {
 			}
 			if !cmp.Equal(r.Notes, []string{tt.wantNote}) || !strings.HasSuffix(r.Message, "; "+tt.wantNote) {
 				t.Errorf("result notes %q, message %q; want the note %q", r.Notes, r.Message, tt.wantNote)
+			}
+			if r.Action != outcome.RolledBack {
+				return // no undo, so no state written
 			}
 			d, err := kube.AppsV1().Deployments(ownNamespace).Get(context.Background(), "web", metav1.GetOptions{})
 			if err != nil {

@@ -13,8 +13,9 @@ import (
 
 // Gate is asked once an undo is decided, just before its write: the checks that look
 // beyond the workload (the fleet-wide budget, the GitOps tool that owns it). An error
-// refuses or fails the undo and nothing is written. The package that wires the function
-// implements it; undo only knows when to ask.
+// refuses or fails the undo and the workload is not written; the Admission's Notes and
+// Related still count then (an owner suspended before another could not be). The package
+// that wires the function implements it; undo only knows when to ask.
 type Gate interface {
 	Admit(ctx context.Context, w Subject, dryRun bool) (Admission, error)
 }

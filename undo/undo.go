@@ -194,10 +194,10 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request) (Change, erro
 	var adm Admission
 	if u.opts.Gate != nil {
 		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, Labels: w.labels, Annotations: w.annotations}, u.opts.DryRun)
+		c.Notes, c.Related = adm.Notes, adm.Related
 		if err != nil {
 			return c, err
 		}
-		c.Notes, c.Related = adm.Notes, adm.Related
 	}
 	// What Admit took is given back when the write certainly did not happen: nothing was
 	// sent, or the apiserver refused it. Without the request's deadline: the give-back

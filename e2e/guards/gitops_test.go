@@ -201,6 +201,29 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 	}
 }
 
+// TestGitOpsAppsInAnyNamespace: a tracking id naming the Application as <namespace>_<name>
+// (Argo CD's apps in any namespace) finds it there, whatever ROLLBACK_ARGOCD_NAMESPACE says,
+// and the Application found is the real one: a dry-run suspend reaches it through its schema.
+func TestGitOpsAppsInAnyNamespace(t *testing.T) {
+	w := newGitopsWorld(t, "gitops-anywhere")
+	ctx := context.Background()
+	wl := w.deployment(t, "anywhere", nil, map[string]string{gitops.ArgoCDTrackingID: w.argo + "_shop:apps/Deployment:" + w.ns + "/anywhere"})
+	g := gitops.New(w.fn, gitops.Suspend, "") // Argo CD's default namespace, argocd, holds nothing here
+	owners, err := g.Check(ctx, wl)
+	want := []gitops.Owner{{Kind: gitops.Application, Namespace: w.argo, Name: "shop", Via: "annotation " + gitops.ArgoCDTrackingID}}
+	if err != nil || !cmp.Equal(owners, want) {
+		t.Fatalf("Check = %+v, %v; want %+v", owners, err, want)
+	}
+	before := w.spec(t, gitops.Application, w.argo, "shop")
+	s, err := g.Suspend(ctx, owners, true)
+	if err != nil || len(s) != 1 || !s[0].Changed || s[0].Ref.UID == "" {
+		t.Fatalf("dry-run Suspend = %+v, %v; want the real Application, changed", s, err)
+	}
+	if diff := cmp.Diff(before, w.spec(t, gitops.Application, w.argo, "shop")); diff != "" {
+		t.Errorf("a dry run changed the Application (-before +after):\n%s", diff)
+	}
+}
+
 // TestGitOpsSuspendOnRealCRDs: suspend through the real schemas, with the function's own
 // permissions. Flux's objects get spec.suspend: true and keep the rest; Argo CD's Application
 // loses self-heal only. A dry run is checked by the server and changes nothing; a second

@@ -180,3 +180,42 @@ func TestBindings(t *testing.T) {
 		})
 	}
 }
+
+// TestGitOpsRoleGrantsExactly: deploy/cluster-wide/gitops.yaml allows exactly what the GitOps
+// guard does (read and patch the three owner kinds, and the Event on them), and binds it to
+// the function's ServiceAccount, named with the namespace its documented sed replaces.
+func TestGitOpsRoleGrantsExactly(t *testing.T) {
+	const gitopsName = name + "-gitops"
+	objs := decodeFile(t, "deploy/cluster-wide/gitops.yaml")
+	role, ok := objs["ClusterRole/"+gitopsName].(*rbacv1.ClusterRole)
+	if !ok {
+		t.Fatalf("deploy/cluster-wide/gitops.yaml has no ClusterRole %s", gitopsName)
+	}
+	got, err := grants(role.Rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []grant
+	for _, gr := range []struct{ group, resource string }{
+		{"argoproj.io", "applications"}, {"kustomize.toolkit.fluxcd.io", "kustomizations"}, {"helm.toolkit.fluxcd.io", "helmreleases"},
+	} {
+		want = append(want, grant{gr.group, gr.resource, "get", ""}, grant{gr.group, gr.resource, "patch", ""})
+	}
+	want = append(want, grant{"", "events", "create", ""}, grant{"", "events", "patch", ""})
+	slices.SortFunc(want, compareGrants)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("grants mismatch (-want +got):\n%s", diff)
+	}
+	crb, ok := objs["ClusterRoleBinding/"+gitopsName].(*rbacv1.ClusterRoleBinding)
+	if !ok {
+		t.Fatalf("deploy/cluster-wide/gitops.yaml has no ClusterRoleBinding %s", gitopsName)
+	}
+	wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: gitopsName}
+	wantSubjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: "monitoring"}}
+	if diff := cmp.Diff(wantRef, crb.RoleRef); diff != "" {
+		t.Errorf("roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantSubjects, crb.Subjects); diff != "" {
+		t.Errorf("subjects (-want +got):\n%s", diff)
+	}
+}
