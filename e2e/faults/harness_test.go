@@ -58,7 +58,9 @@ type harness struct {
 	n      int // function processes started
 }
 
-func newHarness(t *testing.T, name string, settings map[string]string, replicas int32) *harness {
+// newHarness makes namespace name with the function's RBAC, a broken Deployment with pods
+// replicas, the fault proxy, and one function process with settings.
+func newHarness(t *testing.T, name string, settings map[string]string, pods int32) *harness {
 	t.Helper()
 	ctx := context.Background()
 	h := &harness{t: t, ns: name, dir: t.TempDir(), token: "faults-" + name, settings: settings}
@@ -73,7 +75,7 @@ func newHarness(t *testing.T, name string, settings map[string]string, replicas 
 		bg := metav1.DeletePropagationBackground
 		_ = kube.Clientset.AppsV1().Deployments(h.ns).Delete(context.Background(), workload, metav1.DeleteOptions{PropagationPolicy: &bg})
 	})
-	h.brokenDeployment(replicas)
+	h.brokenDeployment(pods)
 
 	var err error
 	if h.proxy, err = Start(kube.Host, kube.CAFile, h.dir); err != nil {
