@@ -56,6 +56,8 @@ func TestFaults(t *testing.T) {
 		settings map[string]string
 		// alerts is how many alerts, one per pod of the bad revision, fire together (1 if 0).
 		alerts int
+		// replicas is how many function processes take turns at the deliveries (1 if 0).
+		replicas int
 		// inject arms the fault before the alert fires.
 		inject func(h *harness, c *faultRun)
 		// heal runs once, after the first delivery and before Alertmanager gets its answer.
@@ -133,6 +135,16 @@ func TestFaults(t *testing.T) {
 		},
 		{
 			name: "the write lands, its answer is lost",
+			inject: func(h *harness, c *faultRun) {
+				h.proxy.Add(&Rule{Name: "lose PATCH answer", Match: patchDeployment, LoseAnswer: true, Times: 1})
+			},
+			retryable: true, wantStatus: http.StatusOK, want: []want{alreadyHandled}, undos: 1,
+		},
+		{
+			// Two replicas: the retry goes to the other one, which knows of the first one's
+			// undo only through the state it wrote on the Deployment.
+			name:     "the write lands, its answer is lost, the retry goes to another replica",
+			replicas: 2,
 			inject: func(h *harness, c *faultRun) {
 				h.proxy.Add(&Rule{Name: "lose PATCH answer", Match: patchDeployment, LoseAnswer: true, Times: 1})
 			},
@@ -243,6 +255,9 @@ func TestFaults(t *testing.T) {
 				settings[k] = v
 			}
 			h := newHarness(t, fmt.Sprintf("fault-%d", i), settings, int32(alerts))
+			for range max(tc.replicas, 1) - 1 {
+				h.addReplica()
+			}
 			c := &faultRun{t: t}
 			// A server the fault stopped is running again when the case ends, whatever
 			// happened, so the next case has a whole control plane.
@@ -280,8 +295,9 @@ func TestFaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no final answer and re-send in 90 s; deliveries:\n%s", list(ds))
 			}
+			// Judge the deliveries up to here: stopping Alertmanager may cut one off, which
+			// says nothing about the function.
 			c.wait()
-			ds = rec.deliveries()
 
 			// What the function answered.
 			if tc.retryable && ds[0].final() {
@@ -296,6 +312,9 @@ func TestFaults(t *testing.T) {
 				}
 			}
 			f := ds[first]
+			if tc.replicas > 1 && f.by == ds[0].by {
+				t.Errorf("the final answer came from %s, which took the first delivery too; want another replica", f.by)
+			}
 			if f.status != tc.wantStatus || len(f.resp.Results) != 1 || !matches(f.resp.Results[0], tc.want) {
 				t.Errorf("first final answer %s; want %d with one result, one of %v", f, tc.wantStatus, tc.want)
 			}

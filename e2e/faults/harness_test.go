@@ -53,7 +53,9 @@ type harness struct {
 
 	mu sync.Mutex
 	fn *run.Function // the function process Alertmanager's deliveries go to
-	n  int           // function processes started
+	// others are more replicas: each delivery goes to the next, as Knative spreads requests.
+	others []*run.Function
+	n      int // function processes started
 }
 
 func newHarness(t *testing.T, name string, settings map[string]string, replicas int32) *harness {
@@ -187,6 +189,26 @@ func (h *harness) startFunction() *run.Function {
 	return f
 }
 
+// addReplica starts another function process; deliveries then take turns.
+func (h *harness) addReplica() {
+	h.t.Helper()
+	first := h.function()
+	h.startFunction()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.others = append(h.others, first)
+}
+
+// rotate makes the next replica the one deliveries go to.
+func (h *harness) rotate() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.others) > 0 {
+		h.others = append(h.others, h.fn)
+		h.fn, h.others = h.others[0], h.others[1:]
+	}
+}
+
 // function is the process deliveries go to now.
 func (h *harness) function() *run.Function {
 	h.mu.Lock()
@@ -295,6 +317,7 @@ func (r *recorder) serve(w http.ResponseWriter, req *http.Request) {
 	if r.after != nil {
 		r.after(n, d)
 	}
+	r.h.rotate()
 	if d.status == 0 {
 		panic(http.ErrAbortHandler)
 	}

@@ -344,6 +344,17 @@ func TestKnativeValidate(t *testing.T) {
 			wantWarn: "Kubernetes default value is insecure",
 		},
 		{
+			// Why cmd/rollback reads its memory limit from the cgroup: Knative refuses the
+			// Downward API's resourceFieldRef in env (feature kubernetes.podspec-fieldref).
+			name: "memory limit through the Downward API",
+			mutate: func(s *servingv1.Service) {
+				container(s).Env = append(container(s).Env, corev1.EnvVar{Name: "ROLLBACK_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{
+					ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"},
+				}})
+			},
+			wantErr: "resourceFieldRef",
+		},
+		{
 			name: "probe on a port other than the serving one",
 			mutate: func(s *servingv1.Service) {
 				container(s).LivenessProbe.HTTPGet.Port = intstr.FromString("metrics")
