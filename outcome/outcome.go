@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -131,7 +132,7 @@ func Classify(err error) (Action, Reason) {
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		apierrors.IsTimeout(err), apierrors.IsServerTimeout(err):
+		apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), throttledPastDeadline(err):
 		return Failed, ReasonTimeout
 	case apierrors.IsNotFound(err):
 		// The workload went away between the alert and the undo.
@@ -217,4 +218,12 @@ func HTTPStatus(err error, results []Result) int {
 		status = http.StatusUnprocessableEntity
 	}
 	return status
+}
+
+// throttledPastDeadline recognises client-go's own rate limiter giving up because the wait
+// for a token would pass the request's deadline. client-go wraps the limiter's error, which
+// does not wrap context.DeadlineExceeded, so its text is the only sign; it is a timeout,
+// and a retry helps like any other.
+func throttledPastDeadline(err error) bool {
+	return strings.Contains(err.Error(), "client rate limiter Wait returned an error")
 }
