@@ -16,6 +16,7 @@ import (
 	"net/http"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"knative.dev/pkg/logging"
 
@@ -32,13 +33,21 @@ type Function struct {
 	log      *zap.SugaredLogger
 	resolver *target.Resolver
 	undoer   *undo.Undoer
-	events   *report.Events
+	events   events
 	inflight inflight
+	// seen remembers the alert occurrences this process saw handled (see seen).
+	seen *seen
 	// newClient builds the Kubernetes client and finds the function's own namespace;
 	// tests replace it with a fake.
 	newClient func(config) (kubernetes.Interface, string, error)
 	// newLogger builds the logger; tests replace it to keep their output quiet.
 	newLogger func() *zap.SugaredLogger
+}
+
+// events records what happened as Kubernetes Events (report.Events); tests count them.
+type events interface {
+	Record(uid types.UID, r outcome.Result)
+	Shutdown()
 }
 
 // New returns an unstarted Function. func calls it once per process.
@@ -67,6 +76,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace}
 	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge})
 	f.events = report.NewEvents(client, "alert-rollback")
+	f.seen = newSeen(seenCapacity)
 	if c.authToken == "" {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
 	}
@@ -82,7 +92,9 @@ func (f *Function) Stop(ctx context.Context) error {
 		f.log.Info("stopping: new notifications get 503, those in flight finish")
 	}
 	err := f.inflight.drain(ctx)
-	f.events.Shutdown()
+	if f.events != nil {
+		f.events.Shutdown()
+	}
 	if f.log != nil {
 		_ = f.log.Sync()
 	}

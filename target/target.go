@@ -55,7 +55,8 @@ type Target struct {
 }
 
 // Resolver turns alert labels into Targets with as few API reads as it can: none for a
-// named workload, two for a pod of a Deployment (pod, ReplicaSet).
+// named workload, none of its own for a ReplicaSet of a Deployment (the Deployment's
+// ReplicaSet list, which the undo needs anyway, confirms it), one for a pod (the pod).
 type Resolver struct {
 	Client kubernetes.Interface
 	// Allowed decides which namespaces may be acted in; checked before any API call.

@@ -64,7 +64,8 @@ func daemonSets(u *Undoer) revisionKind {
 	}
 }
 
-func (k revisionKind) load(ctx context.Context, ns, name string) (*workload, error) {
+// load reads the object and its ControllerRevisions; reads is for Deployments only.
+func (k revisionKind) load(ctx context.Context, ns, name string, _ *Reads) (*workload, error) {
 	obj, sel, tmpl, err := k.get(ctx, ns, name)
 	if err != nil {
 		return nil, getError(strings.ToLower(k.kind), ns, name, err)

@@ -37,6 +37,9 @@ type Request struct {
 	// or ReplicaSet's controller reference): a workload of that name with another UID is a
 	// different object, and is not touched.
 	UID types.UID
+	// Reads, when set, holds what was read for this notification already (see Reads); the
+	// first attempt uses it.
+	Reads *Reads
 }
 
 // Options tune an Undoer.
@@ -60,6 +63,9 @@ type Change struct {
 	UID      types.UID
 	From, To int64
 	DryRun   bool
+	// Handled, when the undo ends with ErrAlreadyHandled, lists the request's alert IDs
+	// the workload's state records as handled.
+	Handled []string
 }
 
 // Undoer rolls workloads back. It is safe for concurrent use.
@@ -117,7 +123,8 @@ type workload struct {
 
 // kind reads and writes one kind of workload.
 type kind interface {
-	load(ctx context.Context, ns, name string) (*workload, error)
+	// load reads the workload and its history; a Deployment's come from reads when set.
+	load(ctx context.Context, ns, name string, reads *Reads) (*workload, error)
 	// resourceVersion reads the workload's current resourceVersion.
 	resourceVersion(ctx context.Context, ns, name string) (string, error)
 	// restore writes the revision's template and the new state annotation, under the
@@ -151,8 +158,10 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	defer func() { _ = u.locks.UnlockKey(key) }()
 
 	var c Change
+	reads := req.Reads
 	err = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() (err error) {
-		c, err = u.attempt(ctx, k, req)
+		c, err = u.attempt(ctx, k, req, reads)
+		reads = nil // after a conflict, read afresh
 		return err
 	})
 	if apierrors.IsConflict(err) {
@@ -162,8 +171,8 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	return c, err
 }
 
-func (u *Undoer) attempt(ctx context.Context, k kind, req Request) (Change, error) {
-	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name)
+func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads) (Change, error) {
+	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name, reads)
 	if err != nil {
 		return Change{}, err
 	}
@@ -175,6 +184,10 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request) (Change, erro
 	from, to, err := u.decide(w, req)
 	c := Change{UID: w.uid, From: from.number, To: to.number}
 	if err != nil {
+		if errors.Is(err, ErrAlreadyHandled) {
+			state, _ := readState(w.annotations) // decide has checked it
+			c.Handled = state.handledOf(req.AlertIDs)
+		}
 		if u.inconsistent(ctx, k, w, err) {
 			err = apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: strings.ToLower(w.ref.Kind) + "s"},
 				w.ref.Name, fmt.Errorf("it changed while its history was read"))
