@@ -17,9 +17,9 @@ import (
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"knative.dev/pkg/logging"
 
+	"github.com/sre-kit/alert-rollback/internal/kube"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/report"
 	"github.com/sre-kit/alert-rollback/target"
@@ -39,7 +39,7 @@ type Function struct {
 	seen *seen
 	// newClient builds the Kubernetes client and finds the function's own namespace;
 	// tests replace it with a fake.
-	newClient func(config) (kubernetes.Interface, string, error)
+	newClient func(config) (kube.Client, string, error)
 	// newLogger builds the logger; tests replace it to keep their output quiet.
 	newLogger func() *zap.SugaredLogger
 }

@@ -31,6 +31,8 @@ import (
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kube"
+	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -66,7 +68,7 @@ func newFunction(t testing.TB, client kubernetes.Interface, env map[string]strin
 		cfg[k] = v
 	}
 	f := New()
-	f.newClient = func(config) (kubernetes.Interface, string, error) { return client, ownNamespace, nil }
+	f.newClient = func(config) (kube.Client, string, error) { return clientset.Wrap(client), ownNamespace, nil }
 	f.newLogger = zap.NewNop().Sugar
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
@@ -800,7 +802,7 @@ func TestStartRefusesWithoutCredentials(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := New()
-			f.newClient = func(config) (kubernetes.Interface, string, error) { return fake.NewClientset(), "default", nil }
+			f.newClient = func(config) (kube.Client, string, error) { return clientset.Wrap(fake.NewClientset()), "default", nil }
 			err := f.Start(context.Background(), tc.env)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("Start() = %v; want error %v", err, tc.wantErr)

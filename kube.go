@@ -3,15 +3,16 @@ package function
 import (
 	"fmt"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // kubeClient builds the one client the function uses, from KUBECONFIG or ~/.kube/config
 // when there is one, else from the pod's service account (client-go's deferred loading does
 // exactly that). The function's own namespace comes the same way: the kubeconfig context's,
 // or the service account's namespace file.
-func kubeClient(c config) (kubernetes.Interface, string, error) {
+func kubeClient(c config) (kube.Client, string, error) {
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{})
 	rc, err := cc.ClientConfig()
@@ -27,7 +28,7 @@ func kubeClient(c config) (kubernetes.Interface, string, error) {
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.Timeout = c.apiTimeout
 	rc.UserAgent = "alert-rollback"
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := kube.New(rc)
 	if err != nil {
 		return nil, "", err
 	}

@@ -83,7 +83,7 @@ func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[str
 // an alert about the Job. Only a pod that is gone is resolved from its name, and only as
 // far as the Deployment's own ReplicaSet list confirms it (fromGonePod).
 func (r *Resolver) fromPod(ctx context.Context, ns, name string, reads DeploymentReader) (Target, error) {
-	pod, err := r.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	pod, err := r.Client.Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return r.fromGonePod(ctx, ns, name, reads)
 	}
@@ -163,7 +163,7 @@ func (r *Resolver) fromReplicaSet(ctx context.Context, ns, name string, uid type
 
 // readReplicaSet reads the ReplicaSet and follows its controller reference.
 func (r *Resolver) readReplicaSet(ctx context.Context, ns, name string, uid types.UID) (Target, error) {
-	rs, err := r.Client.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+	rs, err := r.Client.ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || err == nil && uid != "" && rs.UID != uid {
 		return Target{}, fmt.Errorf("%w: replicaset %s/%s", ErrNotFound, ns, name)
 	}

@@ -115,7 +115,7 @@ func (d deployments) load(ctx context.Context, ns, name string, reads *Reads) (*
 }
 
 func (d deployments) resourceVersion(ctx context.Context, ns, name string) (string, error) {
-	dep, err := d.u.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	dep, err := d.u.client.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return "", err
 	}
@@ -137,7 +137,7 @@ func (d deployments) restore(ctx context.Context, w *workload, to revision, stat
 	if err != nil {
 		return err
 	}
-	_, err = d.u.client.AppsV1().Deployments(w.ref.Namespace).Patch(ctx, w.ref.Name, types.JSONPatchType, patch, patchOptions(dryRun))
+	_, err = d.u.client.Deployments(w.ref.Namespace).Patch(ctx, w.ref.Name, types.JSONPatchType, patch, patchOptions(dryRun))
 	if err != nil {
 		return fmt.Errorf("patch deployment %s/%s: %w", w.ref.Namespace, w.ref.Name, err)
 	}

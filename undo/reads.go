@@ -63,7 +63,7 @@ func (r *Reads) Deployment(ctx context.Context, ns, name string) (*appsv1.Deploy
 // it records its revision on the Deployment, so nothing the Deployment refers to can be
 // missing from that list.
 func (u *Undoer) readDeployment(ctx context.Context, ns, name string) (*appsv1.Deployment, []appsv1.ReplicaSet, error) {
-	c := u.client.AppsV1()
+	c := u.client
 	dep, err := c.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("get deployment %s/%s: %w", ns, name, err)

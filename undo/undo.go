@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sre-kit/alert-rollback/internal/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -15,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/keymutex"
 
@@ -70,7 +70,7 @@ type Change struct {
 
 // Undoer rolls workloads back. It is safe for concurrent use.
 type Undoer struct {
-	client kubernetes.Interface
+	client kube.Client
 	opts   Options
 	// locks serialises undos of one workload inside this process, so a burst of duplicate
 	// notifications costs one conflict-free write and cheap re-reads instead of a storm of
@@ -81,7 +81,7 @@ type Undoer struct {
 }
 
 // New returns an Undoer acting through client.
-func New(client kubernetes.Interface, opts Options) *Undoer {
+func New(client kube.Client, opts Options) *Undoer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
