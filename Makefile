@@ -24,7 +24,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools test unit e2e demo bench cluster vet fmt clean
+.PHONY: all build tools test unit e2e demo bench cluster vet fmt fuzz clean
 all: build
 
 build:
@@ -83,6 +83,23 @@ e2e: tools
 test: fmt vet tools
 	go test -count=1 -race ./...
 	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 40m ./...
+
+# Native Go fuzzing, FUZZTIME per target (60s by default): `make fuzz FUZZTIME=10m`. The seed
+# corpora (and any crasher kept in testdata/fuzz) already run under `make test`. A crasher is
+# written to the package's testdata/fuzz/<target>/: commit it as a regression seed.
+# Minimizing a new input can take a whole minute of slow handler runs by default, which
+# looks like a stall: keep it short. FUZZFLAGS passes more, e.g. -parallel=1.
+FUZZTIME ?= 60s
+FUZZMINIMIZETIME ?= 5s
+FUZZFLAGS ?=
+FUZZ_TARGETS := ./alert:FuzzDecode .:FuzzDecodeHTTP .:FuzzHandle ./undo:FuzzState
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "==> fuzzing $$name in $$pkg for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) $$pkg; \
+	done
 
 demo: $(DEMO_TOOLS)
 	cd e2e && go run ./cmd/demo

@@ -161,14 +161,20 @@ func parseDuration(env map[string]string, name string, def time.Duration, zeroOK
 	return d, err
 }
 
-// allowed reports whether the function may act in namespace.
+// systemNamespaces hold the cluster's own components. `*` does not reach them: rolling back
+// kube-system's DaemonSets from an alert is a decision a person must make by listing it.
+var systemNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true}
+
+// allowed reports whether the function may act in namespace: its own when
+// ROLLBACK_NAMESPACES is empty; else those listed; `*` stands for every namespace but the
+// system ones, which only a listing by name allows.
 func (c config) allowed(own string) func(string) bool {
 	return func(namespace string) bool {
 		if len(c.namespaces) == 0 {
 			return namespace == own
 		}
 		for _, ns := range c.namespaces {
-			if ns == "*" || ns == namespace {
+			if ns == namespace || ns == "*" && !systemNamespaces[namespace] {
 				return true
 			}
 		}

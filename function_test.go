@@ -933,3 +933,33 @@ func TestTokenFileRotation(t *testing.T) {
 		}
 	}
 }
+
+func TestAllowedNamespaces(t *testing.T) {
+	tests := []struct {
+		name       string
+		namespaces string
+		namespace  string
+		want       bool
+	}{
+		{"own by default", "", ownNamespace, true},
+		{"others not by default", "", "payments", false},
+		{"listed", "payments,shop", "payments", true},
+		{"not listed", "payments", "orders", false},
+		{"star", "*", "orders", true},
+		{"star does not reach kube-system", "*", "kube-system", false},
+		{"star does not reach kube-public", "*", "kube-public", false},
+		{"star does not reach kube-node-lease", "*", "kube-node-lease", false},
+		{"kube-system when listed", "*,kube-system", "kube-system", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_NAMESPACES": tc.namespaces})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.allowed(ownNamespace)(tc.namespace); got != tc.want {
+				t.Errorf("allowed(%q) with ROLLBACK_NAMESPACES=%q = %v; want %v", tc.namespace, tc.namespaces, got, tc.want)
+			}
+		})
+	}
+}

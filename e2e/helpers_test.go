@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -216,16 +215,20 @@ func (e *env) settled(name string) *appsv1.Deployment {
 }
 
 // consistently checks cond every 200 ms for d and fails the test the first time it returns
-// an error: for "nothing more happens", which no single poll can show.
+// an error: for "nothing more happens", which no single poll can show. Each check has its
+// own deadline, so the end of d never cuts one short.
 func consistently(t testing.TB, d time.Duration, cond func(context.Context) error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		return false, cond(ctx)
-	})
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		t.Error(err)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := cond(ctx)
+		cancel()
+		if err != nil {
+			t.Error(err)
+			return
+		}
 	}
 }
 

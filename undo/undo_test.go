@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -44,6 +45,12 @@ func request(kind, name string, ids ...string) Request {
 	}
 	return Request{Ref: target.Ref{Kind: kind, Namespace: ns, Name: name}, AlertIDs: ids, Alert: "KubePodUnschedulable"}
 }
+
+// The API actions of the common paths.
+var (
+	readDeployment = []string{"get deployments", "list replicasets"}
+	undoDeployment = []string{"get deployments", "list replicasets", "patch deployments"}
+)
 
 func undoer(c kubernetes.Interface, dryRun bool) *Undoer {
 	return New(clientset.Wrap(c), Options{Cooldown: 10 * time.Minute, Now: func() time.Time { return now }, DryRun: dryRun,
@@ -92,12 +99,16 @@ func TestUndo(t *testing.T) {
 		wantFrom  int64
 		wantTo    int64
 		wantImage string
+		// wantActions are the API actions, "verb resource", in order: they pin the round
+		// trips of each path.
+		wantActions []string
 	}{
 		{
 			name:     "previous revision",
 			objects:  func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
 			req:      request(target.Deployment, "web-front-end"),
 			wantFrom: 2, wantTo: 1, wantImage: "app:v1",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "five revisions go back one",
@@ -107,6 +118,7 @@ func TestUndo(t *testing.T) {
 			},
 			req:      request(target.Deployment, "web-front-end"),
 			wantFrom: 5, wantTo: 4, wantImage: "app:v4",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "no previous revision (no ReplicaSet yet)",
@@ -115,16 +127,18 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
 				return []runtime.Object{d}
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrNoPreviousRevision,
-			wantImage: "app:v1",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNoPreviousRevision,
+			wantImage:   "app:v1",
+			wantActions: readDeployment,
 		},
 		{
-			name:      "one revision",
-			objects:   func() []runtime.Object { _, o := deployment("app:v1"); return o },
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrNoPreviousRevision,
-			wantImage: "app:v1",
+			name:        "one revision",
+			objects:     func() []runtime.Object { _, o := deployment("app:v1"); return o },
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNoPreviousRevision,
+			wantImage:   "app:v1",
+			wantActions: readDeployment,
 		},
 		{
 			name: "paused",
@@ -133,9 +147,10 @@ func TestUndo(t *testing.T) {
 				d.Spec.Paused = true
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrPaused,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrPaused,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name: "already at target",
@@ -144,9 +159,10 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrAlreadyAtTarget,
-			wantImage: "app:v1",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrAlreadyAtTarget,
+			wantImage:   "app:v1",
+			wantActions: append(readDeployment, "get deployments"),
 		},
 		{
 			name: "controller behind: current template has no revision yet",
@@ -155,15 +171,17 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v3")
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrRolloutPending,
-			wantImage: "app:v3",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrRolloutPending,
+			wantImage:   "app:v3",
+			wantActions: append(readDeployment, "get deployments"),
 		},
 		{
-			name:    "not found",
-			objects: func() []runtime.Object { return nil },
-			req:     request(target.Deployment, "web-front-end"),
-			wantErr: ErrNotFound,
+			name:        "not found",
+			objects:     func() []runtime.Object { return nil },
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNotFound,
+			wantActions: []string{"get deployments"},
 		},
 		{
 			name: "no flip-flop: a revision rolled back from is never the target",
@@ -176,6 +194,7 @@ func TestUndo(t *testing.T) {
 			},
 			req:      request(target.Deployment, "web-front-end"),
 			wantFrom: 3, wantTo: 2, wantImage: "app:v1",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "every earlier revision is bad: refused",
@@ -184,9 +203,10 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Bad: []string{fixture.Hash("app:v1")}})
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrNoGoodRevision,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNoGoodRevision,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name: "the same alert again changes nothing",
@@ -195,9 +215,10 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Handled: []string{"fp1@1764118800"}, Last: &Record{At: now.Add(-time.Hour), From: 2, To: 1}})
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end", "fp1@1764118800"),
-			wantErr:   ErrAlreadyHandled,
-			wantImage: "app:v1",
+			req:         request(target.Deployment, "web-front-end", "fp1@1764118800"),
+			wantErr:     ErrAlreadyHandled,
+			wantImage:   "app:v1",
+			wantActions: readDeployment,
 		},
 		{
 			name:    "stale: the alert's pod is of an older revision",
@@ -207,8 +228,9 @@ func TestUndo(t *testing.T) {
 				r.Revisions = []string{fixture.Hash("app:v1")}
 				return r
 			}(),
-			wantErr:   ErrStale,
-			wantImage: "app:v2",
+			wantErr:     ErrStale,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name:    "an alert about the current revision is not stale",
@@ -219,6 +241,7 @@ func TestUndo(t *testing.T) {
 				return r
 			}(),
 			wantFrom: 2, wantTo: 1, wantImage: "app:v1",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "cooldown",
@@ -227,9 +250,10 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Last: &Record{At: now.Add(-time.Minute)}})
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end", "other@1"),
-			wantErr:   ErrCooldown,
-			wantImage: "app:v3",
+			req:         request(target.Deployment, "web-front-end", "other@1"),
+			wantErr:     ErrCooldown,
+			wantImage:   "app:v3",
+			wantActions: readDeployment,
 		},
 		{
 			name: "after the cooldown",
@@ -240,6 +264,7 @@ func TestUndo(t *testing.T) {
 			},
 			req:      request(target.Deployment, "web-front-end", "other@1"),
 			wantFrom: 3, wantTo: 2, wantImage: "app:v2",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "opt-out",
@@ -248,9 +273,10 @@ func TestUndo(t *testing.T) {
 				d.Annotations[OptOutAnnotation] = "true"
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrOptOut,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrOptOut,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name: "unreadable state is refused, not ignored",
@@ -259,9 +285,10 @@ func TestUndo(t *testing.T) {
 				d.Annotations[StateAnnotation] = "{"
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrBadState,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrBadState,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name:     "dry run",
@@ -269,6 +296,7 @@ func TestUndo(t *testing.T) {
 			req:      request(target.Deployment, "web-front-end"),
 			dryRun:   true,
 			wantFrom: 2, wantTo: 1,
+			wantActions: undoDeployment,
 		},
 		{
 			name:    "conflicts exhausted",
@@ -279,8 +307,9 @@ func TestUndo(t *testing.T) {
 					return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("modified"))
 				})
 			},
-			wantErr:   errConflictForTest,
-			wantImage: "app:v2",
+			wantErr:     errConflictForTest,
+			wantImage:   "app:v2",
+			wantActions: slices.Concat(undoDeployment, undoDeployment, undoDeployment),
 		},
 		{
 			name:    "forbidden is a failure no retry fixes",
@@ -291,8 +320,9 @@ func TestUndo(t *testing.T) {
 					return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("rbac"))
 				})
 			},
-			wantErr:   errForbiddenForTest,
-			wantImage: "app:v2",
+			wantErr:     errForbiddenForTest,
+			wantImage:   "app:v2",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "history newer than the Deployment read: read both again",
@@ -323,20 +353,23 @@ func TestUndo(t *testing.T) {
 					return false, nil, nil
 				})
 			},
-			wantErr:   ErrAlreadyHandled,
-			wantImage: "app:v1",
+			wantErr:     ErrAlreadyHandled,
+			wantImage:   "app:v1",
+			wantActions: slices.Concat(readDeployment, []string{"get deployments"}, readDeployment),
 		},
 		{
 			name:     "statefulset",
 			objects:  func() []runtime.Object { return append(fixture.Objects(crs...), stsObj.DeepCopy()) },
 			req:      request(target.StatefulSet, "db"),
 			wantFrom: 3, wantTo: 2, wantImage: "db:v2",
+			wantActions: []string{"get statefulsets", "list controllerrevisions", "patch statefulsets"},
 		},
 		{
 			name:     "daemonset",
 			objects:  func() []runtime.Object { return append(fixture.Objects(dcrs...), dsObj.DeepCopy()) },
 			req:      request(target.DaemonSet, "agent"),
 			wantFrom: 2, wantTo: 1, wantImage: "agent:v1",
+			wantActions: []string{"get daemonsets", "list controllerrevisions", "patch daemonsets"},
 		},
 		{
 			name: "daemonset: stale pod revision",
@@ -348,8 +381,9 @@ func TestUndo(t *testing.T) {
 				r.Revisions = []string{dcrs[0].Name}
 				return r
 			}(),
-			wantErr:   ErrStale,
-			wantImage: "agent:v2",
+			wantErr:     ErrStale,
+			wantImage:   "agent:v2",
+			wantActions: []string{"get daemonsets", "list controllerrevisions"},
 		},
 	}
 	for _, tc := range tests {
@@ -373,6 +407,13 @@ func TestUndo(t *testing.T) {
 			}
 			if tc.wantErr == nil && (c.From != tc.wantFrom || c.To != tc.wantTo) {
 				t.Errorf("Undo() from %d to %d; want from %d to %d", c.From, c.To, tc.wantFrom, tc.wantTo)
+			}
+			var got []string
+			for _, a := range client.Actions() {
+				got = append(got, a.GetVerb()+" "+a.GetResource().Resource)
+			}
+			if !slices.Equal(got, tc.wantActions) {
+				t.Errorf("API actions = %q; want %q", got, tc.wantActions)
 			}
 			if tc.wantImage != "" {
 				if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
