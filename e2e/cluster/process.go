@@ -109,9 +109,6 @@ func (p *Process) Err() error {
 	return p.err
 }
 
-// Pid is the process's ID.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
-
 // RSS is the process's resident set size now, in bytes (VmRSS of /proc/<pid>/status).
 func (p *Process) RSS() (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
