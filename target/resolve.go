@@ -82,7 +82,20 @@ func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[str
 // ReplicaSet (<deployment>-<hash>); trusting the name would then roll a Deployment back for
 // an alert about the Job. Only a pod that is gone is resolved from its name, and only as
 // far as the Deployment's own ReplicaSet list confirms it (fromGonePod).
+//
+// The name is still useful: while the pod is read, the Deployment it points at is read too
+// (through reads, which the undo then uses), so a pod of a Deployment costs the round trips
+// of the workload alone. That read is never trusted; when the pod says otherwise it was only
+// wasted.
 func (r *Resolver) fromPod(ctx context.Context, ns, name string, reads DeploymentReader) (Target, error) {
+	if d, ok := deploymentOfPodName(name); ok && reads != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _, _ = reads.Deployment(ctx, ns, d)
+		}()
+		defer func() { <-done }() // nothing outlives the lookup
+	}
 	pod, err := r.Client.Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return r.fromGonePod(ctx, ns, name, reads)
@@ -114,6 +127,24 @@ func (r *Resolver) fromPod(ctx context.Context, ns, name string, reads Deploymen
 // generatedSuffix is what the ReplicaSet controller appends to a ReplicaSet's name for a
 // pod: "-" and five characters from apimachinery's rand alphabet.
 var generatedSuffix = regexp.MustCompile(`-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
+
+// templateHash is a pod-template-hash as the Deployment controller spells it: a 32-bit hash
+// in the same alphabet.
+var templateHash = regexp.MustCompile(`^[bcdfghjklmnpqrstvwxz2456789]{1,10}$`)
+
+// deploymentOfPodName is the Deployment a pod's name would belong to if a ReplicaSet of a
+// Deployment made it: <deployment>-<pod-template-hash>-<5 characters>. A guess only.
+func deploymentOfPodName(pod string) (string, bool) {
+	if !generatedSuffix.MatchString(pod) {
+		return "", false
+	}
+	rs := pod[:strings.LastIndexByte(pod, '-')]
+	i := strings.LastIndexByte(rs, '-')
+	if i <= 0 || !templateHash.MatchString(rs[i+1:]) {
+		return "", false
+	}
+	return rs[:i], true
+}
 
 // fromGonePod resolves a pod that no longer exists (the alert outlived it, which is common
 // once a rollout replaced it). Its ReplicaSet is the pod name without the generated suffix,
