@@ -3,6 +3,7 @@ package function
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,13 +13,18 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/sre-kit/alert-rollback/internal/kube"
+	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
@@ -276,5 +282,60 @@ func TestClaimWaitsAndTimesOut(t *testing.T) {
 	release()
 	if _, err := s.claim(context.Background(), []string{"y", "z"}); err != nil {
 		t.Fatalf("claim after release = %v", err)
+	}
+}
+
+// TestPodAndDeploymentReadAtOnce: for an alert about a pod, the Deployment its name points
+// at is read while the pod is, so the pod path takes the round trips of the workload's own.
+// The pod read here answers only once the Deployment read has started: read one after the
+// other, it would time out.
+func TestPodAndDeploymentReadAtOnce(t *testing.T) {
+	objs, badPod := brokenDeployment(ownNamespace)
+	client := fake.NewClientset(objs...)
+	gated := &gatedClient{Client: clientset.Wrap(client), deploymentRead: make(chan struct{})}
+	f := New()
+	f.newClient = func(config) (kube.Client, string, error) { return gated, ownNamespace, nil }
+	f.newLogger = zap.NewNop().Sugar
+	if err := f.Start(context.Background(), map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop(context.Background())
+	f.events = &countingEvents{n: map[outcome.Reason]int{}}
+	if status, got := handle(t, f, notification(firing("pod", badPod))); status != http.StatusOK || !cmp.Equal(got, []string{"rolled-back rolled-back"}) {
+		t.Fatalf("Handle() = %d %v; want 200 rolled-back", status, got)
+	}
+	if diff := cmp.Diff(concat(viaPod, undoDeployment), actions(client), sorted); diff != "" {
+		t.Errorf("API actions (-want +got):\n%s", diff)
+	}
+}
+
+// gatedClient holds a pod read until a Deployment read has started. (The fake clientset
+// runs one action at a time, so its reactors cannot wait for each other.)
+type gatedClient struct {
+	kube.Client
+	once           sync.Once
+	deploymentRead chan struct{}
+}
+
+func (g *gatedClient) Deployments(ns string) kube.Object[*appsv1.Deployment, *appsv1.DeploymentList] {
+	g.once.Do(func() { close(g.deploymentRead) })
+	return g.Client.Deployments(ns)
+}
+
+func (g *gatedClient) Pods(ns string) kube.Object[*corev1.Pod, *corev1.PodList] {
+	return gatedPods{g.Client.Pods(ns), g.deploymentRead}
+}
+
+type gatedPods struct {
+	kube.Object[*corev1.Pod, *corev1.PodList]
+	deploymentRead chan struct{}
+}
+
+func (p gatedPods) Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Pod, error) {
+	select {
+	case <-p.deploymentRead:
+		return p.Object.Get(ctx, name, opts)
+	case <-time.After(5 * time.Second):
+		return nil, errors.New("the Deployment was not read while the pod was")
 	}
 }
