@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 )
 
@@ -79,8 +81,15 @@ func prepare(ctx context.Context) error {
 	if out, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
 		return fmt.Errorf("apply Knative's Service CRD: %v: %s", err, out)
 	}
-	if out, err := kube.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev"); err != nil {
-		return fmt.Errorf("wait for Knative's Service CRD: %v: %s", err, out)
+	// kubectl wait fails at once, instead of waiting, while the new CRD has no conditions
+	// at all yet (seen: ".status.conditions accessor error"): ask again until it answers.
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, last = kube.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev")
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for Knative's Service CRD: %v (last: %v)", err, last)
 	}
 	return nil
 }
