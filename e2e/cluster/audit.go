@@ -64,6 +64,9 @@ type AuditEvent struct {
 	ResponseStatus *struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// Received is when the API server got the request; Completed when it had answered.
+	Received  time.Time `json:"requestReceivedTimestamp"`
+	Completed time.Time `json:"stageTimestamp"`
 }
 
 // Resource is the resource the request was about ("" for non-resource URLs).
