@@ -71,7 +71,7 @@ func BenchmarkSideBySide(b *testing.B) {
 	var fnTimes, kcTimes []time.Duration
 	var fnReqs, kcReqs []int
 	var fnAPI, kcAPI []time.Duration // first request received → last answered, per undo
-	var last []byte // the last notification the function acted on
+	var last []byte                  // the last notification the function acted on
 	for i := range rounds {
 		if i > 0 {
 			pods["fn"], pods["kubectl"] = s.badRollout("twin-fn", i), s.badRollout("twin-kubectl", i)
