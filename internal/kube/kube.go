@@ -3,16 +3,17 @@
 //
 // client-go's clientset (kubernetes.Interface) and each of its typed clients register every
 // API group of k8s.io/api in one scheme (k8s.io/client-go/kubernetes/scheme), which made up
-// about a third of the function's binary. The clients here are built the same way client-go
-// builds its typed clients (gentype over a rest.RESTClient), so requests, errors, rate
-// limiting and timeouts are client-go's own. A fake clientset satisfies Client through
-// package clientset, for unit tests.
+// about a third of the function's binary. The clients here make the REST calls client-go's
+// typed clients make (k8s.io/client-go/gentype, over a rest.RESTClient), so requests,
+// errors, rate limiting and timeouts are client-go's own. A fake clientset satisfies Client
+// through package clientset, for unit tests.
 package kube
 
 import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/client-go/gentype"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
@@ -105,11 +105,63 @@ func restClient(cfg *rest.Config, h *http.Client, gv schema.GroupVersion, apiPat
 	return rest.RESTClientForConfigAndClient(&c, h)
 }
 
+// resource is one namespaced resource of one API group: the REST calls client-go's typed
+// clients make (k8s.io/client-go/gentype), written out. gentype itself also holds the
+// fake clients, which link client-go's testing package and its managed-fields machinery.
+type resource[T interface {
+	runtime.Object
+	metav1.Object
+}, L runtime.Object] struct {
+	client  rest.Interface
+	ns, res string
+	newT    func() T
+	newL    func() L
+}
+
 func object[T interface {
 	runtime.Object
 	metav1.Object
-}, L runtime.Object](resource string, c rest.Interface, ns string, newT func() T, newL func() L) Object[T, L] {
-	return gentype.NewClientWithList[T, L](resource, c, parameterCodec, ns, newT, newL)
+}, L runtime.Object](res string, c rest.Interface, ns string, newT func() T, newL func() L) resource[T, L] {
+	return resource[T, L]{client: c, ns: ns, res: res, newT: newT, newL: newL}
+}
+
+func (r resource[T, L]) Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error) {
+	out := r.newT()
+	err := r.client.Get().NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).Name(name).
+		VersionedParams(&opts, parameterCodec).Do(ctx).Into(out)
+	return out, err
+}
+
+func (r resource[T, L]) List(ctx context.Context, opts metav1.ListOptions) (L, error) {
+	out := r.newL()
+	var timeout time.Duration
+	if opts.TimeoutSeconds != nil {
+		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
+	}
+	err := r.client.Get().NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).
+		VersionedParams(&opts, parameterCodec).Timeout(timeout).Do(ctx).Into(out)
+	return out, err
+}
+
+func (r resource[T, L]) Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (T, error) {
+	out := r.newT()
+	err := r.client.Patch(pt).NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).Name(name).
+		SubResource(subresources...).VersionedParams(&opts, parameterCodec).Body(data).Do(ctx).Into(out)
+	return out, err
+}
+
+func (r resource[T, L]) Create(ctx context.Context, obj T, opts metav1.CreateOptions) (T, error) {
+	out := r.newT()
+	err := r.client.Post().NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).
+		VersionedParams(&opts, parameterCodec).Body(obj).Do(ctx).Into(out)
+	return out, err
+}
+
+func (r resource[T, L]) Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error) {
+	out := r.newT()
+	err := r.client.Put().NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).Name(obj.GetName()).
+		VersionedParams(&opts, parameterCodec).Body(obj).Do(ctx).Into(out)
+	return out, err
 }
 
 func (c *client) Deployments(ns string) Object[*appsv1.Deployment, *appsv1.DeploymentList] {
@@ -143,7 +195,8 @@ func (c *client) Pods(ns string) Object[*corev1.Pod, *corev1.PodList] {
 }
 
 func (c *client) Events(ns string) Events {
-	return gentype.NewClient[*corev1.Event]("events", c.core, parameterCodec, ns, func() *corev1.Event { return &corev1.Event{} })
+	return object("events", c.core, ns, func() *corev1.Event { return &corev1.Event{} },
+		func() *corev1.EventList { return &corev1.EventList{} })
 }
 
 // EventSink is client-go's record.EventSink over c: each Event is written in its own
