@@ -16,7 +16,9 @@ KUBE_LDFLAGS := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/v
 	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=35 \
 	-X $(p).gitTreeState=clean -X $(p).buildDate=2026-04-01T00:00:00Z)
 AM_BINS   := alertmanager amtool
-TOOLS     := $(addprefix $(BIN)/,$(KUBE_BINS) $(AM_BINS) promtool rollback)
+# Argo CD's and Flux's own CRDs, for the GitOps tests: copied from their pinned modules.
+GITOPS_CRDS := $(addprefix $(BIN)/crds/,argocd-application.yaml flux-kustomization.yaml flux-helmrelease.yaml)
+TOOLS     := $(addprefix $(BIN)/,$(KUBE_BINS) $(AM_BINS) promtool rollback) $(GITOPS_CRDS)
 # The demo needs no promtool or amtool.
 DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 
@@ -56,6 +58,11 @@ $(BIN)/promtool: tools/promtool/go.mod tools/promtool/go.sum
 	@mkdir -p $(BIN)
 	@set -o pipefail; cd tools/promtool && go build -v -o $(BIN)/ github.com/prometheus/prometheus/cmd/promtool 2>&1 | $(progress)
 	@touch $@
+
+$(GITOPS_CRDS) &: tools/gitops-crds/crds.txt tools/gitops-crds/fetch.sh
+	@echo "==> fetching Argo CD's and Flux's CRDs from their pinned modules (first time only: ~60 MB of module zips)"
+	@tools/gitops-crds/fetch.sh $(BIN)/crds
+	@touch $(GITOPS_CRDS)
 
 # The function's own server binary, which the end-to-end tests and the demo run, built as the
 # image ships it (.ko.yaml): static, no file paths, no symbol table or DWARF.

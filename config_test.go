@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"k8s.io/utils/ptr"
-
-	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // TestConfigMatch covers ROLLBACK_MATCH as the process sees it: unset, today's pairs,
@@ -61,7 +59,7 @@ func TestConfigMatch(t *testing.T) {
 func TestStartRefusesBadMatcherWithoutClient(t *testing.T) {
 	f := New()
 	built := false
-	f.newClient = func(config) (kube.Client, string, error) { built = true; return nil, "", nil }
+	f.newClient = func(config) (clients, error) { built = true; return clients{}, nil }
 	err := f.Start(t.Context(), map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MATCH": `alertname=~"("`})
 	if !errors.Is(err, errConfig) || built {
 		t.Fatalf("Start() = %v, client built %v; want errConfig and no client", err, built)

@@ -76,6 +76,9 @@ func (f *Function) undoAll(ctx context.Context, lookups []*lookup) []outcome.Res
 			// one its undo made.
 			if !errors.Is(err, undo.ErrAlreadyHandled) {
 				f.events.Record(c.UID, results[i])
+				for _, ref := range c.Related {
+					f.events.RecordRelated(ref, results[i])
+				}
 			}
 		})
 	}

@@ -42,6 +42,12 @@ func (c *countingEvents) Record(_ types.UID, r outcome.Result) {
 	c.n[r.Reason]++
 }
 
+func (c *countingEvents) RecordRelated(_ corev1.ObjectReference, r outcome.Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n["related "+r.Reason]++
+}
+
 func (c *countingEvents) Shutdown() {}
 
 func (c *countingEvents) counts() map[outcome.Reason]int {
@@ -294,9 +300,11 @@ func TestPodAndDeploymentReadAtOnce(t *testing.T) {
 	client := fake.NewClientset(objs...)
 	gated := &gatedClient{Client: clientset.Wrap(client), deploymentRead: make(chan struct{})}
 	f := New()
-	f.newClient = func(config) (kube.Client, string, error) { return gated, ownNamespace, nil }
+	f.newClient = func(config) (clients, error) {
+		return clients{kube: gated, dynamic: newDynamic(), namespace: ownNamespace}, nil
+	}
 	f.newLogger = zap.NewNop().Sugar
-	if err := f.Start(context.Background(), map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}); err != nil {
+	if err := f.Start(context.Background(), map[string]string{"ROLLBACK_AUTH_TOKEN": testToken, "ROLLBACK_BUDGET": "off"}); err != nil {
 		t.Fatal(err)
 	}
 	defer f.Stop(context.Background())

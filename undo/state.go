@@ -52,6 +52,9 @@ type Record struct {
 	Alert string    `json:"alert,omitempty"`
 	From  int64     `json:"fromRevision"`
 	To    int64     `json:"toRevision"`
+	// Notes say what else was done for this undo (a GitOps owner suspended, so people know
+	// to resume it once Git is fixed) or what will supersede it (a Helm upgrade).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // readState decodes the state annotation; a workload without it has an empty State.

@@ -7,10 +7,12 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -18,23 +20,50 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// A kubeconfig the function can build its client from; nothing here reaches an API server:
-// every request below is answered before the function would make a call.
-const kubeconfig = `apiVersion: v1
+// kubeconfigFor is a kubeconfig for the API server at url, in namespace shop.
+func kubeconfigFor(url string) string {
+	return `apiVersion: v1
 kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+clusters: [{name: c, cluster: {server: "` + url + `"}}]
 users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: c, user: u, namespace: shop}}]
 current-context: c
 `
+}
+
+// slowAPI stands in for the API server: it holds every call until release is closed, then
+// answers 404, so a notification can be caught in flight.
+type slowAPI struct {
+	called  chan struct{} // closed at the first call
+	once    sync.Once
+	release chan struct{}
+}
+
+func (a *slowAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.once.Do(func() { close(a.called) })
+	<-a.release
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotFound)
+	fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
+}
 
 // TestServe runs the whole HTTP surface once (functions-framework-go registers the function
 // globally, so only once per process): our server's limits in front of the framework's
 // handler, the health endpoints, the function's own checks, and the shutdown.
 func TestServe(t *testing.T) {
+	api := &slowAPI{called: make(chan struct{}), release: make(chan struct{})}
+	apiServer := httptest.NewServer(api)
+	defer apiServer.Close()
+	defer func() {
+		select {
+		case <-api.release:
+		default:
+			close(api.release)
+		}
+	}()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(path, []byte(kubeconfig), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(kubeconfigFor(apiServer.URL)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("KUBECONFIG", path)
@@ -108,7 +137,48 @@ func TestServe(t *testing.T) {
 		})
 	}
 
+	// Shutdown with a notification in flight (held at its first API call): no new
+	// connections, the one in flight gets its answer, then serve returns.
+	inFlight := make(chan int, 1)
+	go func() {
+		body := `{"version":"4","alerts":[{"status":"firing","startsAt":"` + time.Now().UTC().Format(time.RFC3339) +
+			`","labels":{"alertname":"KubePodUnschedulable","severity":"rollback","namespace":"shop","pod":"checkout-api-6b38f6dcb-x7k2p"}}]}`
+		req, _ := http.NewRequest(http.MethodPost, url+"/", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer secret-token")
+		resp, err := (&http.Client{Timeout: shutdownGrace}).Do(req)
+		if err != nil {
+			inFlight <- 0
+			return
+		}
+		resp.Body.Close()
+		inFlight <- resp.StatusCode
+	}()
+	select {
+	case <-api.called:
+	case <-time.After(clientPatience):
+		t.Fatal("the notification never reached the API server")
+	}
 	cancel()
+	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, clientPatience, true, func(context.Context) (bool, error) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil, nil
+	})
+	if err != nil {
+		t.Fatal("still accepting connections after shutdown began")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("serve() = %v with a notification in flight; want it to wait", err)
+	default:
+	}
+	close(api.release)
+	if status := <-inFlight; status != http.StatusOK {
+		t.Errorf("the notification in flight during shutdown got %d; want its 200", status)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -116,9 +186,6 @@ func TestServe(t *testing.T) {
 		}
 	case <-time.After(shutdownGrace + 5*time.Second):
 		t.Fatal("serve() did not return after shutdown")
-	}
-	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
-		t.Fatal("still accepting connections after shutdown")
 	}
 }
 

@@ -1,5 +1,6 @@
 // Package kube is the function's Kubernetes client: the few resources it reads and writes,
-// each with only the verbs it uses, over a scheme that knows apps/v1 and core/v1 alone.
+// each with only the verbs it uses, over a scheme that knows apps/v1, core/v1 and
+// coordination.k8s.io/v1 (the budget's Lease) alone.
 //
 // client-go's clientset (kubernetes.Interface) and each of its typed clients register every
 // API group of k8s.io/api in one scheme (k8s.io/client-go/kubernetes/scheme), which made up
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -42,6 +44,13 @@ type Events interface {
 	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (*corev1.Event, error)
 }
 
+// Leases hold the rollback budget (package budget).
+type Leases interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error)
+	Create(ctx context.Context, lease *coordinationv1.Lease, opts metav1.CreateOptions) (*coordinationv1.Lease, error)
+	Update(ctx context.Context, lease *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error)
+}
+
 // Client is what the function asks of the API server, by namespace.
 type Client interface {
 	Deployments(ns string) Object[*appsv1.Deployment, *appsv1.DeploymentList]
@@ -51,6 +60,7 @@ type Client interface {
 	ControllerRevisions(ns string) Object[*appsv1.ControllerRevision, *appsv1.ControllerRevisionList]
 	Pods(ns string) Object[*corev1.Pod, *corev1.PodList]
 	Events(ns string) Events
+	Leases(ns string) Leases
 }
 
 var (
@@ -63,12 +73,13 @@ func init() {
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
 	utilruntime.Must(appsv1.AddToScheme(scheme))
 	utilruntime.Must(corev1.AddToScheme(scheme))
+	utilruntime.Must(coordinationv1.AddToScheme(scheme))
 }
 
-// Scheme knows apps/v1 and core/v1, for client-go's event recorder.
+// Scheme knows apps/v1, core/v1 and coordination.k8s.io/v1, for client-go's event recorder.
 func Scheme() *runtime.Scheme { return scheme }
 
-type client struct{ apps, core rest.Interface }
+type client struct{ apps, core, coordination rest.Interface }
 
 // New returns a Client for cfg. As client-go's clientset does, its API groups share one
 // HTTP client and one rate limiter (cfg.QPS, cfg.Burst).
@@ -96,7 +107,11 @@ func New(cfg *rest.Config) (Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client{apps: apps, core: core}, nil
+	coordination, err := restClient(c, httpClient, coordinationv1.SchemeGroupVersion, "/apis")
+	if err != nil {
+		return nil, err
+	}
+	return &client{apps: apps, core: core, coordination: coordination}, nil
 }
 
 func restClient(cfg *rest.Config, h *http.Client, gv schema.GroupVersion, apiPath string) (*rest.RESTClient, error) {
@@ -197,6 +212,11 @@ func (c *client) Pods(ns string) Object[*corev1.Pod, *corev1.PodList] {
 func (c *client) Events(ns string) Events {
 	return object("events", c.core, ns, func() *corev1.Event { return &corev1.Event{} },
 		func() *corev1.EventList { return &corev1.EventList{} })
+}
+
+func (c *client) Leases(ns string) Leases {
+	return object("leases", c.coordination, ns, func() *coordinationv1.Lease { return &coordinationv1.Lease{} },
+		func() *coordinationv1.LeaseList { return &coordinationv1.LeaseList{} })
 }
 
 // EventSink is client-go's record.EventSink over c: each Event is written in its own

@@ -41,3 +41,5 @@ func (w wrapped) Pods(ns string) kube.Object[*corev1.Pod, *corev1.PodList] {
 }
 
 func (w wrapped) Events(ns string) kube.Events { return w.cs.CoreV1().Events(ns) }
+
+func (w wrapped) Leases(ns string) kube.Leases { return w.cs.CoordinationV1().Leases(ns) }
