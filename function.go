@@ -16,6 +16,8 @@ import (
 	"net/http"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/logging"
 
 	"github.com/sre-kit/alert-rollback/budget"
@@ -33,13 +35,22 @@ type Function struct {
 	log      *zap.SugaredLogger
 	resolver *target.Resolver
 	undoer   *undo.Undoer
-	events   *report.Events
+	events   events
 	inflight inflight
+	// seen remembers the alert occurrences this process saw handled (see seen).
+	seen *seen
 	// newClient builds the Kubernetes clients and finds the function's own namespace;
 	// tests replace it with fakes.
 	newClient func(config) (clients, error)
 	// newLogger builds the logger; tests replace it to keep their output quiet.
 	newLogger func() *zap.SugaredLogger
+}
+
+// events records what happened as Kubernetes Events (report.Events); tests count them.
+type events interface {
+	Record(uid types.UID, r outcome.Result)
+	RecordRelated(ref corev1.ObjectReference, r outcome.Result)
+	Shutdown()
 }
 
 // New returns an unstarted Function. func calls it once per process.
@@ -68,10 +79,11 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace}
 	// The budget's Lease lives in the function's own namespace, shared by its replicas.
-	g := gate{budget: budget.New(client, ownNamespace, c.budget, budget.Options{}),
+	g := gate{budget: budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
 		gitops: gitops.New(cs.dynamic, c.gitops, c.argoCDNamespace), log: f.log}
 	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
 	f.events = report.NewEvents(client, "alert-rollback")
+	f.seen = newSeen(seenCapacity)
 	if c.authToken == "" {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
 	}
@@ -88,7 +100,9 @@ func (f *Function) Stop(ctx context.Context) error {
 		f.log.Info("stopping: new notifications get 503, those in flight finish")
 	}
 	err := f.inflight.drain(ctx)
-	f.events.Shutdown()
+	if f.events != nil {
+		f.events.Shutdown()
+	}
 	if f.log != nil {
 		_ = f.log.Sync()
 	}

@@ -4,13 +4,14 @@ import (
 	"fmt"
 
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // clients are what the function talks to the cluster with, built once at start.
 type clients struct {
-	kube kubernetes.Interface
+	kube kube.Client
 	// dynamic reads and patches Argo CD's and Flux's objects, whose Go types the function
 	// does not import.
 	dynamic dynamic.Interface
@@ -38,7 +39,7 @@ func kubeClient(c config) (clients, error) {
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.Timeout = c.apiTimeout
 	rc.UserAgent = "alert-rollback"
-	kube, err := kubernetes.NewForConfig(rc)
+	client, err := kube.New(rc)
 	if err != nil {
 		return clients{}, err
 	}
@@ -46,5 +47,5 @@ func kubeClient(c config) (clients, error) {
 	if err != nil {
 		return clients{}, err
 	}
-	return clients{kube: kube, dynamic: dyn, namespace: ns}, nil
+	return clients{kube: client, dynamic: dyn, namespace: ns}, nil
 }

@@ -15,7 +15,12 @@ import (
 type job struct {
 	target target.Target
 	alerts []alert.Alert
-	req    undo.Request
+	// keys are the alerts' keys in seen, in the same order.
+	keys []string
+	req  undo.Request
+	// seen, when set, is what this process remembers of one of the alerts: it was handled,
+	// so the job is answered from memory, with no API call.
+	seen *handledUndo
 }
 
 // plan is what a notification asks for.
@@ -25,7 +30,6 @@ type plan struct {
 	// used (bad name, namespace not allowed, not found, not a rollout-able owner, or the
 	// lookup failed) and, over the blast radius, every workload.
 	settled []outcome.Result
-	ignored int
 }
 
 // resolveParallelism bounds the target lookups in flight for one notification.
@@ -39,16 +43,28 @@ type lookup struct {
 	target    target.Target
 	err       error
 	alerts    []alert.Alert
+	keys      []string
+	// seen, when set, is what this process remembers of one of the alerts (see seen).
+	seen *handledUndo
 }
 
-// pickTargets keeps the firing alerts that match ROLLBACK_MATCH, finds the workload each is
-// about, and groups them: several alerts about one workload make one undo. When the
-// notification names more workloads than ROLLBACK_MAX_TARGETS, nothing is undone: a
-// monitoring glitch must not roll back a fleet.
-func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
+// pickTargets finds the workload each lookup is about (or takes it from what this process
+// remembers of its alerts), and groups them: several alerts about one workload make one
+// undo. When the notification names more workloads than ROLLBACK_MAX_TARGETS, nothing is
+// undone: a monitoring glitch must not roll back a fleet.
+func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
 	var p plan
-	lookups, settled := f.lookups(msg, &p.ignored)
-	p.settled = settled
+	// Deployments read to confirm a ReplicaSet's owner are read once, and their undo
+	// uses the same reads.
+	reads := f.undoer.NewReads()
+	for _, l := range lookups {
+		for _, k := range l.keys {
+			if v, ok := f.seen.get(k); ok {
+				l.seen, l.target = &v, target.Target{Ref: v.ref, UID: v.uid}
+				break
+			}
+		}
+	}
 
 	// Resolve in rounds of resolveParallelism, stopping as soon as the notification is known
 	// to name too many workloads: a flood of alerts costs a bounded number of API calls.
@@ -57,7 +73,9 @@ func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 		end := min(resolved+resolveParallelism, len(lookups))
 		var wg sync.WaitGroup
 		for _, l := range lookups[resolved:end] {
-			wg.Go(func() { l.target, l.err = f.resolver.Resolve(ctx, l.namespace, l.labels) })
+			if l.seen == nil {
+				wg.Go(func() { l.target, l.err = f.resolver.Resolve(ctx, l.namespace, l.labels, reads) })
+			}
 		}
 		wg.Wait()
 		resolved = end
@@ -93,11 +111,15 @@ func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 		}
 		j := byRef[l.target.Ref]
 		if j == nil {
-			j = &job{target: l.target, req: undo.Request{Ref: l.target.Ref, Alert: alert.Clip(l.alerts[0].Name()), UID: l.target.UID}}
+			j = &job{target: l.target, req: undo.Request{Ref: l.target.Ref, Alert: alert.Clip(l.alerts[0].Name()), UID: l.target.UID, Reads: reads}}
 			byRef[l.target.Ref] = j
 			p.jobs = append(p.jobs, j)
 		}
+		if j.seen == nil {
+			j.seen = l.seen
+		}
 		j.alerts = append(j.alerts, l.alerts...)
+		j.keys = append(j.keys, l.keys...)
 		for _, a := range l.alerts {
 			j.req.AlertIDs = append(j.req.AlertIDs, a.ID())
 		}
@@ -106,9 +128,9 @@ func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 	return p
 }
 
-// lookups groups the firing, matching alerts by the workload label they name (and its
-// namespace), in the order they came, so each is looked up once. Alerts whose namespace
-// cannot be told are settled at once.
+// lookups keeps the firing alerts that match ROLLBACK_MATCH and groups them by the
+// workload label they name (and its namespace), in the order they came, so each is looked
+// up once. Alerts whose namespace cannot be told are settled at once.
 func (f *Function) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outcome.Result) {
 	var (
 		out     []*lookup
@@ -133,8 +155,18 @@ func (f *Function) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outco
 			out = append(out, l)
 		}
 		l.alerts = append(l.alerts, a)
+		l.keys = append(l.keys, seenKey(ns, a))
 	}
 	return out, settled
+}
+
+// keysOf lists the seen keys of every alert of the lookups.
+func keysOf(lookups []*lookup) []string {
+	var keys []string
+	for _, l := range lookups {
+		keys = append(keys, l.keys...)
+	}
+	return keys
 }
 
 // distinct counts the workloads among resolved lookups.

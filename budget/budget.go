@@ -24,7 +24,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
@@ -121,7 +120,7 @@ type state struct {
 
 // Budget takes and gives back units. It is safe for concurrent use.
 type Budget struct {
-	client    kubernetes.Interface
+	leases    LeaseClient
 	namespace string
 	spec      Spec
 	// Backoff paces re-reads after a conflict; its Steps bound them.
@@ -135,8 +134,18 @@ type Options struct {
 	Now     func() time.Time
 }
 
-// New returns the budget spec, kept in the Lease of namespace.
-func New(client kubernetes.Interface, namespace string, spec Spec, o Options) *Budget {
+// LeaseClient reads and writes the Leases of one namespace: client-go's
+// CoordinationV1().Leases(namespace) is one, and so is the function's own client, which
+// leaves client-go's clientset (every API group) out of the binary.
+type LeaseClient interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error)
+	Create(ctx context.Context, lease *coordinationv1.Lease, opts metav1.CreateOptions) (*coordinationv1.Lease, error)
+	Update(ctx context.Context, lease *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error)
+}
+
+// New returns the budget spec, kept in the Lease of namespace, read and written through
+// leases (the Leases of that namespace).
+func New(leases LeaseClient, namespace string, spec Spec, o Options) *Budget {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -145,7 +154,7 @@ func New(client kubernetes.Interface, namespace string, spec Spec, o Options) *B
 		// 5, spread with jitter, still bounded (about a second in all).
 		o.Backoff = wait.Backoff{Steps: 10, Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 0.5}
 	}
-	return &Budget{client: client, namespace: namespace, spec: spec, backoff: o.Backoff, now: o.Now}
+	return &Budget{leases: leases, namespace: namespace, spec: spec, backoff: o.Backoff, now: o.Now}
 }
 
 // Spec is the budget's setting.
@@ -205,7 +214,7 @@ func (b *Budget) Spent(ctx context.Context) (int, error) {
 // reading and deciding again, a bounded number of times.
 func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (bool, error)) error {
 	attempt := func() error {
-		leases := b.client.CoordinationV1().Leases(b.namespace)
+		leases := b.leases
 		lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
 		missing := apierrors.IsNotFound(err)
 		if err != nil && !missing {

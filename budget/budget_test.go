@@ -116,7 +116,7 @@ func newClient(objs ...runtime.Object) *fake.Clientset {
 var leaseGVR = coordinationv1.SchemeGroupVersion.WithResource("leases")
 
 func newBudget(c *fake.Clientset, spec Spec, clk *clock) *Budget {
-	return New(c, ns, spec, Options{Now: clk.Now, Backoff: wait.Backoff{Steps: 50, Duration: time.Microsecond, Jitter: 1}})
+	return New(c.CoordinationV1().Leases(ns), ns, spec, Options{Now: clk.Now, Backoff: wait.Backoff{Steps: 50, Duration: time.Microsecond, Jitter: 1}})
 }
 
 // lease returns a Lease already holding units spent at the given times.

@@ -16,6 +16,7 @@ import (
 	"k8s.io/kubectl/pkg/polymorphichelpers"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -81,7 +82,7 @@ func BenchmarkUndo(b *testing.B) {
 		})
 	})
 	b.Run("function", func(b *testing.B) {
-		u := undo.New(cs, undo.Options{})
+		u := undo.New(clientset.Wrap(cs), undo.Options{})
 		ref := target.Ref{Kind: target.Deployment, Namespace: e.ns, Name: "bench-function"}
 		run1(b, "bench-function", func(i int) {
 			if _, err := u.Undo(ctx, undo.Request{Ref: ref, AlertIDs: []string{fmt.Sprintf("bench@%d", i)}}); err != nil {

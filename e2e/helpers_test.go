@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 )
@@ -229,4 +230,25 @@ func consistently(t testing.TB, d time.Duration, cond func(context.Context) erro
 			return
 		}
 	}
+}
+
+// functionRequests counts the API requests the function's ServiceAccount made in this
+// test's namespace since mark, from the API server's audit log: those about Events apart.
+func (e *env) functionRequests(mark cluster.AuditMark) (requests, events int) {
+	e.t.Helper()
+	log, err := kube.AuditSince(context.Background(), mark)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	user := "system:serviceaccount:" + e.ns + ":alert-rollback"
+	for _, ev := range log {
+		switch {
+		case ev.User.Username != user:
+		case ev.Resource() == "events":
+			events++
+		default:
+			requests++
+		}
+	}
+	return requests, events
 }

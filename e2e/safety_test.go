@@ -104,7 +104,10 @@ func TestResendsChangeNothing(t *testing.T) {
 
 // TestDuplicateStorm: two Alertmanagers deliver the same group, and 200 copies of the same
 // notification are POSTed at once, spread over three function processes: exactly one undo,
-// for a Deployment (alert about its pod) and a StatefulSet (alert naming it).
+// for a Deployment (alert about its pod) and a StatefulSet (alert naming it). The API
+// server's audit log shows what the copies cost: each process reads the workload for its
+// first copies only (the others wait, then are answered from memory), and only the undo
+// makes an Event.
 func TestDuplicateStorm(t *testing.T) {
 	e := newEnv(t)
 	var fns []*run.Function
@@ -142,6 +145,10 @@ func TestDuplicateStorm(t *testing.T) {
 		t.Run(tc.kind, func(t *testing.T) {
 			ctx := context.Background()
 			labels := tc.setup()
+			mark, err := kube.AuditMark()
+			if err != nil {
+				t.Fatal(err)
+			}
 			labels["alertname"], labels["namespace"], labels["severity"] = "LedgerBroken", e.ns, "rollback"
 			a := alertWith(labels, time.Now())
 			var recs []*recorder
@@ -179,7 +186,7 @@ func TestDuplicateStorm(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 				return len(recs[0].deliveries()) > 0 && len(recs[1].deliveries()) > 0, nil
 			})
 			if err != nil {
@@ -222,7 +229,19 @@ func TestDuplicateStorm(t *testing.T) {
 				}
 				return err
 			})
-			t.Logf("%d answers (200 POSTs and the Alertmanagers' deliveries): %d rolled-back, the rest skipped", len(answers), rolledBack)
+			// Without the memory of settled occurrences every copy read the pod, the
+			// workload and its history: 3 or more requests each, 600 for the 200 POSTs.
+			requests, events := e.functionRequests(mark)
+			const perProcess = 10
+			if requests > perProcess*len(fns) {
+				t.Errorf("the function made %d API requests (Events aside) for %d copies on %d processes; want at most %d per process",
+					requests, len(answers), len(fns), perProcess)
+			}
+			if events != 1 {
+				t.Errorf("the function made %d Event requests; want 1, the undo's: copies make none", events)
+			}
+			t.Logf("%d answers (200 POSTs and the Alertmanagers' deliveries): %d rolled-back, the rest skipped; %d API requests and %d for Events",
+				len(answers), rolledBack, requests, events)
 		})
 	}
 }

@@ -5,11 +5,9 @@ package report
 import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/sre-kit/alert-rollback/internal/kube"
 	"github.com/sre-kit/alert-rollback/outcome"
 )
 
@@ -36,10 +34,10 @@ type Events struct {
 }
 
 // NewEvents starts recording events through client as component.
-func NewEvents(client kubernetes.Interface, component string) *Events {
+func NewEvents(client kube.Client, component string) *Events {
 	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	return &Events{broadcaster: b, recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: component})}
+	b.StartRecordingToSink(kube.EventSink{Client: client})
+	return &Events{broadcaster: b, recorder: b.NewRecorder(kube.Scheme(), corev1.EventSource{Component: component})}
 }
 
 // Record emits the event for a result about a workload with the given UID. Without a UID

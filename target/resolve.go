@@ -35,8 +35,16 @@ func (r *Resolver) Namespace(labels map[string]string) (string, error) {
 	return r.OwnNamespace, nil
 }
 
+// DeploymentReader reads a Deployment and the ReplicaSets its selector matches. undo.Reads
+// is one: it keeps the reads for the undo that follows, so confirming a ReplicaSet's
+// Deployment from that list costs no request of its own.
+type DeploymentReader interface {
+	Deployment(ctx context.Context, ns, name string) (*appsv1.Deployment, []appsv1.ReplicaSet, error)
+}
+
 // Resolve finds the workload the alert labels point at, in namespace (see Namespace).
-func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[string]string) (Target, error) {
+// Deployments are read through reads; nil reads each ReplicaSet on the way instead.
+func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[string]string, reads DeploymentReader) (Target, error) {
 	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
 		return Target{}, wrapName("namespace", namespace, errs)
 	}
@@ -53,9 +61,9 @@ func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[str
 		}
 		switch l.kind {
 		case "Pod":
-			return r.fromPod(ctx, namespace, name)
+			return r.fromPod(ctx, namespace, name, reads)
 		case "ReplicaSet":
-			return r.fromReplicaSet(ctx, namespace, name, "")
+			return r.fromReplicaSet(ctx, namespace, name, "", reads)
 		default:
 			// A named workload needs no read here: the undo reads it anyway, and reports
 			// it as not found if it is not there.
@@ -65,10 +73,32 @@ func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[str
 	return Target{}, fmt.Errorf("%w: want one of the labels deployment, statefulset, daemonset, replicaset, pod", ErrNoWorkloadLabel)
 }
 
-func (r *Resolver) fromPod(ctx context.Context, ns, name string) (Target, error) {
-	pod, err := r.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+// fromPod reads the pod and follows its controller reference.
+//
+// The pod is always read, although its name alone would lead to the Deployment in most
+// cases: only the pod's controller reference says that a ReplicaSet made it. Names cannot:
+// a Job's pods (and a CronJob's, a DaemonSet's, a bare pod's from generateName) are named
+// <name>-<5 characters> just as a ReplicaSet's are, and a Job may be named exactly like a
+// ReplicaSet (<deployment>-<hash>); trusting the name would then roll a Deployment back for
+// an alert about the Job. Only a pod that is gone is resolved from its name, and only as
+// far as the Deployment's own ReplicaSet list confirms it (fromGonePod).
+//
+// The name is still useful: while the pod is read, the Deployment it points at is read too
+// (through reads, which the undo then uses), so a pod of a Deployment costs the round trips
+// of the workload alone. That read is never trusted; when the pod says otherwise it was only
+// wasted.
+func (r *Resolver) fromPod(ctx context.Context, ns, name string, reads DeploymentReader) (Target, error) {
+	if d, ok := deploymentOfPodName(name); ok && reads != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _, _ = reads.Deployment(ctx, ns, d)
+		}()
+		defer func() { <-done }() // nothing outlives the lookup
+	}
+	pod, err := r.Client.Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return r.fromGonePod(ctx, ns, name)
+		return r.fromGonePod(ctx, ns, name, reads)
 	}
 	if err != nil {
 		return Target{}, fmt.Errorf("get pod %s/%s: %w", ns, name, err)
@@ -80,7 +110,7 @@ func (r *Resolver) fromPod(ctx context.Context, ns, name string) (Target, error)
 	hash := pod.Labels[appsv1.ControllerRevisionHashLabelKey]
 	switch owner.Kind {
 	case "ReplicaSet":
-		return r.fromReplicaSet(ctx, ns, owner.Name, owner.UID)
+		return r.fromReplicaSet(ctx, ns, owner.Name, owner.UID, reads)
 	case StatefulSet:
 		// A StatefulSet pod's controller-revision-hash is its ControllerRevision's name.
 		return Target{Ref: Ref{StatefulSet, ns, owner.Name}, Revision: hash, UID: owner.UID}, nil
@@ -98,15 +128,33 @@ func (r *Resolver) fromPod(ctx context.Context, ns, name string) (Target, error)
 // pod: "-" and five characters from apimachinery's rand alphabet.
 var generatedSuffix = regexp.MustCompile(`-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
 
+// templateHash is a pod-template-hash as the Deployment controller spells it: a 32-bit hash
+// in the same alphabet.
+var templateHash = regexp.MustCompile(`^[bcdfghjklmnpqrstvwxz2456789]{1,10}$`)
+
+// deploymentOfPodName is the Deployment a pod's name would belong to if a ReplicaSet of a
+// Deployment made it: <deployment>-<pod-template-hash>-<5 characters>. A guess only.
+func deploymentOfPodName(pod string) (string, bool) {
+	if !generatedSuffix.MatchString(pod) {
+		return "", false
+	}
+	rs := pod[:strings.LastIndexByte(pod, '-')]
+	i := strings.LastIndexByte(rs, '-')
+	if i <= 0 || !templateHash.MatchString(rs[i+1:]) {
+		return "", false
+	}
+	return rs[:i], true
+}
+
 // fromGonePod resolves a pod that no longer exists (the alert outlived it, which is common
 // once a rollout replaced it). Its ReplicaSet is the pod name without the generated suffix,
 // but that is only a guess until ownership confirms it: the ReplicaSet must exist and be
 // controlled by a Deployment, and then its pod-template-hash says which revision the pod
 // ran. A gone pod of a StatefulSet or DaemonSet cannot be confirmed that way (a Job's or a
 // bare pod's name looks the same), so it is refused: name the workload in the alert.
-func (r *Resolver) fromGonePod(ctx context.Context, ns, name string) (Target, error) {
+func (r *Resolver) fromGonePod(ctx context.Context, ns, name string, reads DeploymentReader) (Target, error) {
 	if generatedSuffix.MatchString(name) {
-		t, err := r.fromReplicaSet(ctx, ns, name[:strings.LastIndexByte(name, '-')], "")
+		t, err := r.fromReplicaSet(ctx, ns, name[:strings.LastIndexByte(name, '-')], "", reads)
 		if err == nil || !errors.Is(err, ErrNotFound) {
 			return t, err
 		}
@@ -116,8 +164,37 @@ func (r *Resolver) fromGonePod(ctx context.Context, ns, name string) (Target, er
 
 // fromReplicaSet resolves the ReplicaSet name; uid, when set, is the UID a pod's controller
 // reference gives it: a ReplicaSet of that name with another UID is not the pod's.
-func (r *Resolver) fromReplicaSet(ctx context.Context, ns, name string, uid types.UID) (Target, error) {
-	rs, err := r.Client.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+//
+// The Deployment controller names a Deployment's ReplicaSets <deployment>-<pod-template-hash>,
+// and the hash has no "-", so the name says which Deployment to read. The undo reads that
+// Deployment and lists its ReplicaSets anyway; the same list (through reads) confirms the
+// guess: the ReplicaSet is in it, controlled by that very Deployment (its controller
+// reference carries the Deployment's UID) and, when uid is set, it is the pod's. Only then
+// is the name trusted. Otherwise the ReplicaSet itself is read, and its controller
+// reference decides, as if no guess had been made.
+func (r *Resolver) fromReplicaSet(ctx context.Context, ns, name string, uid types.UID, reads DeploymentReader) (Target, error) {
+	if i := strings.LastIndexByte(name, '-'); reads != nil && i > 0 {
+		dep, rss, err := reads.Deployment(ctx, ns, name[:i])
+		if err != nil && !apierrors.IsNotFound(err) {
+			return Target{}, err
+		}
+		for j := range rss {
+			rs := &rss[j]
+			if rs.Name == name && metav1.IsControlledBy(rs, dep) && (uid == "" || rs.UID == uid) {
+				return Target{
+					Ref:      Ref{Deployment, ns, dep.Name},
+					Revision: rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
+					UID:      dep.UID,
+				}, nil
+			}
+		}
+	}
+	return r.readReplicaSet(ctx, ns, name, uid)
+}
+
+// readReplicaSet reads the ReplicaSet and follows its controller reference.
+func (r *Resolver) readReplicaSet(ctx context.Context, ns, name string, uid types.UID) (Target, error) {
+	rs, err := r.Client.ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || err == nil && uid != "" && rs.UID != uid {
 		return Target{}, fmt.Errorf("%w: replicaset %s/%s", ErrNotFound, ns, name)
 	}

@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sre-kit/alert-rollback/internal/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 )
 
 // The workload kinds this function can roll back, spelled as Kubernetes spells them.
@@ -55,9 +55,10 @@ type Target struct {
 }
 
 // Resolver turns alert labels into Targets with as few API reads as it can: none for a
-// named workload, two for a pod of a Deployment (pod, ReplicaSet).
+// named workload, none of its own for a ReplicaSet of a Deployment (the Deployment's
+// ReplicaSet list, which the undo needs anyway, confirms it), one for a pod (the pod).
 type Resolver struct {
-	Client kubernetes.Interface
+	Client kube.Client
 	// Allowed decides which namespaces may be acted in; checked before any API call.
 	Allowed func(namespace string) bool
 	// OwnNamespace is where a pod named without a namespace label is looked for: a pod's

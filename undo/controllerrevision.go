@@ -29,7 +29,7 @@ type revisionKind struct {
 }
 
 func statefulSets(u *Undoer) revisionKind {
-	c := u.client.AppsV1()
+	c := u.client
 	return revisionKind{
 		u: u, kind: "StatefulSet",
 		get: func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error) {
@@ -47,7 +47,7 @@ func statefulSets(u *Undoer) revisionKind {
 }
 
 func daemonSets(u *Undoer) revisionKind {
-	c := u.client.AppsV1()
+	c := u.client
 	return revisionKind{
 		u: u, kind: "DaemonSet",
 		get: func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error) {
@@ -64,7 +64,8 @@ func daemonSets(u *Undoer) revisionKind {
 	}
 }
 
-func (k revisionKind) load(ctx context.Context, ns, name string) (*workload, error) {
+// load reads the object and its ControllerRevisions; reads is for Deployments only.
+func (k revisionKind) load(ctx context.Context, ns, name string, _ *Reads) (*workload, error) {
 	obj, sel, tmpl, err := k.get(ctx, ns, name)
 	if err != nil {
 		return nil, getError(strings.ToLower(k.kind), ns, name, err)
@@ -99,7 +100,7 @@ func (u *Undoer) withHistory(ctx context.Context, obj metav1.Object, kind string
 	if err != nil {
 		return nil, fmt.Errorf("%s %s/%s: selector: %w", kind, ns, name, err)
 	}
-	list, err := u.client.AppsV1().ControllerRevisions(ns).List(ctx, metav1.ListOptions{
+	list, err := u.client.ControllerRevisions(ns).List(ctx, metav1.ListOptions{
 		LabelSelector:        selector.String(),
 		ResourceVersion:      obj.GetResourceVersion(),
 		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,

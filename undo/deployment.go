@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -37,34 +38,29 @@ var annotationsToSkip = map[string]bool{
 
 type deployments struct{ u *Undoer }
 
-// load reads the Deployment and the ReplicaSets it controls: two requests. The list asks for
-// data at least as new as the Deployment just read (resourceVersionMatch=NotOlderThan), which
-// the API server answers from its watch cache in a few milliseconds; a plain list is a
-// consistent read that waits for the cache to catch up (~70 ms after any write, measured).
-// The controller creates a ReplicaSet before it records its revision on the Deployment, so
-// nothing the Deployment refers to can be missing from that list.
+// load reads the Deployment and the ReplicaSets it controls (see readDeployment), or takes
+// them from reads when they were read for this notification already.
 //
 // The history is what the Deployment controller made, and nothing else: ReplicaSets it
 // controls (owner UID), named <deployment>-<pod-template-hash> with that hash on their
 // template, each revision number claimed once, none newer than the revision the Deployment
 // itself records (deployment.kubernetes.io/revision), which is the current one.
-func (d deployments) load(ctx context.Context, ns, name string) (*workload, error) {
-	c := d.u.client.AppsV1()
-	dep, err := c.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return nil, getError("deployment", ns, name, err)
+func (d deployments) load(ctx context.Context, ns, name string, reads *Reads) (*workload, error) {
+	var (
+		dep *appsv1.Deployment
+		rss []appsv1.ReplicaSet
+		err error
+	)
+	if reads != nil {
+		dep, rss, err = reads.Deployment(ctx, ns, name)
+	} else {
+		dep, rss, err = d.u.readDeployment(ctx, ns, name)
 	}
-	selector, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
-	if err != nil {
-		return nil, fmt.Errorf("deployment %s/%s: selector: %w", ns, name, err)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: deployment %s/%s", ErrNotFound, ns, name)
 	}
-	list, err := c.ReplicaSets(ns).List(ctx, metav1.ListOptions{
-		LabelSelector:        selector.String(),
-		ResourceVersion:      dep.ResourceVersion,
-		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-	})
 	if err != nil {
-		return nil, fmt.Errorf("list replicasets of deployment %s/%s: %w", ns, name, err)
+		return nil, err
 	}
 	w := &workload{
 		ref:             target.Ref{Kind: target.Deployment, Namespace: ns, Name: name},
@@ -78,8 +74,8 @@ func (d deployments) load(ctx context.Context, ns, name string) (*workload, erro
 	// 0 when the controller has recorded no revision yet: then nothing is history.
 	current, _ := strconv.ParseInt(dep.Annotations[revisionAnnotation], 10, 64)
 	seen := map[int64]string{}
-	for i := range list.Items {
-		rs := &list.Items[i]
+	for i := range rss {
+		rs := &rss[i]
 		// The selector may match ReplicaSets of others; only controlled ones are history.
 		if !metav1.IsControlledBy(rs, dep) {
 			continue
@@ -120,7 +116,7 @@ func (d deployments) load(ctx context.Context, ns, name string) (*workload, erro
 }
 
 func (d deployments) resourceVersion(ctx context.Context, ns, name string) (string, error) {
-	dep, err := d.u.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	dep, err := d.u.client.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return "", err
 	}
@@ -142,7 +138,7 @@ func (d deployments) restore(ctx context.Context, w *workload, to revision, stat
 	if err != nil {
 		return err
 	}
-	_, err = d.u.client.AppsV1().Deployments(w.ref.Namespace).Patch(ctx, w.ref.Name, types.JSONPatchType, patch, patchOptions(dryRun))
+	_, err = d.u.client.Deployments(w.ref.Namespace).Patch(ctx, w.ref.Name, types.JSONPatchType, patch, patchOptions(dryRun))
 	if err != nil {
 		return fmt.Errorf("patch deployment %s/%s: %w", w.ref.Namespace, w.ref.Name, err)
 	}

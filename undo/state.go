@@ -70,13 +70,17 @@ func readState(annotations map[string]string) (State, error) {
 	return s, nil
 }
 
-func (s State) handled(ids []string) bool {
+func (s State) handled(ids []string) bool { return len(s.handledOf(ids)) > 0 }
+
+// handledOf returns the ids the state records as handled.
+func (s State) handledOf(ids []string) []string {
+	var out []string
 	for _, id := range ids {
 		if slices.Contains(s.Handled, id) {
-			return true
+			out = append(out, id)
 		}
 	}
-	return false
+	return out
 }
 
 // after returns the state once an undo from revision bad has been made for the alerts ids.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sre-kit/alert-rollback/internal/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -15,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/keymutex"
 
@@ -37,6 +37,9 @@ type Request struct {
 	// or ReplicaSet's controller reference): a workload of that name with another UID is a
 	// different object, and is not touched.
 	UID types.UID
+	// Reads, when set, holds what was read for this notification already (see Reads); the
+	// first attempt uses it.
+	Reads *Reads
 }
 
 // Options tune an Undoer.
@@ -62,6 +65,9 @@ type Change struct {
 	UID      types.UID
 	From, To int64
 	DryRun   bool
+	// Handled, when the undo ends with ErrAlreadyHandled, lists the request's alert IDs
+	// the workload's state records as handled.
+	Handled []string
 	// Notes and Related are the Gate's (see Admission), once it has admitted the undo.
 	Notes   []string
 	Related []corev1.ObjectReference
@@ -69,7 +75,7 @@ type Change struct {
 
 // Undoer rolls workloads back. It is safe for concurrent use.
 type Undoer struct {
-	client kubernetes.Interface
+	client kube.Client
 	opts   Options
 	// locks serialises undos of one workload inside this process, so a burst of duplicate
 	// notifications costs one conflict-free write and cheap re-reads instead of a storm of
@@ -80,7 +86,7 @@ type Undoer struct {
 }
 
 // New returns an Undoer acting through client.
-func New(client kubernetes.Interface, opts Options) *Undoer {
+func New(client kube.Client, opts Options) *Undoer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -123,7 +129,8 @@ type workload struct {
 
 // kind reads and writes one kind of workload.
 type kind interface {
-	load(ctx context.Context, ns, name string) (*workload, error)
+	// load reads the workload and its history; a Deployment's come from reads when set.
+	load(ctx context.Context, ns, name string, reads *Reads) (*workload, error)
 	// resourceVersion reads the workload's current resourceVersion.
 	resourceVersion(ctx context.Context, ns, name string) (string, error)
 	// restore writes the revision's template and the new state annotation, under the
@@ -161,8 +168,10 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	// takes any error wrapping context.DeadlineExceeded or Canceled (a client-side timeout)
 	// for its own interruption and answers the last retriable error instead, nil here, which
 	// would report a timed-out write as a rollback.
+	reads := req.Reads
 	_ = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() error {
-		c, err = u.attempt(ctx, k, req)
+		c, err = u.attempt(ctx, k, req, reads)
+		reads = nil // after a conflict, read afresh
 		return err
 	})
 	if apierrors.IsConflict(err) {
@@ -172,8 +181,8 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	return c, err
 }
 
-func (u *Undoer) attempt(ctx context.Context, k kind, req Request) (Change, error) {
-	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name)
+func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads) (Change, error) {
+	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name, reads)
 	if err != nil {
 		return Change{}, err
 	}
@@ -185,6 +194,10 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request) (Change, erro
 	from, to, err := u.decide(w, req)
 	c := Change{UID: w.uid, From: from.number, To: to.number}
 	if err != nil {
+		if errors.Is(err, ErrAlreadyHandled) {
+			state, _ := readState(w.annotations) // decide has checked it
+			c.Handled = state.handledOf(req.AlertIDs)
+		}
 		if u.inconsistent(ctx, k, w, err) {
 			err = apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: strings.ToLower(w.ref.Kind) + "s"},
 				w.ref.Name, fmt.Errorf("it changed while its history was read"))

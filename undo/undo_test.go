@@ -20,6 +20,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/target"
 )
 
@@ -53,7 +54,7 @@ var (
 )
 
 func undoer(c kubernetes.Interface, dryRun bool) *Undoer {
-	return New(c, Options{Cooldown: 10 * time.Minute, Now: func() time.Time { return now }, DryRun: dryRun,
+	return New(clientset.Wrap(c), Options{Cooldown: 10 * time.Minute, Now: func() time.Time { return now }, DryRun: dryRun,
 		Backoff: wait.Backoff{Steps: 3, Duration: time.Millisecond}})
 }
 
@@ -576,7 +577,7 @@ func TestMaxAge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset(tc.objects...)
-			u := New(client, Options{MaxAge: tc.maxAge, Now: func() time.Time { return now }})
+			u := New(clientset.Wrap(client), Options{MaxAge: tc.maxAge, Now: func() time.Time { return now }})
 			_, err := u.Undo(context.Background(), tc.req)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Undo() = %v; want %v", err, tc.wantErr)

@@ -38,6 +38,9 @@ type Options struct {
 	Dir string
 	// Log receives one line per step, for a person watching the demo start.
 	Log io.Writer
+	// Audit turns on the API server's audit log (every request, at the Metadata level), so
+	// tests and benchmarks can count the requests a client made (AuditSince).
+	Audit bool
 }
 
 // Cluster is a running control plane. Its servers listen on 127.0.0.1 only.
@@ -61,6 +64,8 @@ type Cluster struct {
 	Dir string
 
 	removeDir bool // Dir was made by Start, so Stop removes it
+	// auditLog is the API server's audit log, when Options.Audit is set.
+	auditLog string
 	// stopReaping ends reapDeletedPods.
 	stopReaping context.CancelFunc
 
@@ -114,7 +119,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	logf("etcd ready at %s", etcdURL)
-	if err := c.startAPIServer(ctx, etcdURL); err != nil {
+	var extra []string
+	if opts.Audit {
+		if extra, err = c.auditFlags(); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.startAPIServer(ctx, etcdURL, extra...); err != nil {
 		return nil, err
 	}
 	logf("kube-apiserver ready at %s", c.Host)
@@ -245,7 +256,7 @@ func (c *Cluster) startEtcd(ctx context.Context) (string, error) {
 
 // startAPIServer starts kube-apiserver on etcdURL, with an admin token and a
 // service-account signing key made here, and waits until /readyz says ok.
-func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
+func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string, extra ...string) error {
 	token := make([]byte, 16)
 	if _, err := rand.Read(token); err != nil {
 		return err
@@ -271,7 +282,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 		}
 		c.Port = port
 		c.Host = "https://127.0.0.1:" + strconv.Itoa(port)
-		return []string{
+		return append([]string{
 			"--etcd-servers=" + etcdURL,
 			"--bind-address=127.0.0.1",
 			"--advertise-address=127.0.0.1",
@@ -287,7 +298,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 			// default/kubernetes Service, which validation refuses (loopback),
 			// logging an error every few seconds. No pod runs here to use it.
 			"--endpoint-reconciler-type=none",
-		}, nil
+		}, extra...), nil
 	}
 	var client *http.Client
 	ready := func(ctx context.Context) error {

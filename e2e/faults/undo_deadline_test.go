@@ -12,6 +12,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
@@ -51,7 +52,7 @@ func TestUndoDeadline(t *testing.T) {
 				// What client-go returns when the call's deadline passes.
 				return true, nil, &url.Error{Op: "Patch", URL: "https://127.0.0.1/" + tc.resource, Err: tc.err}
 			})
-			u := undo.New(client, undo.Options{Now: time.Now})
+			u := undo.New(clientset.Wrap(client), undo.Options{Now: time.Now})
 			req := undo.Request{Ref: target.Ref{Kind: tc.kind, Namespace: "shop", Name: "web"}, AlertIDs: []string{"fp@1"}, Alert: "Broken"}
 			c, err := u.Undo(context.Background(), req)
 			action, reason := outcome.Classify(err)

@@ -27,7 +27,7 @@ func TestBudgetConcurrentTakers(t *testing.T) {
 	var budgets []*budget.Budget
 	for range replicas {
 		cs, _ := clientsOf(t, kube, ns)
-		budgets = append(budgets, budget.New(cs, ns, spec, budget.Options{}))
+		budgets = append(budgets, budget.New(cs.CoordinationV1().Leases(ns), ns, spec, budget.Options{}))
 	}
 	ctx := context.Background()
 	type result struct {
@@ -99,7 +99,7 @@ func TestBudgetWindow(t *testing.T) {
 	const ns = "budget-window"
 	install(t, kube, ns)
 	cs, _ := clientsOf(t, kube, ns)
-	b := budget.New(cs, ns, budget.Spec{Units: 2, Window: 3 * time.Second}, budget.Options{})
+	b := budget.New(cs.CoordinationV1().Leases(ns), ns, budget.Spec{Units: 2, Window: 3 * time.Second}, budget.Options{})
 	ctx := context.Background()
 	for i := range 2 {
 		if _, err := b.Take(ctx, fmt.Sprintf("w%d", i), false); err != nil {
@@ -150,7 +150,7 @@ func TestBudgetLeaseNotCreatable(t *testing.T) {
 	if err := kube.Clientset.CoordinationV1().Leases(ns).Delete(ctx, budget.LeaseName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	b := budget.New(cs, ns, budget.Spec{Units: 2, Window: time.Hour}, budget.Options{})
+	b := budget.New(cs.CoordinationV1().Leases(ns), ns, budget.Spec{Units: 2, Window: time.Hour}, budget.Options{})
 	_, err := b.Take(ctx, "w", false)
 	if !errors.Is(err, budget.ErrNoLease) || !apierrors.IsForbidden(err) {
 		t.Fatalf("Take without the Lease = %v; want ErrNoLease from a forbidden create", err)
@@ -163,7 +163,7 @@ func TestBudgetLeaseNotCreatable(t *testing.T) {
 // onLease counts the units the Lease holds now, in the window.
 func onLease(t *testing.T, cs kubernetes.Interface, ns string) int {
 	t.Helper()
-	b := budget.New(cs, ns, budget.Spec{Units: 1000, Window: time.Hour}, budget.Options{})
+	b := budget.New(cs.CoordinationV1().Leases(ns), ns, budget.Spec{Units: 1000, Window: time.Hour}, budget.Options{})
 	n, err := b.Spent(context.Background())
 	if err != nil {
 		t.Fatal(err)

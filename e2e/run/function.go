@@ -43,32 +43,41 @@ type FunctionOptions struct {
 // StartFunction starts the built function on a free loopback port and waits until it is
 // ready.
 func StartFunction(ctx context.Context, o FunctionOptions) (*Function, error) {
-	bin, err := cluster.ToolPath("rollback")
-	if err != nil {
-		return nil, err
-	}
-	if o.Name == "" {
-		o.Name = "rollback"
-	}
 	f := &Function{}
+	var err error
 	f.Process, err = cluster.StartServer(ctx, readyTimeout, func() (cluster.ProcessSpec, error) {
-		port, err := cluster.FreePort()
-		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(port)}
-		for k, v := range o.Env {
-			env = append(env, k+"="+v)
-		}
-		f.URL = fmt.Sprintf("http://127.0.0.1:%d/", port)
-		return cluster.ProcessSpec{
-			Name: o.Name, Args: append(append([]string{}, o.Wrap...), bin), Env: env,
-			LogPath: filepath.Join(o.Dir, o.Name+".log"),
-			// It drains notifications in flight for up to 25 s after SIGTERM.
-			StopTimeout: 30 * time.Second,
-		}, err
+		var spec cluster.ProcessSpec
+		var err error
+		spec, f.URL, err = FunctionSpec(o)
+		return spec, err
 	}, func(ctx context.Context) error { return cluster.HTTPReady(f.URL + "health/readiness")(ctx) })
 	if err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// FunctionSpec is how StartFunction runs the built function, on a free loopback port, and
+// the URL it will serve at: for callers that time the start themselves.
+func FunctionSpec(o FunctionOptions) (cluster.ProcessSpec, string, error) {
+	bin, err := cluster.ToolPath("rollback")
+	if err != nil {
+		return cluster.ProcessSpec{}, "", err
+	}
+	if o.Name == "" {
+		o.Name = "rollback"
+	}
+	port, err := cluster.FreePort()
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(port)}
+	for k, v := range o.Env {
+		env = append(env, k+"="+v)
+	}
+	return cluster.ProcessSpec{
+		Name: o.Name, Args: append(append([]string{}, o.Wrap...), bin), Env: env,
+		LogPath: filepath.Join(o.Dir, o.Name+".log"),
+		// It drains notifications in flight for up to 25 s after SIGTERM.
+		StopTimeout: 30 * time.Second,
+	}, fmt.Sprintf("http://127.0.0.1:%d/", port), err
 }
 
 // readyTimeout bounds the wait for a started program to become ready.

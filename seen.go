@@ -1,0 +1,133 @@
+package function
+
+import (
+	"container/list"
+	"context"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/target"
+)
+
+// seenCapacity bounds the occurrences remembered: at ~300 bytes each, about 1 MiB.
+const seenCapacity = 4096
+
+// seen remembers the alert occurrences this process has seen settle as handled: it made
+// their undo, or the workload's state annotation listed them as handled. A copy of such an
+// occurrence (Alertmanager's re-sends every repeat_interval, an HA pair's duplicate, a
+// retry) is then answered from memory, with no API call and no Event. It is only ever a
+// reason not to act, never to act: the state annotation on the workload stays the truth
+// across replicas and restarts, and a process that forgets (it restarted, or the entry
+// aged out) asks the workload again.
+//
+// It also keeps copies in flight from doing the same work at once: a notification first
+// claims its occurrences, and one that finds any of them claimed waits for that
+// notification to settle before it looks here (claim).
+//
+// Entries are keyed by the occurrence (fingerprint@startsAt) and the workload reference the
+// alert names (namespace, label and value, before any lookup), so a copy answered from
+// memory is about the very labels that were resolved the first time. Memory is bounded:
+// the least recently used entries go first.
+type seen struct {
+	mu       sync.Mutex
+	capacity int
+	order    *list.List // of *seenEntry, most recently used first
+	entries  map[string]*list.Element
+	inflight map[string]chan struct{}
+	// waits counts the claims that had to wait for a copy in flight.
+	waits int
+}
+
+// handledUndo is what a copy's answer says: which workload the occurrence was resolved to,
+// and the undo it caused, when this process made it.
+type handledUndo struct {
+	ref      target.Ref
+	uid      types.UID
+	from, to int64
+}
+
+type seenEntry struct {
+	key string
+	val handledUndo
+}
+
+func newSeen(capacity int) *seen {
+	return &seen{capacity: capacity, order: list.New(), entries: map[string]*list.Element{}, inflight: map[string]chan struct{}{}}
+}
+
+// seenKey identifies an occurrence and the workload reference it names in namespace ns.
+func seenKey(ns string, a alert.Alert) string {
+	return a.ID() + "\x00" + ns + "\x00" + target.Key(a.Labels)
+}
+
+// get returns what is remembered of key.
+func (s *seen) get(key string) (handledUndo, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if !ok {
+		return handledUndo{}, false
+	}
+	s.order.MoveToFront(e)
+	return e.Value.(*seenEntry).val, true
+}
+
+// add remembers key, dropping the least recently used entry when full.
+func (s *seen) add(key string, v handledUndo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[key]; ok {
+		e.Value.(*seenEntry).val = v
+		s.order.MoveToFront(e)
+		return
+	}
+	s.entries[key] = s.order.PushFront(&seenEntry{key: key, val: v})
+	for s.order.Len() > s.capacity {
+		last := s.order.Back()
+		s.order.Remove(last)
+		delete(s.entries, last.Value.(*seenEntry).key)
+	}
+}
+
+// claim marks keys as being handled by the caller, after waiting (up to ctx's end) for any
+// other notification that holds one of them to let go. Keys are claimed all at once or not
+// at all, so two notifications never wait for each other. The caller must call release
+// when its outcomes are recorded.
+func (s *seen) claim(ctx context.Context, keys []string) (release func(), err error) {
+	for {
+		s.mu.Lock()
+		var busy chan struct{}
+		for _, k := range keys {
+			if ch, ok := s.inflight[k]; ok {
+				busy = ch
+				break
+			}
+		}
+		if busy == nil {
+			mine := make(chan struct{})
+			for _, k := range keys {
+				s.inflight[k] = mine
+			}
+			s.mu.Unlock()
+			return func() {
+				s.mu.Lock()
+				for _, k := range keys {
+					if s.inflight[k] == mine {
+						delete(s.inflight, k)
+					}
+				}
+				s.mu.Unlock()
+				close(mine)
+			}, nil
+		}
+		s.waits++
+		s.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

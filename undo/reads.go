@@ -1,0 +1,84 @@
+package undo
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Reads keeps, for one notification, each Deployment read and the ReplicaSets listed with
+// it: package target confirms from that list which Deployment a pod's ReplicaSet belongs
+// to, and the undo of that Deployment then uses the same two reads instead of making them
+// again. Only an undo's first attempt uses them; after a conflict it reads afresh. Reads of
+// one Deployment made at once wait for the first. It is safe for concurrent use, and lives
+// as long as the notification: nothing is kept between notifications.
+type Reads struct {
+	u  *Undoer
+	mu sync.Mutex
+	m  map[string]*deploymentRead
+}
+
+type deploymentRead struct {
+	done chan struct{}
+	dep  *appsv1.Deployment
+	rss  []appsv1.ReplicaSet
+	err  error
+}
+
+// NewReads returns an empty Reads for one notification.
+func (u *Undoer) NewReads() *Reads { return &Reads{u: u, m: map[string]*deploymentRead{}} }
+
+// Deployment returns the Deployment ns/name and the ReplicaSets its selector matches (not
+// only those it controls), read once per notification. The objects are shared: callers
+// must not change them. An error wraps the API server's (apierrors.IsNotFound works on it).
+func (r *Reads) Deployment(ctx context.Context, ns, name string) (*appsv1.Deployment, []appsv1.ReplicaSet, error) {
+	key := ns + "/" + name
+	r.mu.Lock()
+	e, ok := r.m[key]
+	if !ok {
+		e = &deploymentRead{done: make(chan struct{})}
+		r.m[key] = e
+	}
+	r.mu.Unlock()
+	if !ok {
+		e.dep, e.rss, e.err = r.u.readDeployment(ctx, ns, name)
+		close(e.done)
+	}
+	select {
+	case <-e.done:
+		return e.dep, e.rss, e.err
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// readDeployment reads the Deployment and lists the ReplicaSets its selector matches: two
+// requests. The list asks for data at least as new as the Deployment just read
+// (resourceVersionMatch=NotOlderThan), which the API server answers from its watch cache
+// in a few milliseconds; a plain list is a consistent read that waits for the cache to
+// catch up (~70 ms after any write, measured). The controller creates a ReplicaSet before
+// it records its revision on the Deployment, so nothing the Deployment refers to can be
+// missing from that list.
+func (u *Undoer) readDeployment(ctx context.Context, ns, name string) (*appsv1.Deployment, []appsv1.ReplicaSet, error) {
+	c := u.client
+	dep, err := c.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("get deployment %s/%s: %w", ns, name, err)
+	}
+	selector, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
+	if err != nil {
+		return nil, nil, fmt.Errorf("deployment %s/%s: selector: %w", ns, name, err)
+	}
+	list, err := c.ReplicaSets(ns).List(ctx, metav1.ListOptions{
+		LabelSelector:        selector.String(),
+		ResourceVersion:      dep.ResourceVersion,
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list replicasets of deployment %s/%s: %w", ns, name, err)
+	}
+	return dep, list.Items, nil
+}
