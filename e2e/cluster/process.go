@@ -29,19 +29,38 @@ type process struct {
 
 // startProcess runs the tool name with args, writing its stdout and stderr to a
 // log file in dir. The log file is opened for appending so a retry after a bind
-// failure keeps the first attempt's output too.
-func startProcess(dir, name string, args ...string) (*process, error) {
+// failure keeps the first attempt's output too. A non-empty wrap is the command
+// line that runs the tool (nsenter into the node's namespaces).
+func startProcess(dir string, wrap []string, name string, args ...string) (*process, error) {
 	path, err := ToolPath(name)
 	if err != nil {
 		return nil, err
 	}
+	return startPath(dir, wrap, nil, name, path, args...)
+}
+
+// startProcessEnv is startProcess with env added to the environment.
+func startProcessEnv(dir string, wrap, env []string, name string, args ...string) (*process, error) {
+	path, err := ToolPath(name)
+	if err != nil {
+		return nil, err
+	}
+	return startPath(dir, wrap, env, name, path, args...)
+}
+
+// startPath is startProcess for the program at path.
+func startPath(dir string, wrap, env []string, name, path string, args ...string) (*process, error) {
 	p := &process{name: name, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
 	log, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(log, "==> %s %s\n", path, strings.Join(args, " "))
-	p.cmd = exec.Command(path, args...)
+	argv := append(append(append([]string{}, wrap...), path), args...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = log
 	p.cmd.Stderr = log
 	p.cmd.SysProcAttr = sysProcAttr()
@@ -130,13 +149,13 @@ func (p *process) tail(n int) string {
 // startServer starts a server that listens on ports taken by args from FreePort,
 // and waits until ready. If the server loses the race for a port it is started
 // once more, with new ports.
-func startServer(ctx context.Context, dir, name string, timeout time.Duration, args func() ([]string, error), ready func(context.Context) error) (*process, error) {
+func startServer(ctx context.Context, dir string, wrap []string, name string, timeout time.Duration, args func() ([]string, error), ready func(context.Context) error) (*process, error) {
 	for attempt := 1; ; attempt++ {
 		a, err := args()
 		if err != nil {
 			return nil, err
 		}
-		p, err := startProcess(dir, name, a...)
+		p, err := startProcess(dir, wrap, name, a...)
 		if err != nil {
 			return nil, err
 		}

@@ -19,6 +19,7 @@ type Alertmanager struct {
 	URL        string
 	ConfigPath string
 	LogPath    string
+	client     *http.Client
 	*process
 }
 
@@ -36,6 +37,11 @@ type AlertmanagerOptions struct {
 	WebhookURL      string
 	CredentialsFile string
 	Timers          *Timers
+	// Wrap, when set, runs Alertmanager inside the node's namespaces (cluster.Cluster.Wrap),
+	// where it resolves cluster-local names with the cluster's DNS; HTTP then reaches it
+	// there (cluster.Cluster.HTTP).
+	Wrap []string
+	HTTP *http.Client
 }
 
 // ShippedConfig is the path of the repository's Alertmanager configuration.
@@ -102,16 +108,19 @@ func StartAlertmanager(ctx context.Context, o AlertmanagerOptions) (*Alertmanage
 	if err != nil {
 		return nil, err
 	}
-	a := &Alertmanager{ConfigPath: filepath.Join(o.Dir, o.Name+".yml"), LogPath: filepath.Join(o.Dir, o.Name+".log")}
+	a := &Alertmanager{ConfigPath: filepath.Join(o.Dir, o.Name+".yml"), LogPath: filepath.Join(o.Dir, o.Name+".log"), client: o.HTTP}
+	if a.client == nil {
+		a.client = http.DefaultClient
+	}
 	if err := os.WriteFile(a.ConfigPath, cfg, 0o644); err != nil {
 		return nil, err
 	}
 	err = withFreePort(func(port int) error {
 		a.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-		args := []string{bin, "--config.file", a.ConfigPath, "--storage.path", filepath.Join(o.Dir, o.Name+"-data"),
-			"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug"}
+		args := append(append([]string{}, o.Wrap...), bin, "--config.file", a.ConfigPath, "--storage.path", filepath.Join(o.Dir, o.Name+"-data"),
+			"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug")
 		var err error
-		a.process, err = startProcess(ctx, o.Name, args, nil, a.LogPath, a.URL+"/-/ready")
+		a.process, err = startProcess(ctx, o.Name, args, nil, a.LogPath, a.URL+"/-/ready", a.client)
 		return err
 	})
 	if err != nil {
@@ -142,7 +151,7 @@ func (a *Alertmanager) Fire(ctx context.Context, alerts ...Alert) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func StartFunction(ctx context.Context, o FunctionOptions) (*Function, error) {
 		f.URL = fmt.Sprintf("http://127.0.0.1:%d/", port)
 		args := append(append([]string{}, o.Wrap...), bin)
 		var err error
-		f.process, err = startProcess(ctx, o.Name, args, env, filepath.Join(o.Dir, o.Name+".log"), f.URL+"health/readiness")
+		f.process, err = startProcess(ctx, o.Name, args, env, filepath.Join(o.Dir, o.Name+".log"), f.URL+"health/readiness", nil)
 		return err
 	})
 	if err != nil {

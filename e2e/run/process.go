@@ -24,8 +24,12 @@ type process struct {
 }
 
 // startProcess runs args with env, appending its output to logPath, and returns when it
-// answers 200 at readyURL, or fails with the end of its log.
-func startProcess(ctx context.Context, name string, args, env []string, logPath, readyURL string) (*process, error) {
+// answers 200 at readyURL (asked with client, or http.DefaultClient if nil), or fails with
+// the end of its log.
+func startProcess(ctx context.Context, name string, args, env []string, logPath, readyURL string, client *http.Client) (*process, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -47,7 +51,7 @@ func startProcess(ctx context.Context, name string, args, env []string, logPath,
 			return false, fmt.Errorf("%s exited: %s", name, tail(logPath))
 		default:
 		}
-		resp, err := http.Get(readyURL)
+		resp, err := client.Get(readyURL)
 		if err != nil {
 			return false, nil
 		}
