@@ -14,7 +14,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // capture is a notification a real Alertmanager sent, saved by the end-to-end tests
@@ -63,7 +63,9 @@ func TestHandleCapturedNotifications(t *testing.T) {
 			rsName := pod[:strings.LastIndex(pod, "-")]
 			deployName := rsName[:strings.LastIndex(rsName, "-")]
 			d, rss := fixture.Deployment(ns, deployName, "app:v1", "app:v2")
-			rss[1].Name = rsName // the pod is gone; its ReplicaSet remains
+			// The pod is gone; its ReplicaSet remains, named and labelled by its hash.
+			hash := rsName[len(deployName)+1:]
+			rss[1].Name, rss[1].Labels["pod-template-hash"], rss[1].Spec.Template.Labels["pod-template-hash"] = rsName, hash, hash
 			client := fake.NewClientset(append(fixture.Objects(rss...), d)...)
 			f := start(t, client, map[string]string{"ROLLBACK_NAMESPACES": ns})
 
@@ -77,7 +79,7 @@ func TestHandleCapturedNotifications(t *testing.T) {
 			if rec.Code != http.StatusOK {
 				t.Fatalf("Handle() = %d; want 200; body %s", rec.Code, rec.Body)
 			}
-			var resp report.Response
+			var resp outcome.Response
 			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 				t.Fatal(err)
 			}
@@ -109,12 +111,12 @@ func TestHandlePodsOfStatefulSetsAndDaemonSets(t *testing.T) {
 		want      want
 		wantImage func(*fake.Clientset) string
 	}{
-		{"pod of a StatefulSet", firing("pod", "orders-db-0"), want{"rolled-back", "StatefulSet", "orders-db", 2, 1}, nil},
-		{"pod of a DaemonSet", firing("pod", "log-agent-x7k2p"), want{"rolled-back", "DaemonSet", "log-agent", 2, 1}, nil},
-		{"stale pod of a DaemonSet", firing("pod", "log-agent-b4c6d"), want{"skipped", "DaemonSet", "log-agent", 2, 0}, nil},
-		{"gone pod of a StatefulSet: refused, ownership cannot be confirmed", firing("pod", "orders-db-3"), want{"refused", "", "", 0, 0}, nil},
-		{"statefulset label", firing("statefulset", "orders-db"), want{"rolled-back", "StatefulSet", "orders-db", 2, 1}, nil},
-		{"daemonset label", firing("daemonset", "log-agent"), want{"rolled-back", "DaemonSet", "log-agent", 2, 1}, nil},
+		{"pod of a StatefulSet", firing("pod", "orders-db-0"), want{"rolled-back", "rolled-back", "StatefulSet", "orders-db", 2, 1}, nil},
+		{"pod of a DaemonSet", firing("pod", "log-agent-x7k2p"), want{"rolled-back", "rolled-back", "DaemonSet", "log-agent", 2, 1}, nil},
+		{"stale pod of a DaemonSet", firing("pod", "log-agent-b4c6d"), want{"skipped", "stale", "DaemonSet", "log-agent", 2, 0}, nil},
+		{"gone pod of a StatefulSet: refused, ownership cannot be confirmed", firing("pod", "orders-db-3"), want{"refused", "not-found", "", "", 0, 0}, nil},
+		{"statefulset label", firing("statefulset", "orders-db"), want{"rolled-back", "rolled-back", "StatefulSet", "orders-db", 2, 1}, nil},
+		{"daemonset label", firing("daemonset", "log-agent"), want{"rolled-back", "rolled-back", "DaemonSet", "log-agent", 2, 1}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,13 +124,13 @@ func TestHandlePodsOfStatefulSetsAndDaemonSets(t *testing.T) {
 			f := start(t, client, nil)
 			rec := httptest.NewRecorder()
 			f.Handle(rec, post(notification(tc.alert)))
-			var resp report.Response
+			var resp outcome.Response
 			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || len(resp.Results) != 1 {
 				t.Fatalf("Handle() = %d %s; want one result", rec.Code, rec.Body)
 			}
 			r := resp.Results[0]
-			if got := (want{string(r.Action), r.Kind, r.Name, r.FromRevision, r.ToRevision}); got != tc.want {
-				t.Errorf("result = %+v; want %+v (%s)", got, tc.want, r.Reason)
+			if got := (want{string(r.Action), string(r.Reason), r.Kind, r.Name, r.FromRevision, r.ToRevision}); got != tc.want {
+				t.Errorf("result = %+v; want %+v (%s)", got, tc.want, r.Message)
 			}
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/sre-kit/alert-rollback/alert"
 )
 
@@ -20,15 +22,19 @@ type config struct {
 	allowUnauthenticated bool
 	match                alert.Matcher
 	// namespaces allowed; "*" allows all; empty means only the function's own.
-	namespaces     []string
-	maxBodyBytes   int64
-	cooldown       time.Duration
-	maxTargets     int
-	dryRun         bool
-	apiTimeout     time.Duration
-	requestTimeout time.Duration
-	qps            float32
-	burst          int
+	namespaces []string
+	// defaultNamespace is the namespace of alerts that name a workload other than a pod
+	// without a namespace label; empty refuses them.
+	defaultNamespace string
+	maxBodyBytes     int64
+	cooldown         time.Duration
+	maxAge           time.Duration
+	maxTargets       int
+	dryRun           bool
+	apiTimeout       time.Duration
+	requestTimeout   time.Duration
+	qps              float32
+	burst            int
 }
 
 // Defaults, documented in the README.
@@ -37,6 +43,7 @@ const (
 	// maxMaxBodyBytes bounds ROLLBACK_MAX_BODY_BYTES: the body is held in memory.
 	maxMaxBodyBytes   = 64 << 20
 	defaultCooldown   = 10 * time.Minute
+	defaultMaxAge     = time.Hour
 	defaultMaxTargets = 10
 	defaultAPITimeout = 5 * time.Second
 	// func's HTTP server has a 30 s write timeout: answer well inside it.
@@ -52,6 +59,7 @@ func parseConfig(env map[string]string) (config, error) {
 	c := config{
 		maxBodyBytes:   defaultMaxBodyBytes,
 		cooldown:       defaultCooldown,
+		maxAge:         defaultMaxAge,
 		maxTargets:     defaultMaxTargets,
 		apiTimeout:     defaultAPITimeout,
 		requestTimeout: defaultRequestTimeout,
@@ -98,6 +106,13 @@ func parseConfig(env map[string]string) (config, error) {
 		}
 	}
 
+	if ns := strings.TrimSpace(env["ROLLBACK_DEFAULT_NAMESPACE"]); ns != "" {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			check("ROLLBACK_DEFAULT_NAMESPACE", fmt.Errorf("%q: %v", ns, errs))
+		}
+		c.defaultNamespace = ns
+	}
+
 	if v := env["ROLLBACK_MAX_BODY_BYTES"]; v != "" {
 		c.maxBodyBytes, err = strconv.ParseInt(v, 10, 64)
 		if err == nil && (c.maxBodyBytes <= 0 || c.maxBodyBytes > maxMaxBodyBytes) {
@@ -107,6 +122,8 @@ func parseConfig(env map[string]string) (config, error) {
 	}
 	c.cooldown, err = parseDuration(env, "ROLLBACK_COOLDOWN", c.cooldown, true)
 	check("ROLLBACK_COOLDOWN", err)
+	c.maxAge, err = parseDuration(env, "ROLLBACK_MAX_AGE", c.maxAge, true)
+	check("ROLLBACK_MAX_AGE", err)
 	c.apiTimeout, err = parseDuration(env, "ROLLBACK_API_TIMEOUT", c.apiTimeout, false)
 	check("ROLLBACK_API_TIMEOUT", err)
 	if v := env["ROLLBACK_MAX_TARGETS"]; v != "" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -16,16 +15,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/sre-kit/alert-rollback/alert"
-)
-
-// Why a request is turned away before anything else happens. reply.go maps each to its
-// HTTP status; none of them touches the cluster.
-var (
-	errMethod       = errors.New("method not allowed: POST an Alertmanager notification")
-	errUnauthorized = errors.New("missing or wrong credentials: send Authorization: Bearer <token>")
-	errMediaType    = errors.New("unsupported content type: want application/json, or a CloudEvent (binary mode with JSON data, or application/cloudevents+json)")
-	errTooLarge     = errors.New("body too large (ROLLBACK_MAX_BODY_BYTES)")
-	errStopping     = errors.New("shutting down: send again")
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // incoming is a decoded request.
@@ -41,36 +31,39 @@ type incoming struct {
 // then parses the notification from plain JSON or from a CloudEvent's data.
 func (f *Function) decode(r *http.Request) (*incoming, error) {
 	if r.Method != http.MethodPost {
-		return nil, errMethod
+		return nil, outcome.ErrMethod
 	}
 	if !f.authorized(r) {
-		return nil, errUnauthorized
+		return nil, outcome.ErrUnauthorized
 	}
-	mode, err := contentMode(r.Header)
-	if err != nil {
+	// The CloudEvents SDK tells the modes apart: binary (a Ce-Specversion header),
+	// structured (application/cloudevents+json) or neither (plain JSON, Alertmanager's own).
+	msg := cehttp.NewMessageFromHttpRequest(r)
+	enc := msg.ReadEncoding()
+	if err := checkContentType(r.Header.Get("Content-Type"), enc); err != nil {
 		return nil, err
 	}
 	if r.ContentLength > f.cfg.maxBodyBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, r.ContentLength, f.cfg.maxBodyBytes)
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", outcome.ErrTooLarge, r.ContentLength, f.cfg.maxBodyBytes)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, f.cfg.maxBodyBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading body: %v", alert.ErrInvalid, err)
 	}
 	if int64(len(body)) > f.cfg.maxBodyBytes {
-		return nil, fmt.Errorf("%w: limit %d bytes", errTooLarge, f.cfg.maxBodyBytes)
+		return nil, fmt.Errorf("%w: limit %d bytes", outcome.ErrTooLarge, f.cfg.maxBodyBytes)
 	}
 	in := &incoming{}
-	if mode != plainJSON {
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+	if enc != binding.EncodingUnknown {
+		msg.BodyReader = io.NopCloser(bytes.NewReader(body))
+		ev, err := binding.ToEvent(r.Context(), msg)
 		if err != nil {
 			return nil, fmt.Errorf("%w: cloudevent: %v", alert.ErrInvalid, err)
 		}
 		if ct := ev.DataContentType(); ct != "" && !isJSON(ct) {
-			return nil, fmt.Errorf("%w: cloudevent datacontenttype %q", errMediaType, ct)
+			return nil, fmt.Errorf("%w: cloudevent datacontenttype %q", outcome.ErrMediaType, ct)
 		}
-		in.event, in.structured, body = ev, mode == structuredEvent, ev.Data()
+		in.event, in.structured, body = ev, enc == binding.EncodingStructured, ev.Data()
 	}
 	in.msg, err = alert.Decode(body)
 	if err != nil {
@@ -79,29 +72,21 @@ func (f *Function) decode(r *http.Request) (*incoming, error) {
 	return in, nil
 }
 
-type mode int
-
-const (
-	plainJSON mode = iota
-	binaryEvent
-	structuredEvent
-)
-
-func contentMode(h http.Header) (mode, error) {
-	ct := h.Get("Content-Type")
+// checkContentType accepts JSON (Alertmanager's own), a binary-mode CloudEvent with JSON
+// data (or none declared), and a structured-mode one; batches are not supported.
+func checkContentType(ct string, enc binding.Encoding) error {
 	mt, _, err := mime.ParseMediaType(ct)
-	if ct != "" && err != nil {
-		return 0, fmt.Errorf("%w: %q", errMediaType, ct)
-	}
 	switch {
-	case mt == cloudevents.ApplicationCloudEventsJSON:
-		return structuredEvent, nil
-	case h.Get("Ce-Specversion") != "" && (mt == "" || isJSON(mt)):
-		return binaryEvent, nil
-	case isJSON(mt):
-		return plainJSON, nil
+	case ct != "" && err != nil:
+		return fmt.Errorf("%w: %q", outcome.ErrMediaType, ct)
+	case enc == binding.EncodingStructured:
+		return nil
+	case enc == binding.EncodingBinary && (mt == "" || isJSON(mt)):
+		return nil
+	case enc == binding.EncodingUnknown && isJSON(mt):
+		return nil
 	}
-	return 0, fmt.Errorf("%w: got %q", errMediaType, ct)
+	return fmt.Errorf("%w: got %q", outcome.ErrMediaType, ct)
 }
 
 func isJSON(ct string) bool {
@@ -115,7 +100,11 @@ func isJSON(ct string) bool {
 func (f *Function) authorized(r *http.Request) bool {
 	want := f.cfg.authToken
 	if f.cfg.authTokenFile != nil {
+		// A token file that is gone lets nobody in, whatever else is set.
 		want = f.cfg.authTokenFile.get()
+		if want == "" {
+			return false
+		}
 	}
 	if want == "" {
 		return f.cfg.allowUnauthenticated

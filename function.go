@@ -4,8 +4,9 @@
 // Stop, Ready, Alive); cmd/rollback serves the same function with
 // functions-framework-go for kservice.yaml and local runs.
 //
-// A request goes decode (decode.go) → pick targets (targets.go) → undo with guards
-// (package undo) → report (reply.go).
+// A request goes decode (decode.go) → pick targets (targets.go, package target) → undo
+// with guards (rollback.go, package undo) → report (reply.go); package outcome says what
+// each result means and which HTTP status it gets.
 package function
 
 import (
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"knative.dev/pkg/logging"
 
+	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/report"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
@@ -26,13 +28,12 @@ import (
 // Function is the rollback function. Its zero value is not usable: create it with New and
 // configure it with Start.
 type Function struct {
-	cfg          config
-	log          *zap.SugaredLogger
-	resolver     *target.Resolver
-	undoer       *undo.Undoer
-	events       *report.Events
-	ownNamespace string
-	inflight     inflight
+	cfg      config
+	log      *zap.SugaredLogger
+	resolver *target.Resolver
+	undoer   *undo.Undoer
+	events   *report.Events
+	inflight inflight
 	// newClient builds the Kubernetes client and finds the function's own namespace;
 	// tests replace it with a fake.
 	newClient func(config) (kubernetes.Interface, string, error)
@@ -62,15 +63,15 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	f.resolver = &target.Resolver{Client: client, Timeout: c.apiTimeout, Allowed: c.allowed(ownNamespace)}
-	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, Timeout: c.apiTimeout})
+	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
+		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace}
+	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge})
 	f.events = report.NewEvents(client, "alert-rollback")
-	f.ownNamespace = ownNamespace
 	if c.authToken == "" {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
 	}
 	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
-		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxTargets", c.maxTargets)
+		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets)
 	return nil
 }
 
@@ -105,7 +106,7 @@ func (f *Function) Alive(ctx context.Context) (bool, error) { return true, nil }
 // Handle answers one Alertmanager notification.
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	if !f.inflight.begin() {
-		f.fail(w, errStopping)
+		f.fail(w, outcome.ErrStopping)
 		return
 	}
 	defer f.inflight.end()

@@ -3,19 +3,23 @@ package function
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,10 +27,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/undo"
 )
 
 // The func instanced HTTP contract, checked at compile time: func's scaffolding looks for
@@ -71,17 +77,36 @@ func newFunction(t testing.TB, client kubernetes.Interface, env map[string]strin
 // firing is a firing alert that matches the default ROLLBACK_MATCH, with labels given as
 // key, value pairs.
 func firing(kv ...string) alert.Alert {
+	a := firingNoNamespace(kv...)
+	if a.Labels["namespace"] == "" {
+		a.Labels["namespace"] = ownNamespace
+		a.Fingerprint = fingerprint(a.Labels)
+	}
+	return a
+}
+
+// firingNoNamespace is firing without the namespace label firing adds.
+func firingNoNamespace(kv ...string) alert.Alert {
 	a := alert.Alert{
-		Status:      "firing",
-		Labels:      map[string]string{"alertname": "KubePodUnschedulable", "severity": "rollback"},
-		StartsAt:    time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC),
-		Fingerprint: fmt.Sprintf("fp%x", len(kv)),
+		Status:   "firing",
+		Labels:   map[string]string{"alertname": "KubePodUnschedulable", "severity": "rollback"},
+		StartsAt: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC),
 	}
 	for i := 0; i+1 < len(kv); i += 2 {
 		a.Labels[kv[i]] = kv[i+1]
 	}
-	a.Fingerprint = fmt.Sprintf("%016x", len(strings.Join(kv, "/"))*7919)
+	a.Fingerprint = fingerprint(a.Labels)
 	return a
+}
+
+// fingerprint stands in for Alertmanager's: 16 hex digits, different for any two label sets.
+func fingerprint(labels map[string]string) string {
+	keys := slices.Sorted(maps.Keys(labels))
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s\x00%s\x00", k, labels[k])
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))[:16]
 }
 
 func notification(alerts ...alert.Alert) []byte {
@@ -109,8 +134,25 @@ func brokenDeployment(ns string) ([]runtime.Object, string) {
 }
 
 type want struct {
-	Action, Kind, Name string
-	From, To           int64
+	Action, Reason, Kind, Name string
+	From, To                   int64
+}
+
+// The API actions of the common paths, as the fake clientset records them ("verb resource"),
+// Events excluded: they are sent asynchronously. They pin the round trips of each path.
+var (
+	undoDeployment = []string{"get deployments", "list replicasets", "patch deployments"}
+	readDeployment = []string{"get deployments", "list replicasets"}
+	viaPod         = []string{"get pods", "get replicasets"}
+	none           = []string{}
+)
+
+func concat(parts ...[]string) []string {
+	out := []string{}
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
 }
 
 func TestHandle(t *testing.T) {
@@ -125,6 +167,41 @@ func TestHandle(t *testing.T) {
 			return true, nil, apierrors.NewServiceUnavailable("etcd is down")
 		})
 	}
+	// A CRD of another group may call its kind StatefulSet or Deployment: following it to
+	// the apps/v1 object of the same name would act on the wrong object.
+	foreignSTSPod := fixture.Pod(rss[1], "kr7q2")
+	foreignSTSPod.Name = "checkout-api-0"
+	foreignSTSPod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps.kruise.io/v1beta1", Kind: "StatefulSet", Name: "checkout-api", UID: "kruise-uid", Controller: ptr.To(true)}}
+	foreignRS := rss[1].DeepCopy()
+	foreignRS.Name = "checkout-api-crd-5f7d9"
+	foreignRS.OwnerReferences = []metav1.OwnerReference{{APIVersion: "example.com/v1", Kind: "Deployment", Name: "checkout-api", UID: "crd-uid", Controller: ptr.To(true)}}
+	// A ReplicaSet recreated under the same name is not the one the pod belonged to.
+	stalePod := fixture.Pod(rss[1], "q8w2z")
+	stalePod.OwnerReferences[0].UID = "an-older-replicaset"
+	// History the controller did not make: a copy of the current template claiming a
+	// newer revision, and an image of someone's choice claiming the previous one.
+	d, _ := fixture.Deployment(ownNamespace, "checkout-api", "shop/checkout:v1", "shop/checkout:v2")
+	newer := rss[1].DeepCopy()
+	newer.Name, newer.UID = "checkout-api-"+fixture.Hash("copy"), "newer-uid"
+	newer.Labels["pod-template-hash"], newer.Spec.Template.Labels["pod-template-hash"] = fixture.Hash("copy"), fixture.Hash("copy")
+	newer.Annotations["deployment.kubernetes.io/revision"] = "3"
+	planted := rss[0].DeepCopy()
+	planted.Name, planted.UID = "checkout-api-"+fixture.Hash("evil"), "planted-uid"
+	planted.Labels["pod-template-hash"], planted.Spec.Template.Labels["pod-template-hash"] = fixture.Hash("evil"), fixture.Hash("evil")
+	planted.Spec.Template.Spec.Containers[0].Image = "evil/miner:latest"
+	misnamed := rss[0].DeepCopy()
+	misnamed.Name, misnamed.UID = "checkout-api-previous", "misnamed-uid"
+	misnamed.Annotations["deployment.kubernetes.io/revision"] = "0"
+	manyAlerts := make([]alert.Alert, 1000)
+	for i := range manyAlerts {
+		manyAlerts[i] = firing("pod", gonePod, "container", fmt.Sprint("c", i))
+	}
+	deadline := func(c *fake.Clientset) {
+		c.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, fmt.Errorf("get: %w", context.DeadlineExceeded)
+		})
+	}
+	longName := strings.Repeat("A", 5000)
 
 	tests := []struct {
 		name        string
@@ -135,6 +212,7 @@ func TestHandle(t *testing.T) {
 		wantStatus  int
 		wantResults []want
 		wantIgnored int
+		wantActions []string          // API actions, in order; nil: not checked (parallel lookups)
 		wantImages  map[string]string // namespace/name -> image of the Deployment afterwards
 		wantError   string            // in the body of a refused request
 	}{
@@ -143,7 +221,8 @@ func TestHandle(t *testing.T) {
 			objects:     objs,
 			request:     func() *http.Request { return post(notification(firing("pod", badPod))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: concat(viaPod, undoDeployment),
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -151,15 +230,27 @@ func TestHandle(t *testing.T) {
 			objects:     objs,
 			request:     func() *http.Request { return post(notification(firing("deployment", "checkout-api"))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: undoDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
+		},
+		{
+			name:        "dry run changes nothing and says what it would do",
+			objects:     objs,
+			env:         map[string]string{"ROLLBACK_DRY_RUN": "true"},
+			request:     func() *http.Request { return post(notification(firing("deployment", "checkout-api"))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"rolled-back", "dry-run", "Deployment", "checkout-api", 2, 1}},
+			wantActions: undoDeployment,
+			// The fake clientset ignores dryRun; the real API server does not (e2e).
 		},
 		{
 			name:        "replicaset label",
 			objects:     objs,
 			request:     func() *http.Request { return post(notification(firing("replicaset", rss[1].Name))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: concat([]string{"get replicasets"}, undoDeployment),
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -167,7 +258,17 @@ func TestHandle(t *testing.T) {
 			objects:     objs,
 			request:     func() *http.Request { return post(notification(firing("pod", gonePod))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: concat(viaPod, undoDeployment),
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
+		},
+		{
+			name:        "a thousand alerts about one gone pod are looked up once",
+			objects:     objs,
+			request:     func() *http.Request { return post(notification(manyAlerts...)) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: concat(viaPod, undoDeployment),
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -175,17 +276,74 @@ func TestHandle(t *testing.T) {
 			objects:     append(objs, orphanRS),
 			request:     func() *http.Request { return post(notification(firing("replicaset", orphanRS.Name))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"refused", "", "", 0, 0}},
+			wantResults: []want{{"refused", "unsupported-owner", "", "", 0, 0}},
+			wantActions: []string{"get replicasets"},
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a pod of another group's StatefulSet is refused, not followed to apps/v1",
+			objects:     append(objs, foreignSTSPod),
+			request:     func() *http.Request { return post(notification(firing("pod", foreignSTSPod.Name))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "unsupported-owner", "", "", 0, 0}},
+			wantActions: []string{"get pods"},
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a ReplicaSet controlled by a CRD named Deployment is refused",
+			objects:     append(objs, foreignRS),
+			request:     func() *http.Request { return post(notification(firing("replicaset", foreignRS.Name))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "unsupported-owner", "", "", 0, 0}},
+			wantActions: []string{"get replicasets"},
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a pod whose ReplicaSet was replaced under the same name is refused",
+			objects:     append(objs, stalePod),
+			request:     func() *http.Request { return post(notification(firing("pod", stalePod.Name))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "not-found", "", "", 0, 0}},
+			wantActions: viaPod,
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a planted newer ReplicaSet is not history: the real previous revision is restored",
+			objects:     append(objs, newer),
+			request:     func() *http.Request { return post(notification(firing("deployment", "checkout-api"))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			// The planted entry is not history; had it come from a concurrent change
+			// instead, the write's resourceVersion precondition would catch it.
+			wantActions: concat(readDeployment, []string{"patch deployments"}),
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
+		},
+		{
+			name:        "two ReplicaSets claiming one revision are refused",
+			objects:     append(objs, planted),
+			request:     func() *http.Request { return post(notification(firing("deployment", "checkout-api"))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "foreign-history", "Deployment", "checkout-api", 0, 0}},
+			wantActions: readDeployment,
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a ReplicaSet not named as the controller names them is refused",
+			objects:     append(objs, misnamed),
+			request:     func() *http.Request { return post(notification(firing("deployment", "checkout-api"))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "foreign-history", "Deployment", "checkout-api", 0, 0}},
+			wantActions: readDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
 			name:    "three alerts for one Deployment make one undo",
 			objects: objs,
 			request: func() *http.Request {
-				return post(notification(firing("pod", badPod), firing("pod", gonePod, "x", "y"), firing("deployment", "checkout-api", "a", "b", "c", "d")))
+				return post(notification(firing("pod", badPod), firing("pod", gonePod), firing("deployment", "checkout-api")))
 			},
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -196,7 +354,7 @@ func TestHandle(t *testing.T) {
 				return post(notification(firing("pod", badPod), firing("namespace", "payments", "pod", otherPod)))
 			},
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"rolled-back", "Deployment", "checkout-api", 2, 1}, {"rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}, {"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1", "payments/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -207,11 +365,11 @@ func TestHandle(t *testing.T) {
 				return post(notification(firing("pod", badPod), firing("namespace", "payments", "pod", otherPod)))
 			},
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"refused", "Deployment", "checkout-api", 0, 0}, {"refused", "Deployment", "checkout-api", 0, 0}},
+			wantResults: []want{{"refused", "too-many-targets", "Deployment", "checkout-api", 0, 0}, {"refused", "too-many-targets", "Deployment", "checkout-api", 0, 0}},
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2", "payments/checkout-api": "shop/checkout:v2"},
 		},
 		{
-			name:    "a failed lookup counts toward ROLLBACK_MAX_TARGETS",
+			name:    "a failed lookup that might pass the limit holds everything back for a retry",
 			objects: append(objs, otherObjs...),
 			env:     map[string]string{"ROLLBACK_NAMESPACES": "shop,payments", "ROLLBACK_MAX_TARGETS": "1"},
 			reactors: func(c *fake.Clientset) {
@@ -225,17 +383,56 @@ func TestHandle(t *testing.T) {
 			request: func() *http.Request {
 				return post(notification(firing("pod", badPod), firing("namespace", "payments", "pod", otherPod)))
 			},
-			wantStatus:  http.StatusOK,
-			wantResults: []want{{"refused", "Deployment", "checkout-api", 0, 0}, {"refused", "", "", 0, 0}},
+			wantStatus:  http.StatusServiceUnavailable,
+			wantResults: []want{{"failed", "targets-unknown", "Deployment", "checkout-api", 0, 0}, {"failed", "api-unavailable", "", "", 0, 0}},
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2", "payments/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a deadline that runs out mid-lookup is answered 503, not refused for good",
+			objects:     objs,
+			env:         map[string]string{"ROLLBACK_MAX_TARGETS": "1"},
+			reactors:    deadline,
+			request:     func() *http.Request { return post(notification(firing("pod", badPod), firing("pod", gonePod))) },
+			wantStatus:  http.StatusServiceUnavailable,
+			wantResults: []want{{"failed", "timeout", "", "", 0, 0}, {"failed", "timeout", "", "", 0, 0}},
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
 			name:        "a namespace not allowed is refused and untouched",
 			objects:     append(objs, otherObjs...),
 			request:     func() *http.Request { return post(notification(firing("namespace", "payments", "pod", otherPod))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"refused", "", "", 0, 0}},
+			wantResults: []want{{"refused", "namespace-denied", "", "", 0, 0}},
+			wantActions: none,
 			wantImages:  map[string]string{"payments/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a workload label without namespace is refused by default",
+			objects:     objs,
+			request:     func() *http.Request { return post(notification(firingNoNamespace("deployment", "checkout-api"))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "no-namespace", "", "", 0, 0}},
+			wantActions: none,
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			name:        "a workload label without namespace uses ROLLBACK_DEFAULT_NAMESPACE",
+			objects:     objs,
+			env:         map[string]string{"ROLLBACK_DEFAULT_NAMESPACE": "shop"},
+			request:     func() *http.Request { return post(notification(firingNoNamespace("deployment", "checkout-api"))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: undoDeployment,
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
+		},
+		{
+			name:        "a pod without namespace is looked for in the function's own",
+			objects:     objs,
+			request:     func() *http.Request { return post(notification(firingNoNamespace("pod", badPod))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: concat(viaPod, undoDeployment),
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
 			name:    "resolved and unmatched alerts are ignored",
@@ -250,6 +447,7 @@ func TestHandle(t *testing.T) {
 			wantStatus:  http.StatusOK,
 			wantResults: []want{},
 			wantIgnored: 2,
+			wantActions: none,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
@@ -257,14 +455,16 @@ func TestHandle(t *testing.T) {
 			objects:     objs,
 			request:     func() *http.Request { return post(notification(firing("deployment", "Checkout_API"))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"refused", "", "", 0, 0}},
+			wantResults: []want{{"refused", "invalid-name", "", "", 0, 0}},
+			wantActions: none,
 		},
 		{
 			name:        "an alert naming no workload is refused",
 			objects:     objs,
 			request:     func() *http.Request { return post(notification(firing("service", "checkout"))) },
 			wantStatus:  http.StatusOK,
-			wantResults: []want{{"refused", "", "", 0, 0}},
+			wantResults: []want{{"refused", "no-workload-label", "", "", 0, 0}},
+			wantActions: none,
 		},
 		{
 			name:        "the API failing answers 503 so Alertmanager retries",
@@ -272,7 +472,22 @@ func TestHandle(t *testing.T) {
 			reactors:    unavailable,
 			request:     func() *http.Request { return post(notification(firing("deployment", "checkout-api"))) },
 			wantStatus:  http.StatusServiceUnavailable,
-			wantResults: []want{{"failed", "Deployment", "checkout-api", 0, 0}},
+			wantResults: []want{{"failed", "api-unavailable", "Deployment", "checkout-api", 0, 0}},
+			wantActions: []string{"get deployments"},
+		},
+		{
+			name:    "a huge alert name is clipped in the answer",
+			objects: objs,
+			request: func() *http.Request {
+				a := firing("deployment", "checkout-api")
+				a.Labels["alertname"] = longName
+				a.Labels["severity"] = "rollback"
+				return post(notification(a))
+			},
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: undoDeployment,
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
 			name:    "unauthenticated",
@@ -282,9 +497,9 @@ func TestHandle(t *testing.T) {
 				r.Header.Del("Authorization")
 				return r
 			},
-			wantStatus: http.StatusUnauthorized,
-			wantError:  "credentials",
-			wantImages: map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+			wantStatus:  http.StatusUnauthorized,
+			wantError:   "credentials",
+			wantActions: none,
 		},
 		{
 			name:    "wrong token",
@@ -294,9 +509,9 @@ func TestHandle(t *testing.T) {
 				r.Header.Set("Authorization", "Bearer "+testToken+"x")
 				return r
 			},
-			wantStatus: http.StatusUnauthorized,
-			wantError:  "credentials",
-			wantImages: map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+			wantStatus:  http.StatusUnauthorized,
+			wantError:   "credentials",
+			wantActions: none,
 		},
 		{
 			name:    "oversized",
@@ -305,9 +520,9 @@ func TestHandle(t *testing.T) {
 			request: func() *http.Request {
 				return post(notification(firing("pod", badPod, "pad", strings.Repeat("x", 600))))
 			},
-			wantStatus: http.StatusRequestEntityTooLarge,
-			wantError:  "too large",
-			wantImages: map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+			wantStatus:  http.StatusRequestEntityTooLarge,
+			wantError:   "too large",
+			wantActions: none,
 		},
 		{
 			name:    "oversized without a Content-Length",
@@ -318,8 +533,9 @@ func TestHandle(t *testing.T) {
 				r.ContentLength = -1
 				return r
 			},
-			wantStatus: http.StatusRequestEntityTooLarge,
-			wantError:  "too large",
+			wantStatus:  http.StatusRequestEntityTooLarge,
+			wantError:   "too large",
+			wantActions: none,
 		},
 		{
 			name:    "wrong method",
@@ -329,8 +545,9 @@ func TestHandle(t *testing.T) {
 				r.Method = http.MethodGet
 				return r
 			},
-			wantStatus: http.StatusMethodNotAllowed,
-			wantError:  "method",
+			wantStatus:  http.StatusMethodNotAllowed,
+			wantError:   "method",
+			wantActions: none,
 		},
 		{
 			name:    "wrong content type",
@@ -340,30 +557,45 @@ func TestHandle(t *testing.T) {
 				r.Header.Set("Content-Type", "text/plain")
 				return r
 			},
-			wantStatus: http.StatusUnsupportedMediaType,
-			wantError:  "content type",
-			wantImages: map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+			wantStatus:  http.StatusUnsupportedMediaType,
+			wantError:   "content type",
+			wantActions: none,
 		},
 		{
-			name:       "malformed JSON",
-			objects:    objs,
-			request:    func() *http.Request { return post([]byte(`{"version":"4","alerts":[`)) },
-			wantStatus: http.StatusBadRequest,
-			wantError:  "malformed JSON",
+			name:    "a CloudEvents batch is not supported",
+			objects: objs,
+			request: func() *http.Request {
+				r := post([]byte(`[]`))
+				r.Header.Set("Content-Type", "application/cloudevents-batch+json")
+				return r
+			},
+			wantStatus:  http.StatusUnsupportedMediaType,
+			wantError:   "content type",
+			wantActions: none,
 		},
 		{
-			name:       "wrong version",
-			objects:    objs,
-			request:    func() *http.Request { return post([]byte(`{"version":"3","alerts":[{"status":"firing"}]}`)) },
-			wantStatus: http.StatusBadRequest,
-			wantError:  `version \"3\"`,
+			name:        "malformed JSON",
+			objects:     objs,
+			request:     func() *http.Request { return post([]byte(`{"version":"4","alerts":[`)) },
+			wantStatus:  http.StatusBadRequest,
+			wantError:   "malformed JSON",
+			wantActions: none,
 		},
 		{
-			name:       "no alerts",
-			objects:    objs,
-			request:    func() *http.Request { return post([]byte(`{"version":"4","alerts":[]}`)) },
-			wantStatus: http.StatusBadRequest,
-			wantError:  "no alerts",
+			name:        "wrong version",
+			objects:     objs,
+			request:     func() *http.Request { return post([]byte(`{"version":"3","alerts":[{"status":"firing"}]}`)) },
+			wantStatus:  http.StatusBadRequest,
+			wantError:   `version \"3\"`,
+			wantActions: none,
+		},
+		{
+			name:        "no alerts",
+			objects:     objs,
+			request:     func() *http.Request { return post([]byte(`{"version":"4","alerts":[]}`)) },
+			wantStatus:  http.StatusBadRequest,
+			wantError:   "no alerts",
+			wantActions: none,
 		},
 	}
 	for _, tc := range tests {
@@ -373,31 +605,40 @@ func TestHandle(t *testing.T) {
 				tc.reactors(client)
 			}
 			f := start(t, client, tc.env)
+			client.ClearActions()
 			rec := httptest.NewRecorder()
 			f.Handle(rec, tc.request())
 
 			if rec.Code != tc.wantStatus {
 				t.Fatalf("Handle() status = %d; want %d; body %s", rec.Code, tc.wantStatus, rec.Body)
 			}
-			if tc.wantError != "" {
-				if !strings.Contains(rec.Body.String(), tc.wantError) {
-					t.Errorf("Handle() body = %s; want it to mention %q", rec.Body, tc.wantError)
-				}
+			if tc.wantError != "" && !strings.Contains(rec.Body.String(), tc.wantError) {
+				t.Errorf("Handle() body = %s; want it to mention %q", rec.Body, tc.wantError)
+			}
+			if tc.wantStatus >= 400 && tc.wantStatus < 500 {
 				if w := writes(client); len(w) > 0 {
 					t.Errorf("a refused request wrote to the cluster: %v", w)
 				}
 			}
+			if tc.wantActions != nil {
+				if diff := cmp.Diff(tc.wantActions, actions(client)); diff != "" {
+					t.Errorf("API actions mismatch (-want +got):\n%s", diff)
+				}
+			}
 			if tc.wantResults != nil {
-				var resp report.Response
+				var resp outcome.Response
 				if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 					t.Fatalf("decoding the answer %s: %v", rec.Body, err)
 				}
 				got := []want{}
 				for _, r := range resp.Results {
-					got = append(got, want{string(r.Action), r.Kind, r.Name, r.FromRevision, r.ToRevision})
+					got = append(got, want{string(r.Action), string(r.Reason), r.Kind, r.Name, r.FromRevision, r.ToRevision})
+					if len(r.AlertName) > 128 || len(r.Fingerprint) > 128 {
+						t.Errorf("result carries %d bytes of alert name, %d of fingerprint; want at most 128", len(r.AlertName), len(r.Fingerprint))
+					}
 				}
 				if diff := cmp.Diff(tc.wantResults, got); diff != "" {
-					t.Errorf("results mismatch (-want +got):\n%s\nbody: %s", diff, rec.Body)
+					t.Errorf("results mismatch (-want +got):\n%s\nbody: %.2000s", diff, rec.Body)
 				}
 				if resp.Ignored != tc.wantIgnored {
 					t.Errorf("ignored = %d; want %d", resp.Ignored, tc.wantIgnored)
@@ -409,8 +650,14 @@ func TestHandle(t *testing.T) {
 					t.Errorf("Deployment %s image = %q; want %q", key, got, image)
 				}
 			}
+			for _, d := range deployments(t, client) {
+				if state := d.Annotations[undo.StateAnnotation]; len(state) > 4096 {
+					t.Errorf("Deployment %s state annotation is %d bytes; want it bounded", d.Name, len(state))
+				}
+			}
 		})
 	}
+	_ = d
 }
 
 func TestHandleCloudEvent(t *testing.T) {
@@ -471,7 +718,7 @@ func TestHandleCloudEvent(t *testing.T) {
 				}
 				body = ev.Data
 			}
-			var resp report.Response
+			var resp outcome.Response
 			if err := json.Unmarshal(body, &resp); err != nil || len(resp.Results) != 1 || resp.Results[0].Action != "rolled-back" {
 				t.Fatalf("answer data = %s (%v); want one rolled-back result", body, err)
 			}
@@ -564,6 +811,27 @@ func deploymentImage(t *testing.T, c kubernetes.Interface, ns, name string) stri
 	return d.Spec.Template.Spec.Containers[0].Image
 }
 
+// actions lists the API actions the function made, as "verb resource", Events excluded:
+// they are sent asynchronously, so their timing is not the handler's.
+func actions(c *fake.Clientset) []string {
+	out := []string{}
+	for _, a := range c.Actions() {
+		if a.GetResource().Resource != "events" {
+			out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
+		}
+	}
+	return out
+}
+
+func deployments(t *testing.T, c kubernetes.Interface) []appsv1.Deployment {
+	t.Helper()
+	l, err := c.AppsV1().Deployments("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
 // writes lists the actions that changed workloads (events are reports, not changes).
 func writes(c *fake.Clientset) []string {
 	var out []string
@@ -581,7 +849,8 @@ func writes(c *fake.Clientset) []string {
 }
 
 // TestTokenFileRotation: a token read from ROLLBACK_AUTH_TOKEN_FILE follows the file, as a
-// mounted Secret is rotated in place; an emptied file keeps the last token.
+// mounted Secret is rotated in place, even when the rotation keeps the modification time;
+// an emptied file keeps the last token; a deleted file lets nobody in.
 func TestTokenFileRotation(t *testing.T) {
 	objs, _ := brokenDeployment(ownNamespace)
 	path := filepath.Join(t.TempDir(), "token")
@@ -613,9 +882,19 @@ func TestTokenFileRotation(t *testing.T) {
 		{"rotated: the new token", "second", "second", http.StatusOK},
 		{"rotated: the old token", "", "first", http.StatusUnauthorized},
 		{"emptied: the last token stays", " ", "second", http.StatusOK},
+		{"rotated keeping the modification time", "third", "third", http.StatusOK},
+		{"deleted: nobody gets in", "-", "third", http.StatusUnauthorized},
 	}
 	for i, s := range steps {
-		if s.write != "" {
+		switch s.write {
+		case "":
+		case "-":
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		case "third":
+			write(s.write, now.Add(time.Duration(i-1)*time.Second)) // the emptied file's time
+		default:
 			write(s.write, now.Add(time.Duration(i)*time.Second))
 		}
 		if got := status(s.token); got != s.status {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 
@@ -13,9 +12,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 
-	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/report"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // The CloudEvent answer to a CloudEvent notification.
@@ -24,47 +21,8 @@ const (
 	ResultEventSource = "/alert-rollback"
 )
 
-// statusFor is the one place outcomes become HTTP status codes. Alertmanager retries 5xx
-// and drops every 4xx for good, so 5xx means exactly "a retry can help".
-func statusFor(err error) int {
-	switch {
-	case errors.Is(err, errMethod):
-		return http.StatusMethodNotAllowed
-	case errors.Is(err, errUnauthorized):
-		return http.StatusUnauthorized
-	case errors.Is(err, errMediaType):
-		return http.StatusUnsupportedMediaType
-	case errors.Is(err, errTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, alert.ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, errStopping):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
-// responseStatus is the status of a handled notification: 200 when every workload reached
-// a final outcome; 503 when any failure may pass (API unreachable, timeout, conflicts),
-// which makes Alertmanager send the notification again, safely, since an alert that already
-// caused an undo causes no other; 422 when a failure will not pass by itself (forbidden,
-// invalid), so Alertmanager records a failed notification without retrying in vain.
-func responseStatus(resp report.Response) int {
-	status := http.StatusOK
-	for _, r := range resp.Results {
-		if r.Action != undo.Failed {
-			continue
-		}
-		if r.Retryable {
-			return http.StatusServiceUnavailable
-		}
-		status = http.StatusUnprocessableEntity
-	}
-	return status
-}
-
 func (f *Function) fail(w http.ResponseWriter, err error) {
-	status := statusFor(err)
+	status := outcome.HTTPStatus(err, nil)
 	switch status {
 	case http.StatusMethodNotAllowed:
 		w.Header().Set("Allow", http.MethodPost)
@@ -80,8 +38,8 @@ func (f *Function) fail(w http.ResponseWriter, err error) {
 }
 
 // reply writes the report as JSON, or as a CloudEvent in the mode the notification came in.
-func (f *Function) reply(ctx context.Context, w http.ResponseWriter, in *incoming, resp report.Response) {
-	status := responseStatus(resp)
+func (f *Function) reply(ctx context.Context, w http.ResponseWriter, in *incoming, resp outcome.Response) {
+	status := outcome.HTTPStatus(nil, resp.Results)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -24,12 +24,22 @@ type plan struct {
 	// settled holds the results decided without an undo: alerts whose workload cannot be
 	// used (bad name, namespace not allowed, not found, not a rollout-able owner, or the
 	// lookup failed) and, over the blast radius, every workload.
-	settled []report.Result
+	settled []outcome.Result
 	ignored int
 }
 
 // resolveParallelism bounds the target lookups in flight for one notification.
 const resolveParallelism = 8
+
+// lookup is one distinct workload reference among the alerts: alerts naming the same
+// workload label in the same namespace share one lookup.
+type lookup struct {
+	namespace string
+	labels    map[string]string
+	target    target.Target
+	err       error
+	alerts    []alert.Alert
+}
 
 // pickTargets keeps the firing alerts that match ROLLBACK_MATCH, finds the workload each is
 // about, and groups them: several alerts about one workload make one undo. When the
@@ -37,118 +47,120 @@ const resolveParallelism = 8
 // monitoring glitch must not roll back a fleet.
 func (f *Function) pickTargets(ctx context.Context, msg *alert.Message) plan {
 	var p plan
-	var acted []alert.Alert
-	for _, a := range msg.Alerts {
-		if !a.Firing() || !f.cfg.match.Matches(a.Labels) {
-			p.ignored++
-			continue
-		}
-		acted = append(acted, a)
-	}
+	lookups, settled := f.lookups(msg, &p.ignored)
+	p.settled = settled
 
 	// Resolve in rounds of resolveParallelism, stopping as soon as the notification is known
 	// to name too many workloads: a flood of alerts costs a bounded number of API calls.
-	// A lookup that failed counts as a workload of its own, since it might be one: when the
-	// API server is degraded the limit must hold all the more.
-	targets := make([]target.Target, len(acted))
-	errs := make([]error, len(acted))
 	resolved := 0
-	for resolved < len(acted) && f.distinct(targets[:resolved], errs[:resolved]) <= f.cfg.maxTargets {
-		end := min(resolved+resolveParallelism, len(acted))
+	for resolved < len(lookups) && distinct(lookups[:resolved]) <= f.cfg.maxTargets {
+		end := min(resolved+resolveParallelism, len(lookups))
 		var wg sync.WaitGroup
-		for i := resolved; i < end; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				targets[i], errs[i] = f.resolver.Resolve(ctx, f.namespaceOf(acted[i]), acted[i].Labels)
-			}()
+		for _, l := range lookups[resolved:end] {
+			wg.Go(func() { l.target, l.err = f.resolver.Resolve(ctx, l.namespace, l.labels) })
 		}
 		wg.Wait()
 		resolved = end
 	}
 
-	if n := f.distinct(targets[:resolved], errs[:resolved]); n > f.cfg.maxTargets {
+	n, failed := distinct(lookups[:resolved]), failures(lookups[:resolved])
+	var blocked error
+	switch {
+	case n > f.cfg.maxTargets:
 		more := ""
-		if resolved < len(acted) {
-			more = fmt.Sprintf(" after looking up %d of %d alerts", resolved, len(acted))
+		if resolved < len(lookups) {
+			more = fmt.Sprintf(" after looking up %d of %d workload labels", resolved, len(lookups))
 		}
-		err := fmt.Errorf("%w: at least %d workloads%s, limit %d", undo.ErrTooManyTargets, n, more, f.cfg.maxTargets)
-		for i, a := range acted {
-			r := resultFor(a, targets[i].Ref, undo.Outcome{Err: err, Action: undo.ActionFor(err)})
-			r.Namespace = f.namespaceOf(a)
-			p.settled = append(p.settled, r)
-		}
-		return p
+		blocked = fmt.Errorf("%w: at least %d workloads%s, limit %d", outcome.ErrTooManyTargets, n, more, f.cfg.maxTargets)
+	case n+failed > f.cfg.maxTargets:
+		// The lookups that failed might each be a workload: until they succeed, whether the
+		// notification is within the limit is not known. Nothing is done, and the answer
+		// asks for a retry.
+		blocked = fmt.Errorf("%w: %d workloads found and %d lookups failed, limit %d", outcome.ErrTargetsUnknown, n, failed, f.cfg.maxTargets)
 	}
 
 	byRef := map[target.Ref]*job{}
-	for i, a := range acted {
-		if errs[i] != nil {
-			r := resultFor(a, targets[i].Ref, undo.Outcome{Err: errs[i], Action: undo.ActionFor(errs[i])})
-			r.Namespace = f.namespaceOf(a)
+	for _, l := range lookups {
+		err := l.err
+		if blocked != nil && err == nil {
+			err = blocked
+		}
+		if err != nil {
+			r := outcome.Of(l.alerts, l.target.Ref, undo.Change{}, err)
+			r.Namespace = l.namespace
 			p.settled = append(p.settled, r)
 			continue
 		}
-		j := byRef[targets[i].Ref]
+		j := byRef[l.target.Ref]
 		if j == nil {
-			j = &job{target: targets[i], req: undo.Request{Ref: targets[i].Ref, Alert: a.Name()}}
-			byRef[targets[i].Ref] = j
+			j = &job{target: l.target, req: undo.Request{Ref: l.target.Ref, Alert: alert.Clip(l.alerts[0].Name()), UID: l.target.UID}}
+			byRef[l.target.Ref] = j
 			p.jobs = append(p.jobs, j)
 		}
-		j.alerts = append(j.alerts, a)
-		j.req.AlertIDs = append(j.req.AlertIDs, a.ID())
-		j.req.Revisions = append(j.req.Revisions, targets[i].Revision)
+		j.alerts = append(j.alerts, l.alerts...)
+		for _, a := range l.alerts {
+			j.req.AlertIDs = append(j.req.AlertIDs, a.ID())
+		}
+		j.req.Revisions = append(j.req.Revisions, l.target.Revision)
 	}
 	return p
 }
 
-// distinct counts the workloads among resolved alerts, plus the lookups that failed.
-// Refusals (bad name, namespace not allowed, not found...) name nothing to act on.
-func (f *Function) distinct(targets []target.Target, errs []error) int {
+// lookups groups the firing, matching alerts by the workload label they name (and its
+// namespace), in the order they came, so each is looked up once. Alerts whose namespace
+// cannot be told are settled at once.
+func (f *Function) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outcome.Result) {
+	var (
+		out     []*lookup
+		settled []outcome.Result
+		byKey   = map[string]*lookup{}
+	)
+	for _, a := range msg.Alerts {
+		if !a.Firing() || !f.cfg.match.Matches(a.Labels) {
+			*ignored++
+			continue
+		}
+		ns, err := f.resolver.Namespace(a.Labels)
+		if err != nil {
+			settled = append(settled, outcome.Of([]alert.Alert{a}, target.Ref{}, undo.Change{}, err))
+			continue
+		}
+		key := ns + "\x00" + target.Key(a.Labels)
+		l := byKey[key]
+		if l == nil {
+			l = &lookup{namespace: ns, labels: a.Labels}
+			byKey[key] = l
+			out = append(out, l)
+		}
+		l.alerts = append(l.alerts, a)
+	}
+	return out, settled
+}
+
+// distinct counts the workloads among resolved lookups.
+func distinct(lookups []*lookup) int {
 	refs := map[target.Ref]bool{}
-	failed := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			refs[targets[i].Ref] = true
-		case undo.ActionFor(err) == undo.Failed:
-			failed++
+	for _, l := range lookups {
+		if l.err == nil {
+			refs[l.target.Ref] = true
 		}
 	}
-	return len(refs) + failed
+	return len(refs)
 }
 
-// namespaceOf is the namespace an alert is about: its namespace label, else the function's
-// own.
-func (f *Function) namespaceOf(a alert.Alert) string {
-	if ns := a.Labels["namespace"]; ns != "" {
-		return ns
-	}
-	return f.ownNamespace
-}
-
-// resultFor reports an outcome for the alert a about the workload ref.
-func resultFor(a alert.Alert, ref target.Ref, o undo.Outcome) report.Result {
-	r := report.Result{
-		AlertName:    a.Name(),
-		Fingerprint:  a.Fingerprint,
-		Namespace:    ref.Namespace,
-		Kind:         ref.Kind,
-		Name:         ref.Name,
-		Action:       o.Action,
-		FromRevision: o.From,
-		ToRevision:   o.To,
-		DryRun:       o.DryRun,
-		Alerts:       1,
-		Retryable:    undo.Retryable(o.Err),
-	}
-	if o.Err != nil {
-		r.Reason = o.Err.Error()
-	} else {
-		r.Reason = fmt.Sprintf("rolled back from revision %d to revision %d", o.From, o.To)
-		if o.DryRun {
-			r.Reason = "dry run: would have " + r.Reason
+// failures counts the lookups that failed in a way a retry may fix. Refusals (bad name,
+// namespace not allowed, not found...) name nothing to act on.
+func failures(lookups []*lookup) int {
+	n := 0
+	for _, l := range lookups {
+		if l.err != nil && outcome.Retryable(reasonOf(l.err)) {
+			n++
 		}
 	}
+	return n
+}
+
+func reasonOf(err error) outcome.Reason {
+	_, r := outcome.Classify(err)
 	return r
 }

@@ -1,33 +1,35 @@
 package function
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
-	"time"
 )
 
 // tokenFile keeps the bearer token read from ROLLBACK_AUTH_TOKEN_FILE current: a mounted
-// Secret is updated in place when it is rotated, and the function picks the new token up
-// at the next request (one stat per request) instead of needing a restart.
+// Secret is updated in place when it is rotated. The file is read on every request (a few
+// microseconds for a small file), because neither its modification time nor its inode is a
+// reliable sign of change: a rotation can keep both.
 type tokenFile struct {
-	path    string
-	mu      sync.Mutex
-	token   string
-	modTime time.Time
+	path  string
+	mu    sync.Mutex
+	token string
 }
 
-// get returns the file's token, re-reading it when it changed. If it cannot be read, or is
-// empty, the last good token stays in force: a broken rotation must not open the door.
+// get returns the file's token. A deleted file lets nobody in: the Secret was removed. An
+// empty or unreadable file keeps the last good token in force: a rotation caught halfway
+// must neither open the door nor lock Alertmanager out.
 func (t *tokenFile) get() string {
+	b, err := os.ReadFile(t.path)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if info, err := os.Stat(t.path); err == nil && !info.ModTime().Equal(t.modTime) {
-		if b, err := os.ReadFile(t.path); err == nil {
-			if tok := strings.TrimSpace(string(b)); tok != "" {
-				t.token, t.modTime = tok, info.ModTime()
-			}
-		}
+	switch tok := strings.TrimSpace(string(b)); {
+	case errors.Is(err, fs.ErrNotExist):
+		t.token = ""
+	case err == nil && tok != "":
+		t.token = tok
 	}
 	return t.token
 }

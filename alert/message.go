@@ -3,8 +3,6 @@
 package alert
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,10 +46,15 @@ func (a Alert) Name() string { return a.Labels["alertname"] }
 // startsAt) is a new occurrence and may cause a new undo, while Alertmanager's re-sends and
 // an HA pair's duplicates of one occurrence share the ID. Alertmanager always sends a
 // fingerprint; for other senders it is derived from the labels the same way for every copy.
+// It is short whatever the caller sends (a fingerprint that does not look like one is
+// hashed), because IDs are kept on the workload.
 func (a Alert) ID() string {
 	fp := a.Fingerprint
-	if fp == "" {
+	switch {
+	case fp == "":
 		fp = labelsFingerprint(a.Labels)
+	case !fingerprintLike(fp):
+		fp = shortHash(fp)
 	}
 	return fp + "@" + strconv.FormatInt(a.StartsAt.Unix(), 10)
 }
@@ -69,6 +72,5 @@ func labelsFingerprint(labels map[string]string) string {
 		b.WriteString(labels[k])
 		b.WriteByte(0)
 	}
-	sum := sha256.Sum256([]byte(b.String()))
-	return hex.EncodeToString(sum[:8])
+	return shortHash(b.String())
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
@@ -82,7 +83,7 @@ func TestAlertmanager(t *testing.T) {
 			dep := e.deployment("web-shop-frontend")
 			wantRevision := map[bool]string{true: "2", false: "3"}[tc.wantStatus != http.StatusOK]
 			if tc.wantStatus == http.StatusOK {
-				if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "web-shop-frontend", 3); err != nil {
+				if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "web-shop-frontend", 3); err != nil {
 					t.Fatal(err)
 				}
 				dep = e.deployment("web-shop-frontend")

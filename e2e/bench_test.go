@@ -15,7 +15,7 @@ import (
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 	"k8s.io/kubectl/pkg/polymorphichelpers"
 
-	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -60,7 +60,7 @@ func BenchmarkUndo(b *testing.B) {
 			undoOnce(i)
 			b.StopTimer()
 			// Let the controller record the new revision before the next round.
-			if err := run.WaitDeploymentRevision(ctx, kube.Clientset, e.ns, name, rev+int64(i)+1); err != nil {
+			if err := fixture.WaitDeploymentRevision(ctx, kube.Clientset, e.ns, name, rev+int64(i)+1); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
@@ -73,7 +73,7 @@ func BenchmarkUndo(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		d := run.Deployment(e.ns, "bench-kubectl", run.Container("x", "1m"))
+		d := fixture.Deployment(e.ns, "bench-kubectl", fixture.Container("x", "1m"))
 		run1(b, "bench-kubectl", func(int) {
 			if _, err := rb.Rollback(d, nil, 0, cmdutil.DryRunNone); err != nil {
 				b.Fatal(err)
@@ -84,8 +84,8 @@ func BenchmarkUndo(b *testing.B) {
 		u := undo.New(cs, undo.Options{})
 		ref := target.Ref{Kind: target.Deployment, Namespace: e.ns, Name: "bench-function"}
 		run1(b, "bench-function", func(i int) {
-			if o := u.Undo(ctx, undo.Request{Ref: ref, AlertIDs: []string{fmt.Sprintf("bench@%d", i)}}); o.Err != nil {
-				b.Fatal(o.Err)
+			if _, err := u.Undo(ctx, undo.Request{Ref: ref, AlertIDs: []string{fmt.Sprintf("bench@%d", i)}}); err != nil {
+				b.Fatal(err)
 			}
 		})
 	})

@@ -14,9 +14,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
@@ -98,34 +100,34 @@ func (e *env) brokenDeployment(name string) string {
 func (e *env) brokenAfter(name string, good int) string {
 	e.t.Helper()
 	ctx := context.Background()
-	d := run.Deployment(e.ns, name, run.Container("registry.invalid/"+name+":v1", "100m"))
+	d := fixture.Deployment(e.ns, name, fixture.Container("registry.invalid/"+name+":v1", "100m"))
 	if _, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
 		e.t.Fatal(err)
 	}
 	update := func(rev int, cpu string) *appsv1.ReplicaSet {
 		if rev > 1 {
-			err := run.UpdateDeployment(ctx, e.cs, e.ns, name, int64(rev), func(d *appsv1.Deployment) {
-				d.Spec.Template.Spec.Containers[0] = run.Container(fmt.Sprintf("registry.invalid/%s:v%d", name, rev), cpu)
+			err := fixture.UpdateDeployment(ctx, e.cs, e.ns, name, int64(rev), func(d *appsv1.Deployment) {
+				d.Spec.Template.Spec.Containers[0] = fixture.Container(fmt.Sprintf("registry.invalid/%s:v%d", name, rev), cpu)
 			})
 			if err != nil {
 				e.t.Fatal(err)
 			}
 		}
-		rs, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, int64(rev))
+		rs, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, int64(rev))
 		if err != nil {
 			e.t.Fatal(err)
 		}
 		return rs
 	}
 	for rev := 1; rev <= good; rev++ {
-		if _, err := run.WaitPod(ctx, e.cs, e.ns, update(rev, "100m"), corev1.ConditionTrue, ""); err != nil {
+		if _, err := fixture.WaitPod(ctx, e.cs, e.ns, update(rev, "100m"), corev1.ConditionTrue, ""); err != nil {
 			e.t.Fatal(err)
 		}
 	}
-	pod, err := run.WaitPod(ctx, e.cs, e.ns, update(good+1, "64"), corev1.ConditionFalse, corev1.PodReasonUnschedulable)
+	pod, err := fixture.WaitPod(ctx, e.cs, e.ns, update(good+1, "64"), corev1.ConditionFalse, corev1.PodReasonUnschedulable)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -194,8 +196,8 @@ func writeFile(t testing.TB, path, content string) string {
 func (e *env) settled(name string) *appsv1.Deployment {
 	e.t.Helper()
 	d := e.deployment(name)
-	for stable := 0; stable < 4; {
-		time.Sleep(250 * time.Millisecond)
+	stable := 0
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, fixture.PollTimeout, false, func(context.Context) (bool, error) {
 		next := e.deployment(name)
 		if next.ResourceVersion == d.ResourceVersion {
 			stable++
@@ -203,6 +205,28 @@ func (e *env) settled(name string) *appsv1.Deployment {
 			stable = 0
 		}
 		d = next
+		return stable >= 4, nil
+	})
+	if err != nil {
+		e.t.Fatalf("Deployment %s never settled: %v", name, err)
 	}
 	return d
+}
+
+// consistently checks cond every 200 ms for d and fails the test the first time it returns
+// an error: for "nothing more happens", which no single poll can show. Each check has its
+// own deadline, so the end of d never cuts one short.
+func consistently(t testing.TB, d time.Duration, cond func(context.Context) error) {
+	t.Helper()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := cond(ctx)
+		cancel()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+	}
 }

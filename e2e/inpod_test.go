@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
@@ -82,10 +83,10 @@ func TestAsAPod(t *testing.T) {
 	if err != nil || status != http.StatusOK || len(resp.Results) != 1 || resp.Results[0].Action != "rolled-back" {
 		t.Fatalf("POST = %d %+v %v; want one rolled-back result\n%s", status, resp, err, f.Log())
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "inventory-sync", 3); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "inventory-sync", 3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "inventory-sync", "RolledBack", 1); err != nil {
+	if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "inventory-sync", "RolledBack", 1); err != nil {
 		t.Fatal(err)
 	}
 	// It found its own namespace in the mounted folder, not in a kubeconfig.
@@ -98,7 +99,7 @@ func TestAsAPod(t *testing.T) {
 	if err := kube.CreateNamespace(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kube.Clientset.AppsV1().Deployments(other).Create(ctx, run.Deployment(other, "victim", run.Container("registry.invalid/victim:v1", "100m")), metav1.CreateOptions{}); err != nil {
+	if _, err := kube.Clientset.AppsV1().Deployments(other).Create(ctx, fixture.Deployment(other, "victim", fixture.Container("registry.invalid/victim:v1", "100m")), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := kube.ConfigFor(ctx, e.ns, "alert-rollback")

@@ -12,7 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // TestKubectlParityControllerRevisions does for StatefulSets and DaemonSets what
@@ -55,14 +56,14 @@ func TestKubectlParityControllerRevisions(t *testing.T) {
 					t.Errorf("kubectl = %v %q; want a refusal saying %q", kubectlErr, out, tc.wantRefused)
 				}
 				if r.Action != "refused" {
-					t.Errorf("function = %s %q; want refused", r.Action, r.Reason)
+					t.Errorf("function = %s %q; want refused", r.Action, r.Message)
 				}
 				want--
 			} else if kubectlErr != nil || r.Action != "rolled-back" || r.Kind != tc.kind {
 				t.Fatalf("kubectl = %v %s; function = %+v; want both to roll back", kubectlErr, out, r)
 			}
 			for _, name := range names {
-				if err := run.WaitControllerRevision(ctx, e.cs, e.ns, name, want); err != nil {
+				if err := fixture.WaitControllerRevision(ctx, e.cs, e.ns, name, want); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -114,7 +115,7 @@ func TestKubectlParityAlreadyAtTarget(t *testing.T) {
 		"alertname": "Parity", "severity": "rollback", "namespace": e.ns, "deployment": names[1],
 	}, time.Now())), e.token)
 	if err != nil || status != http.StatusOK || len(resp.Results) != 1 || resp.Results[0].Action != "skipped" ||
-		!strings.Contains(resp.Results[0].Reason, "already matches the revision") {
+		resp.Results[0].Reason != outcome.ReasonAlreadyAtTarget {
 		t.Errorf("function = %d %+v %v; want skipped: already at revision 1", status, resp, err)
 	}
 	for _, name := range names {
@@ -129,19 +130,19 @@ func (e *env) revisionRollout(kind, name string, n int) {
 	e.t.Helper()
 	ctx := context.Background()
 	c := func(i int) corev1.Container {
-		return run.Container(fmt.Sprintf("registry.invalid/%s:v%d", strings.ToLower(kind), i), "100m")
+		return fixture.Container(fmt.Sprintf("registry.invalid/%s:v%d", strings.ToLower(kind), i), "100m")
 	}
 	var err error
 	switch kind {
 	case "StatefulSet":
-		_, err = e.cs.AppsV1().StatefulSets(e.ns).Create(ctx, run.StatefulSet(e.ns, name, c(1)), metav1.CreateOptions{})
+		_, err = e.cs.AppsV1().StatefulSets(e.ns).Create(ctx, fixture.StatefulSet(e.ns, name, c(1)), metav1.CreateOptions{})
 	default:
-		_, err = e.cs.AppsV1().DaemonSets(e.ns).Create(ctx, run.DaemonSet(e.ns, name, c(1)), metav1.CreateOptions{})
+		_, err = e.cs.AppsV1().DaemonSets(e.ns).Create(ctx, fixture.DaemonSet(e.ns, name, c(1)), metav1.CreateOptions{})
 	}
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := run.WaitControllerRevision(ctx, e.cs, e.ns, name, 1); err != nil {
+	if err := fixture.WaitControllerRevision(ctx, e.cs, e.ns, name, 1); err != nil {
 		e.t.Fatal(err)
 	}
 	for i := 2; i <= n; i++ {
@@ -168,7 +169,7 @@ func (e *env) revisionRollout(kind, name string, n int) {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if err := run.WaitControllerRevision(ctx, e.cs, e.ns, name, int64(i)); err != nil {
+		if err := fixture.WaitControllerRevision(ctx, e.cs, e.ns, name, int64(i)); err != nil {
 			e.t.Fatal(err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 )
 
 // TestKubectlParity runs, for several rollout histories, `kubectl rollout undo` (the
@@ -71,8 +71,8 @@ func TestKubectlParity(t *testing.T) {
 				if kubectlErr == nil || !strings.Contains(kubectlErr.Error()+out, tc.wantRefused) {
 					t.Errorf("kubectl = %v %q; want a refusal saying %q", kubectlErr, out, tc.wantRefused)
 				}
-				if r.Action != "refused" || !strings.Contains(r.Reason, tc.wantRefused) {
-					t.Errorf("function = %s %q; want refused saying %q", r.Action, r.Reason, tc.wantRefused)
+				if r.Action != "refused" || !strings.Contains(r.Message, tc.wantRefused) {
+					t.Errorf("function = %s %q; want refused saying %q", r.Action, r.Message, tc.wantRefused)
 				}
 				revision-- // nothing changes: compare as they are
 			} else {
@@ -80,12 +80,12 @@ func TestKubectlParity(t *testing.T) {
 					t.Fatalf("kubectl rollout undo: %v: %s", kubectlErr, out)
 				}
 				if r.Action != "rolled-back" {
-					t.Fatalf("function = %s %q; want rolled-back", r.Action, r.Reason)
+					t.Fatalf("function = %s %q; want rolled-back", r.Action, r.Message)
 				}
 			}
 			// Both controllers must have made the next revision before comparing.
 			for _, name := range names {
-				if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, revision+1); err != nil {
+				if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, name, revision+1); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -111,17 +111,17 @@ type step struct {
 func (e *env) rollout(name string, historyLimit *int32, paused bool, steps []step) {
 	e.t.Helper()
 	ctx := context.Background()
-	d := run.Deployment(e.ns, name, run.Container(steps[0].image, "100m"))
+	d := fixture.Deployment(e.ns, name, fixture.Container(steps[0].image, "100m"))
 	d.Spec.RevisionHistoryLimit = historyLimit
 	d.Annotations = steps[0].annotations
 	if _, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, name, 1); err != nil {
 		e.t.Fatal(err)
 	}
 	for i, s := range steps[1:] {
-		err := run.UpdateDeployment(ctx, e.cs, e.ns, name, int64(i+2), func(d *appsv1.Deployment) {
+		err := fixture.UpdateDeployment(ctx, e.cs, e.ns, name, int64(i+2), func(d *appsv1.Deployment) {
 			d.Spec.Template.Spec.Containers[0].Image = s.image
 			for k, v := range s.annotations {
 				d.Annotations[k] = v
@@ -132,7 +132,7 @@ func (e *env) rollout(name string, historyLimit *int32, paused bool, steps []ste
 		}
 	}
 	if paused {
-		err := run.UpdateDeployment(ctx, e.cs, e.ns, name, int64(len(steps)), func(d *appsv1.Deployment) { d.Spec.Paused = true })
+		err := fixture.UpdateDeployment(ctx, e.cs, e.ns, name, int64(len(steps)), func(d *appsv1.Deployment) { d.Spec.Paused = true })
 		if err != nil {
 			e.t.Fatal(err)
 		}

@@ -15,8 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // fastTimers make Alertmanager send a group within a second and repeat it every 2 s.
@@ -45,7 +46,7 @@ func TestResendsChangeNothing(t *testing.T) {
 	if err := am.Fire(ctx, amAlert(a)); err != nil {
 		t.Fatal(err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "search-api", 4); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "search-api", 4); err != nil {
 		t.Fatal(err)
 	}
 	after := e.deployment("search-api")
@@ -63,7 +64,7 @@ func TestResendsChangeNothing(t *testing.T) {
 	for i, d := range rec.deliveries()[undoneAt:] {
 		r := answer(t, d)
 		if d.status != http.StatusOK || len(r.Results) != 1 || r.Results[0].Action != "skipped" ||
-			!strings.Contains(r.Results[0].Reason, "already caused a rollback") {
+			r.Results[0].Reason != outcome.ReasonAlreadyHandled {
 			t.Errorf("re-send %d answered %d %s; want 200 skipped: already caused a rollback", i+1, d.status, d.answer)
 		}
 	}
@@ -72,7 +73,7 @@ func TestResendsChangeNothing(t *testing.T) {
 		t.Errorf("after the re-sends: revision %s, template %+v; want revision 4 and the template of the undo",
 			now.Annotations["deployment.kubernetes.io/revision"], now.Spec.Template)
 	}
-	if ev, _ := run.Events(ctx, e.cs, e.ns, "Deployment", "search-api", "RolledBack"); len(ev) != 1 {
+	if ev, _ := fixture.Events(ctx, e.cs, e.ns, "Deployment", "search-api", "RolledBack"); len(ev) != 1 {
 		t.Errorf("%d RolledBack events; want 1", len(ev))
 	}
 
@@ -121,7 +122,7 @@ func TestDuplicateStorm(t *testing.T) {
 			kind: "Deployment", name: "ledger-writer",
 			setup: func() map[string]string { return map[string]string{"pod": e.brokenDeployment("ledger-writer")} },
 			undone: func(ctx context.Context) error {
-				return run.WaitDeploymentRevision(ctx, e.cs, e.ns, "ledger-writer", 3)
+				return fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "ledger-writer", 3)
 			},
 		},
 		{
@@ -131,7 +132,7 @@ func TestDuplicateStorm(t *testing.T) {
 				return map[string]string{"statefulset": "ledger-db"}
 			},
 			undone: func(ctx context.Context) error {
-				return run.WaitControllerRevision(ctx, e.cs, e.ns, "ledger-db", 3)
+				return fixture.WaitControllerRevision(ctx, e.cs, e.ns, "ledger-db", 3)
 			},
 		},
 	}
@@ -159,7 +160,7 @@ func TestDuplicateStorm(t *testing.T) {
 
 			body := notification(a)
 			var mu sync.Mutex
-			var answers []report.Result
+			var answers []outcome.Result
 			var wg sync.WaitGroup
 			for i := range 200 {
 				wg.Add(1)
@@ -193,7 +194,7 @@ func TestDuplicateStorm(t *testing.T) {
 				switch {
 				case r.Action == "rolled-back":
 					rolledBack++
-				case r.Action != "skipped" || !strings.Contains(r.Reason, "already caused a rollback"):
+				case r.Action != "skipped" || r.Reason != outcome.ReasonAlreadyHandled:
 					t.Errorf("a duplicate got %s %q; want skipped as already handled", r.Action, r.Reason)
 				}
 			}
@@ -203,14 +204,22 @@ func TestDuplicateStorm(t *testing.T) {
 			if err := tc.undone(ctx); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(2 * time.Second) // events are sent asynchronously; give any extra one time to land
-			if ev, _ := run.Events(ctx, e.cs, e.ns, tc.kind, tc.name, "RolledBack"); len(ev) != 1 || ev[0].Count != 1 {
-				var msgs []string
-				for _, x := range ev {
-					msgs = append(msgs, fmt.Sprintf("%dx %s", x.Count, x.Message))
-				}
-				t.Errorf("RolledBack events = %d %q; want exactly one, once", len(ev), msgs)
+			// Events are sent asynchronously: wait for the one, then check no second
+			// one follows.
+			if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, tc.kind, tc.name, "RolledBack", 1); err != nil {
+				t.Fatal(err)
 			}
+			consistently(t, 2*time.Second, func(ctx context.Context) error {
+				ev, err := fixture.Events(ctx, e.cs, e.ns, tc.kind, tc.name, "RolledBack")
+				if err == nil && (len(ev) != 1 || ev[0].Count != 1) {
+					var msgs []string
+					for _, x := range ev {
+						msgs = append(msgs, fmt.Sprintf("%dx %s", x.Count, x.Message))
+					}
+					return fmt.Errorf("RolledBack events = %d %q; want exactly one, once", len(ev), msgs)
+				}
+				return err
+			})
 			t.Logf("%d answers (200 POSTs and the Alertmanagers' deliveries): %d rolled-back, the rest skipped", len(answers), rolledBack)
 		})
 	}
@@ -224,7 +233,7 @@ func TestCooldownAndNextGoodRevision(t *testing.T) {
 	ctx := context.Background()
 	pod := e.brokenDeployment("pricing")
 	f := e.startFunction("rollback", map[string]string{"ROLLBACK_COOLDOWN": "4s"})
-	post := func(a map[string]string, startsAt time.Time) report.Result {
+	post := func(a map[string]string, startsAt time.Time) outcome.Result {
 		t.Helper()
 		status, resp, err := f.Post(ctx, notification(alertWith(a, startsAt)), e.token)
 		if err != nil || status != http.StatusOK || len(resp.Results) != 1 {
@@ -237,23 +246,23 @@ func TestCooldownAndNextGoodRevision(t *testing.T) {
 	if r := post(seedAlert(e.ns, pod, time.Now()).Labels, time.Now()); r.Action != "rolled-back" || r.FromRevision != 2 || r.ToRevision != 1 {
 		t.Fatalf("first alert: %+v; want rolled back from 2 to 1", r)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 3); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 3); err != nil {
 		t.Fatal(err)
 	}
 	// v4 is rolled out (revision 4), and is bad too.
-	err := run.UpdateDeployment(ctx, e.cs, e.ns, "pricing", 4, func(d *appsv1.Deployment) {
-		d.Spec.Template.Spec.Containers[0] = run.Container("registry.invalid/pricing:v4", "64")
+	err := fixture.UpdateDeployment(ctx, e.cs, e.ns, "pricing", 4, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0] = fixture.Container("registry.invalid/pricing:v4", "64")
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	second := map[string]string{"alertname": "PricingErrors", "severity": "rollback", "namespace": e.ns, "deployment": "pricing"}
 	startsAt := time.Now()
-	if r := post(second, startsAt); r.Action != "refused" || !strings.Contains(r.Reason, "too recently") {
+	if r := post(second, startsAt); r.Action != "refused" || r.Reason != outcome.ReasonCooldown {
 		t.Fatalf("second alert inside the cooldown: %+v; want refused (cooldown)", r)
 	}
 	// After the cooldown the same alert is acted on: back to v1 (revision 3), not to v2.
-	var r report.Result
+	var r outcome.Result
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
 		r = post(second, startsAt)
 		return r.Action != "refused", nil
@@ -261,7 +270,7 @@ func TestCooldownAndNextGoodRevision(t *testing.T) {
 	if err != nil || r.Action != "rolled-back" || r.FromRevision != 4 || r.ToRevision != 3 {
 		t.Fatalf("second alert after the cooldown: %+v (%v); want rolled back from 4 to 3", r, err)
 	}
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 5); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "pricing", 5); err != nil {
 		t.Fatal(err)
 	}
 	if img := e.deployment("pricing").Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1") {
@@ -271,15 +280,15 @@ func TestCooldownAndNextGoodRevision(t *testing.T) {
 	third := map[string]string{"alertname": "PricingLatency", "severity": "rollback", "namespace": e.ns, "deployment": "pricing"}
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
 		r = post(third, startsAt)
-		return !strings.Contains(r.Reason, "too recently"), nil
+		return r.Reason != outcome.ReasonCooldown, nil
 	})
-	if err != nil || r.Action != "refused" || !strings.Contains(r.Reason, "every earlier revision") {
+	if err != nil || r.Action != "refused" || r.Reason != outcome.ReasonNoGoodRevision {
 		t.Fatalf("third alert: %+v (%v); want refused: no good revision left", r, err)
 	}
 	if img := e.deployment("pricing").Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1") {
 		t.Errorf("image = %s; want still v1", img)
 	}
-	if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "pricing", "RollbackRefused", 1); err != nil {
+	if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "pricing", "RollbackRefused", 1); err != nil {
 		t.Error(err)
 	}
 }
@@ -297,14 +306,14 @@ func TestGuards(t *testing.T) {
 		if status, _, err := f.Post(ctx, notification(seedAlert(e.ns, pod, time.Now())), e.token); err != nil || status != http.StatusOK {
 			t.Fatalf("first alert = %d %v", status, err)
 		}
-		if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "stale-app", 3); err != nil {
+		if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "stale-app", 3); err != nil {
 			t.Fatal(err)
 		}
 		before := e.settled("stale-app").ResourceVersion
 		// Another alert (another rule) about the same pod of the revision now gone.
 		other := map[string]string{"alertname": "HighErrorRate", "severity": "rollback", "namespace": e.ns, "pod": pod}
 		_, resp, err := f.Post(ctx, notification(alertWith(other, time.Now())), e.token)
-		if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != "skipped" || !strings.Contains(resp.Results[0].Reason, "stale") {
+		if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != "skipped" || resp.Results[0].Reason != outcome.ReasonStale {
 			t.Fatalf("stale alert = %+v %v; want skipped (stale)", resp, err)
 		}
 		if after := e.deployment("stale-app").ResourceVersion; after != before {
@@ -322,13 +331,13 @@ func TestGuards(t *testing.T) {
 		d = e.settled("precious")
 		f := e.startFunction("rollback-optout", nil)
 		_, resp, err := f.Post(ctx, notification(seedAlert(e.ns, pod, time.Now())), e.token)
-		if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != "refused" || !strings.Contains(resp.Results[0].Reason, "opted out") {
+		if err != nil || len(resp.Results) != 1 || resp.Results[0].Action != "refused" || resp.Results[0].Reason != outcome.ReasonOptedOut {
 			t.Fatalf("opted-out workload = %+v %v; want refused", resp, err)
 		}
 		if after := e.deployment("precious").ResourceVersion; after != d.ResourceVersion {
 			t.Errorf("resourceVersion %s -> %s; want unchanged", d.ResourceVersion, after)
 		}
-		if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "precious", "RollbackRefused", 1); err != nil {
+		if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "precious", "RollbackRefused", 1); err != nil {
 			t.Error(err)
 		}
 	})
@@ -374,7 +383,7 @@ func TestGuards(t *testing.T) {
 			t.Fatalf("answer = %d %s; want 200 with three results in one notification\n%s", d.status, d.answer, readLog(am.LogPath))
 		}
 		for _, r := range resp.Results {
-			if r.Action != "refused" || !strings.Contains(r.Reason, "ROLLBACK_MAX_TARGETS") {
+			if r.Action != "refused" || r.Reason != outcome.ReasonTooManyTargets {
 				t.Errorf("result %+v; want refused (too many targets)", r)
 			}
 		}
@@ -394,10 +403,10 @@ func TestGuards(t *testing.T) {
 			t.Fatalf("POST = %+v %v", resp, err)
 		}
 		r := resp.Results[0]
-		if r.Action != "rolled-back" || !r.DryRun || r.FromRevision != 2 || r.ToRevision != 1 || !strings.Contains(r.Reason, "dry run") {
+		if r.Action != "rolled-back" || !r.DryRun || r.FromRevision != 2 || r.ToRevision != 1 || r.Reason != outcome.ReasonDryRun {
 			t.Errorf("dry run result = %+v; want a dry-run rollback from 2 to 1", r)
 		}
-		if _, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "dry-app", "RollbackDryRun", 1); err != nil {
+		if _, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "dry-app", "RollbackDryRun", 1); err != nil {
 			t.Error(err)
 		}
 		if after := e.deployment("dry-app").ResourceVersion; after != before {
@@ -406,9 +415,9 @@ func TestGuards(t *testing.T) {
 	})
 }
 
-func answer(t *testing.T, d delivery) report.Response {
+func answer(t *testing.T, d delivery) outcome.Response {
 	t.Helper()
-	var r report.Response
+	var r outcome.Response
 	if err := json.Unmarshal(d.answer, &r); err != nil {
 		t.Errorf("answer %q: %v", d.answer, err)
 	}

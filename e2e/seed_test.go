@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 )
 
 // TestSeedScenario is the seed's scenario for real: a Deployment whose update cannot be
@@ -16,7 +16,7 @@ func TestSeedScenario(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	pod := e.brokenDeployment("checkout-api")
-	rev1, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, "checkout-api", 1)
+	rev1, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, "checkout-api", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,18 +35,18 @@ func TestSeedScenario(t *testing.T) {
 	}
 
 	// The controller makes revision 3 from revision 1's ReplicaSet (the same template).
-	if err := run.WaitDeploymentRevision(ctx, e.cs, e.ns, "checkout-api", 3); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "checkout-api", 3); err != nil {
 		t.Fatal(err)
 	}
 	d := e.deployment("checkout-api")
 	if !sameTemplate(d.Spec.Template, rev1.Spec.Template) {
 		t.Errorf("template after the undo = %+v; want revision 1's %+v", d.Spec.Template, rev1.Spec.Template)
 	}
-	rev3, err := run.ReplicaSetOfRevision(ctx, e.cs, e.ns, "checkout-api", 3)
+	rev3, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, "checkout-api", 3)
 	if err != nil || rev3.UID != rev1.UID {
 		t.Errorf("revision 3 is %v (%v); want revision 1's ReplicaSet %s brought back", rev3, err, rev1.Name)
 	}
-	events, err := run.WaitEvents(ctx, e.cs, e.ns, "Deployment", "checkout-api", "RolledBack", 1)
+	events, err := fixture.WaitEvents(ctx, e.cs, e.ns, "Deployment", "checkout-api", "RolledBack", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

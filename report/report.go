@@ -1,10 +1,8 @@
-// Package report says what the function did: the JSON answer for the caller, and a
-// Kubernetes Event on each workload so `kubectl describe` shows it next to the rollout.
+// Package report records what the function did as Kubernetes Events on each workload, so
+// `kubectl describe` shows it next to the rollout.
 package report
 
 import (
-	"fmt"
-
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -12,39 +10,11 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
-// Result is what happened for one workload (or one alert that named no usable workload).
-type Result struct {
-	AlertName    string      `json:"alertname"`
-	Fingerprint  string      `json:"fingerprint"`
-	Namespace    string      `json:"namespace"`
-	Kind         string      `json:"kind"`
-	Name         string      `json:"name"`
-	Action       undo.Action `json:"action"`
-	Reason       string      `json:"reason"`
-	FromRevision int64       `json:"fromRevision"`
-	ToRevision   int64       `json:"toRevision"`
-	// DryRun is true when nothing was changed on purpose (ROLLBACK_DRY_RUN).
-	DryRun bool `json:"dryRun"`
-	// Alerts counts the alerts of the notification this result answers (several alerts
-	// about one workload make one undo).
-	Alerts int `json:"alerts"`
-	// Retryable marks a failure a later delivery may fix; it decides the HTTP status.
-	Retryable bool `json:"retryable,omitempty"`
-}
-
-// Response is the body of the answer (the data of the CloudEvent answer).
-type Response struct {
-	Results []Result `json:"results"`
-	// Ignored counts alerts not acted on: resolved, or not matching ROLLBACK_MATCH.
-	Ignored int `json:"ignored"`
-	// TruncatedAlerts is Alertmanager's count of alerts it left out (max_alerts).
-	TruncatedAlerts int `json:"truncatedAlerts"`
-}
-
-// Event reasons, one per outcome, as `kubectl describe` and `kubectl get events` show them.
+// Event reasons, one per action, as `kubectl describe` and `kubectl get events` show them.
+// The outcome's own reason code is in the message and in the annotation ReasonAnnotation.
 const (
 	ReasonRolledBack = "RolledBack"
 	ReasonDryRun     = "RollbackDryRun"
@@ -52,6 +22,10 @@ const (
 	ReasonRefused    = "RollbackRefused"
 	ReasonFailed     = "RollbackFailed"
 )
+
+// ReasonAnnotation on an Event holds the outcome's reason code (outcome.Reason), so
+// tools can select Events by it.
+const ReasonAnnotation = "alert-rollback.dev/reason"
 
 // Events records Kubernetes Events. Sending is asynchronous (client-go's broadcaster), so
 // the answer to Alertmanager never waits on it, and repeated identical events are
@@ -70,13 +44,13 @@ func NewEvents(client kubernetes.Interface, component string) *Events {
 
 // Record emits the event for a result about a workload with the given UID. Without a UID
 // there is no object to attach it to (the workload was never found), so nothing is sent.
-func (e *Events) Record(uid types.UID, r Result) {
+func (e *Events) Record(uid types.UID, r outcome.Result) {
 	if e == nil || uid == "" {
 		return
 	}
 	ref := &corev1.ObjectReference{APIVersion: "apps/v1", Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, UID: uid}
 	reason, kind := EventReason(r)
-	e.recorder.Event(ref, kind, reason, Message(r))
+	e.recorder.AnnotatedEventf(ref, map[string]string{ReasonAnnotation: string(r.Reason)}, kind, reason, "%s", r.String())
 }
 
 // Shutdown flushes what it can and stops the broadcaster.
@@ -87,29 +61,17 @@ func (e *Events) Shutdown() {
 }
 
 // EventReason is the event reason and type for a result.
-func EventReason(r Result) (reason, eventType string) {
+func EventReason(r outcome.Result) (reason, eventType string) {
 	switch r.Action {
-	case undo.RolledBack:
+	case outcome.RolledBack:
 		if r.DryRun {
 			return ReasonDryRun, corev1.EventTypeNormal
 		}
 		return ReasonRolledBack, corev1.EventTypeNormal
-	case undo.Skipped:
+	case outcome.Skipped:
 		return ReasonSkipped, corev1.EventTypeNormal
-	case undo.Refused:
+	case outcome.Refused:
 		return ReasonRefused, corev1.EventTypeWarning
 	}
 	return ReasonFailed, corev1.EventTypeWarning
-}
-
-// Message is the one-line human account of a result, used for events and logs.
-func Message(r Result) string {
-	alert := fmt.Sprintf("alert %s (%s)", r.AlertName, r.Fingerprint)
-	switch {
-	case r.Action == undo.RolledBack && r.DryRun:
-		return fmt.Sprintf("dry run: %s would roll back from revision %d to revision %d", alert, r.FromRevision, r.ToRevision)
-	case r.Action == undo.RolledBack:
-		return fmt.Sprintf("%s rolled back from revision %d to revision %d", alert, r.FromRevision, r.ToRevision)
-	}
-	return fmt.Sprintf("%s: %s: %s", alert, r.Action, r.Reason)
 }

@@ -1,13 +1,17 @@
 // Package target finds the workload an alert is about, from its labels: a Deployment,
 // StatefulSet or DaemonSet named directly, or reached from a ReplicaSet or a Pod through
-// controller ownership. Names are never split on "-" to guess; ownership decides.
+// controller ownership. Names are never split on "-" to guess; ownership decides, and an
+// owner counts only if it is of the apps group and kind this function can roll back.
 package target
 
 import (
 	"errors"
 	"fmt"
-	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -21,10 +25,11 @@ const (
 // Errors that make an alert's target unusable. None of them is helped by a retry.
 var (
 	ErrNoWorkloadLabel  = errors.New("alert names no workload")
+	ErrNoNamespace      = errors.New("alert has no namespace label")
 	ErrInvalidName      = errors.New("invalid name")
 	ErrNamespaceDenied  = errors.New("namespace not allowed")
 	ErrNotFound         = errors.New("workload not found")
-	ErrUnsupportedOwner = errors.New("not controlled by a Deployment, StatefulSet or DaemonSet")
+	ErrUnsupportedOwner = errors.New("not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet")
 )
 
 // Ref names a workload.
@@ -36,26 +41,32 @@ type Ref struct {
 
 func (r Ref) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
 
-// Target is the workload an alert is about. Revision, when the alert named a pod or a
-// ReplicaSet, identifies the revision that pod ran (a pod-template-hash for Deployments, a
-// ControllerRevision name otherwise): an alert about a revision that is no longer current
-// is stale. It is empty when the alert named the workload itself, or the pod is gone and
-// its revision cannot be known.
+// Target is the workload an alert is about.
 type Target struct {
 	Ref
+	// Revision, when the alert named a pod or a ReplicaSet, identifies the revision that pod
+	// ran (a pod-template-hash for Deployments, a ControllerRevision name otherwise): an
+	// alert about a revision that is no longer current is stale. It is empty when the alert
+	// named the workload itself, or the pod is gone and its revision cannot be known.
 	Revision string
-	// Via says how the workload was found, for the report ("pod web-7d4b9c-x2x7q").
-	Via string
+	// UID is the workload's UID as the controller reference found on the way names it;
+	// empty when the alert named the workload itself. The undo acts only on that object.
+	UID types.UID
 }
 
 // Resolver turns alert labels into Targets with as few API reads as it can: none for a
 // named workload, two for a pod of a Deployment (pod, ReplicaSet).
 type Resolver struct {
 	Client kubernetes.Interface
-	// Timeout bounds each API call.
-	Timeout time.Duration
 	// Allowed decides which namespaces may be acted in; checked before any API call.
 	Allowed func(namespace string) bool
+	// OwnNamespace is where a pod named without a namespace label is looked for: a pod's
+	// name, with its generated suffix, cannot match a pod elsewhere by accident.
+	OwnNamespace string
+	// DefaultNamespace, when set, is the namespace of alerts that name a workload (not a
+	// pod) without a namespace label; when empty they are refused, because a rule that
+	// aggregates the namespace away would otherwise hit a same-named workload here.
+	DefaultNamespace string
 }
 
 // label names, in the order they are looked at: the most precise first.
@@ -65,6 +76,37 @@ var workloadLabels = []struct{ label, kind string }{
 	{"daemonset", DaemonSet},
 	{"replicaset", "ReplicaSet"},
 	{"pod", "Pod"},
+}
+
+// appsOwner returns the controller of obj if it is an apps/v1 object of one of kinds: a
+// CRD of another group may use the same kind name (OpenKruise's StatefulSet, say), and
+// must not lead to the apps/v1 object of the same name.
+func appsOwner(obj metav1.Object, kinds ...string) (*metav1.OwnerReference, error) {
+	owner := metav1.GetControllerOf(obj)
+	if owner == nil {
+		return nil, fmt.Errorf("%w: it has no controller", ErrUnsupportedOwner)
+	}
+	gv, err := schema.ParseGroupVersion(owner.APIVersion)
+	if err != nil || gv.Group != appsv1.GroupName {
+		return nil, fmt.Errorf("%w: its controller is %s %s (apiVersion %q)", ErrUnsupportedOwner, owner.Kind, owner.Name, owner.APIVersion)
+	}
+	for _, k := range kinds {
+		if owner.Kind == k {
+			return owner, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: its controller is %s %s", ErrUnsupportedOwner, owner.Kind, owner.Name)
+}
+
+// Key identifies the workload reference in labels (the label Resolve would follow and its
+// value), so alerts naming the same one are looked up once.
+func Key(labels map[string]string) string {
+	for _, l := range workloadLabels {
+		if name := labels[l.label]; name != "" {
+			return l.label + "\x00" + name
+		}
+	}
+	return ""
 }
 
 func wrapName(kind, name string, problems []string) error {

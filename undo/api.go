@@ -5,18 +5,12 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/sre-kit/alert-rollback/target"
 )
-
-func refOf(kind, ns, name string) target.Ref {
-	return target.Ref{Kind: kind, Namespace: ns, Name: name}
-}
 
 // getError wraps a failed read of the workload; a missing workload is a refusal.
 func getError(kind, ns, name string, err error) error {
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("%w: %s %s/%s", target.ErrNotFound, kind, ns, name)
+		return fmt.Errorf("%w: %s %s/%s", ErrNotFound, kind, ns, name)
 	}
 	return fmt.Errorf("get %s %s/%s: %w", kind, ns, name, err)
 }

@@ -7,10 +7,11 @@ import (
 	"sort"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sre-kit/alert-rollback/target"
 )
 
 // StatefulSets and DaemonSets keep their history in ControllerRevisions, whose data is a
@@ -64,15 +65,7 @@ func daemonSets(u *Undoer) revisionKind {
 }
 
 func (k revisionKind) load(ctx context.Context, ns, name string) (*workload, error) {
-	var (
-		obj  metav1.Object
-		sel  *metav1.LabelSelector
-		tmpl *corev1.PodTemplateSpec
-	)
-	err := k.u.call(ctx, func(ctx context.Context) (err error) {
-		obj, sel, tmpl, err = k.get(ctx, ns, name)
-		return err
-	})
+	obj, sel, tmpl, err := k.get(ctx, ns, name)
 	if err != nil {
 		return nil, getError(strings.ToLower(k.kind), ns, name, err)
 	}
@@ -80,15 +73,11 @@ func (k revisionKind) load(ctx context.Context, ns, name string) (*workload, err
 }
 
 func (k revisionKind) resourceVersion(ctx context.Context, ns, name string) (string, error) {
-	var rv string
-	err := k.u.call(ctx, func(ctx context.Context) error {
-		obj, _, _, err := k.get(ctx, ns, name)
-		if err == nil {
-			rv = obj.GetResourceVersion()
-		}
-		return err
-	})
-	return rv, err
+	obj, _, _, err := k.get(ctx, ns, name)
+	if err != nil {
+		return "", err
+	}
+	return obj.GetResourceVersion(), nil
 }
 
 func (k revisionKind) restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error {
@@ -96,12 +85,10 @@ func (k revisionKind) restore(ctx context.Context, w *workload, to revision, sta
 	if err != nil {
 		return err
 	}
-	return k.u.call(ctx, func(ctx context.Context) error {
-		if err := k.patch(ctx, w.ref.Namespace, w.ref.Name, patch, patchOptions(dryRun)); err != nil {
-			return fmt.Errorf("patch %s %s/%s: %w", strings.ToLower(k.kind), w.ref.Namespace, w.ref.Name, err)
-		}
-		return nil
-	})
+	if err := k.patch(ctx, w.ref.Namespace, w.ref.Name, patch, patchOptions(dryRun)); err != nil {
+		return fmt.Errorf("patch %s %s/%s: %w", strings.ToLower(k.kind), w.ref.Namespace, w.ref.Name, err)
+	}
+	return nil
 }
 
 // withHistory lists the ControllerRevisions the object controls (the same fresh-enough read
@@ -112,35 +99,38 @@ func (u *Undoer) withHistory(ctx context.Context, obj metav1.Object, kind string
 	if err != nil {
 		return nil, fmt.Errorf("%s %s/%s: selector: %w", kind, ns, name, err)
 	}
-	var list *appsv1.ControllerRevisionList
-	err = u.call(ctx, func(ctx context.Context) (err error) {
-		list, err = u.client.AppsV1().ControllerRevisions(ns).List(ctx, metav1.ListOptions{
-			LabelSelector:        selector.String(),
-			ResourceVersion:      obj.GetResourceVersion(),
-			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-		})
-		return err
+	list, err := u.client.AppsV1().ControllerRevisions(ns).List(ctx, metav1.ListOptions{
+		LabelSelector:        selector.String(),
+		ResourceVersion:      obj.GetResourceVersion(),
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list controllerrevisions of %s %s/%s: %w", kind, ns, name, err)
 	}
 	w := &workload{
-		ref:             refOf(kind, ns, name),
+		ref:             target.Ref{Kind: kind, Namespace: ns, Name: name},
 		uid:             obj.GetUID(),
 		resourceVersion: obj.GetResourceVersion(),
 		annotations:     obj.GetAnnotations(),
 		template:        tmpl,
 	}
+	seen := map[int64]string{}
 	for i := range list.Items {
 		cr := &list.Items[i]
 		if !metav1.IsControlledBy(cr, obj) {
 			continue
 		}
+		// The controllers number their revisions uniquely; two entries with one number
+		// mean someone else wrote one of them.
+		if other, dup := seen[cr.Revision]; dup {
+			return nil, fmt.Errorf("%w: controllerrevisions %s and %s both claim revision %d of %s %s/%s", ErrForeignHistory, other, cr.Name, cr.Revision, kind, ns, name)
+		}
+		seen[cr.Revision] = cr.Name
 		t, err := revisionTemplate(cr.Data.Raw)
 		if err != nil {
 			return nil, fmt.Errorf("controllerrevision %s/%s: %w", ns, cr.Name, err)
 		}
-		w.history = append(w.history, revision{number: cr.Revision, id: cr.Name, template: t, patch: cr.Data.Raw})
+		w.history = append(w.history, revision{number: cr.Revision, id: cr.Name, template: t, patch: cr.Data.Raw, created: cr.CreationTimestamp.Time})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
 	return w, nil

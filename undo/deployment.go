@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sre-kit/alert-rollback/target"
 )
 
 // The Deployment annotations kubectl keeps from the Deployment rather than copying back
@@ -41,13 +43,14 @@ type deployments struct{ u *Undoer }
 // consistent read that waits for the cache to catch up (~70 ms after any write, measured).
 // The controller creates a ReplicaSet before it records its revision on the Deployment, so
 // nothing the Deployment refers to can be missing from that list.
+//
+// The history is what the Deployment controller made, and nothing else: ReplicaSets it
+// controls (owner UID), named <deployment>-<pod-template-hash> with that hash on their
+// template, each revision number claimed once, none newer than the revision the Deployment
+// itself records (deployment.kubernetes.io/revision), which is the current one.
 func (d deployments) load(ctx context.Context, ns, name string) (*workload, error) {
 	c := d.u.client.AppsV1()
-	var dep *appsv1.Deployment
-	err := d.u.call(ctx, func(ctx context.Context) (err error) {
-		dep, err = c.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		return err
-	})
+	dep, err := c.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, getError("deployment", ns, name, err)
 	}
@@ -55,26 +58,25 @@ func (d deployments) load(ctx context.Context, ns, name string) (*workload, erro
 	if err != nil {
 		return nil, fmt.Errorf("deployment %s/%s: selector: %w", ns, name, err)
 	}
-	var list *appsv1.ReplicaSetList
-	err = d.u.call(ctx, func(ctx context.Context) (err error) {
-		list, err = c.ReplicaSets(ns).List(ctx, metav1.ListOptions{
-			LabelSelector:        selector.String(),
-			ResourceVersion:      dep.ResourceVersion,
-			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
-		})
-		return err
+	list, err := c.ReplicaSets(ns).List(ctx, metav1.ListOptions{
+		LabelSelector:        selector.String(),
+		ResourceVersion:      dep.ResourceVersion,
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list replicasets of deployment %s/%s: %w", ns, name, err)
 	}
 	w := &workload{
-		ref:             refOf("Deployment", ns, name),
+		ref:             target.Ref{Kind: target.Deployment, Namespace: ns, Name: name},
 		uid:             dep.UID,
 		resourceVersion: dep.ResourceVersion,
 		annotations:     dep.Annotations,
 		paused:          dep.Spec.Paused,
 		template:        &dep.Spec.Template,
 	}
+	// 0 when the controller has recorded no revision yet: then nothing is history.
+	current, _ := strconv.ParseInt(dep.Annotations[revisionAnnotation], 10, 64)
+	seen := map[int64]string{}
 	for i := range list.Items {
 		rs := &list.Items[i]
 		// The selector may match ReplicaSets of others; only controlled ones are history.
@@ -85,27 +87,43 @@ func (d deployments) load(ctx context.Context, ns, name string) (*workload, erro
 		if err != nil {
 			continue // kubectl skips ReplicaSets without a readable revision too
 		}
+		hash := rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
+		if hash == "" || rs.Name != name+"-"+hash || rs.Spec.Template.Labels[appsv1.DefaultDeploymentUniqueLabelKey] != hash {
+			return nil, fmt.Errorf("%w: replicaset %s/%s is not named and labelled as the Deployment controller names its ReplicaSets", ErrForeignHistory, ns, rs.Name)
+		}
+		if other, dup := seen[n]; dup {
+			return nil, fmt.Errorf("%w: replicasets %s and %s both claim revision %d of deployment %s/%s", ErrForeignHistory, other, rs.Name, n, ns, name)
+		}
+		seen[n] = rs.Name
+		if n > current {
+			// Newer than the Deployment read: the history was read after a change, or
+			// someone wrote it. Either way it is not this Deployment's history yet.
+			w.ahead = true
+			continue
+		}
 		w.history = append(w.history, revision{
 			number:      n,
-			id:          rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
+			id:          hash,
 			template:    &rs.Spec.Template,
 			annotations: rs.Annotations,
+			created:     rs.CreationTimestamp.Time,
 		})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
+	if len(w.history) > 0 && w.history[0].number != current {
+		// The current revision's ReplicaSet is not in the list: not made yet (the list
+		// is at least as new as the Deployment, so it is not that) or deleted by hand.
+		return nil, fmt.Errorf("%w: no replicaset of deployment %s/%s holds its current revision %d", ErrForeignHistory, ns, name, current)
+	}
 	return w, nil
 }
 
 func (d deployments) resourceVersion(ctx context.Context, ns, name string) (string, error) {
-	var rv string
-	err := d.u.call(ctx, func(ctx context.Context) error {
-		dep, err := d.u.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			rv = dep.ResourceVersion
-		}
-		return err
-	})
-	return rv, err
+	dep, err := d.u.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return dep.ResourceVersion, nil
 }
 
 // restore writes what kubectl writes (the revision's template without its hash label, and
@@ -123,14 +141,11 @@ func (d deployments) restore(ctx context.Context, w *workload, to revision, stat
 	if err != nil {
 		return err
 	}
-	return d.u.call(ctx, func(ctx context.Context) error {
-		_, err := d.u.client.AppsV1().Deployments(w.ref.Namespace).Patch(ctx, w.ref.Name,
-			types.JSONPatchType, patch, patchOptions(dryRun))
-		if err != nil {
-			return fmt.Errorf("patch deployment %s/%s: %w", w.ref.Namespace, w.ref.Name, err)
-		}
-		return nil
-	})
+	_, err = d.u.client.AppsV1().Deployments(w.ref.Namespace).Patch(ctx, w.ref.Name, types.JSONPatchType, patch, patchOptions(dryRun))
+	if err != nil {
+		return fmt.Errorf("patch deployment %s/%s: %w", w.ref.Namespace, w.ref.Name, err)
+	}
+	return nil
 }
 
 // deploymentAnnotations computes the Deployment's annotations after the undo exactly as

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -19,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/keymutex"
 
 	"github.com/sre-kit/alert-rollback/target"
 )
@@ -34,6 +33,10 @@ type Request struct {
 	Revisions []string
 	// Alert names the first alert, for the record kept on the workload.
 	Alert string
+	// UID, when set, is the UID of the workload the alerts were traced to (through a pod's
+	// or ReplicaSet's controller reference): a workload of that name with another UID is a
+	// different object, and is not touched.
+	UID types.UID
 }
 
 // Options tune an Undoer.
@@ -42,21 +45,19 @@ type Options struct {
 	DryRun bool
 	// Cooldown is the least time between two undos of one workload.
 	Cooldown time.Duration
-	// Timeout bounds each API call.
-	Timeout time.Duration
+	// MaxAge is the oldest a current revision may be for its rollout to be undone (0: no
+	// limit).
+	MaxAge time.Duration
 	// Backoff paces re-reads after a write conflict; its Steps bound them.
 	Backoff wait.Backoff
 	// Now is the clock, for tests.
 	Now func() time.Time
 }
 
-// Outcome is how one undo ended. Err is nil for a rollback, else it wraps one of the
-// package's sentinel errors (or the API's), and ActionFor(Err) == Action.
-type Outcome struct {
-	Action Action
-	// UID is the workload's, when it was read: events are attached to it.
+// Change is what an undo did, or would have done: the workload's UID (when it was read;
+// Events are attached to it) and the revisions it went from and to.
+type Change struct {
 	UID      types.UID
-	Err      error
 	From, To int64
 	DryRun   bool
 }
@@ -68,9 +69,9 @@ type Undoer struct {
 	// locks serialises undos of one workload inside this process, so a burst of duplicate
 	// notifications costs one conflict-free write and cheap re-reads instead of a storm of
 	// conflicts. Across processes the resourceVersion precondition does the same job. A
-	// fixed set of locks, picked by a hash of the workload, keeps memory bounded whatever
-	// names alerts carry; two workloads sharing a lock only wait for each other.
-	locks [64]sync.Mutex
+	// fixed set of hashed locks keeps memory bounded whatever names alerts carry; two
+	// workloads sharing a lock only wait for each other.
+	locks keymutex.KeyMutex
 }
 
 // New returns an Undoer acting through client.
@@ -81,7 +82,7 @@ func New(client kubernetes.Interface, opts Options) *Undoer {
 	if opts.Backoff.Steps == 0 {
 		opts.Backoff = retry.DefaultRetry
 	}
-	return &Undoer{client: client, opts: opts}
+	return &Undoer{client: client, opts: opts, locks: keymutex.NewHashed(64)}
 }
 
 // revision is one entry of a workload's rollout history, whatever its kind.
@@ -94,6 +95,9 @@ type revision struct {
 	annotations map[string]string
 	// patch is a ControllerRevision's data: the strategic merge patch that restores it.
 	patch []byte
+	// created is when the ReplicaSet or ControllerRevision was made: for the current
+	// revision, when its rollout started (or, for a revision rolled back to, earlier).
+	created time.Time
 }
 
 // workload is what the undo needs to know of a Deployment, StatefulSet or DaemonSet.
@@ -106,6 +110,9 @@ type workload struct {
 	template        *corev1.PodTemplateSpec
 	// history is newest first.
 	history []revision
+	// ahead is set when the history holds entries newer than the workload's current
+	// revision: read after a change, or written by someone else.
+	ahead bool
 }
 
 // kind reads and writes one kind of workload.
@@ -127,79 +134,78 @@ func (u *Undoer) kindFor(k string) (kind, error) {
 	case target.DaemonSet:
 		return daemonSets(u), nil
 	}
-	return nil, fmt.Errorf("%w: kind %q", target.ErrUnsupportedOwner, k)
+	return nil, fmt.Errorf("%w: kind %q", ErrUnsupportedKind, k)
 }
 
 // Undo rolls the workload back to its newest earlier revision not marked bad, unless a
-// guard says otherwise. On a write conflict it reads again and decides again, a bounded
-// number of times: the other writer may have been a copy of this very alert.
-func (u *Undoer) Undo(ctx context.Context, req Request) Outcome {
+// guard says otherwise (the error says which). On a write conflict it reads again and
+// decides again, a bounded number of times: the other writer may have been a copy of this
+// very alert.
+func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	k, err := u.kindFor(req.Ref.Kind)
 	if err != nil {
-		return Outcome{Action: ActionFor(err), Err: err}
+		return Change{}, err
 	}
-	mu := u.lockFor(req.Ref)
-	mu.Lock()
-	defer mu.Unlock()
+	key := req.Ref.String()
+	u.locks.LockKey(key)
+	defer func() { _ = u.locks.UnlockKey(key) }()
 
-	var out Outcome
-	err = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() error {
-		out = u.attempt(ctx, k, req)
-		return out.Err
+	var c Change
+	err = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() (err error) {
+		c, err = u.attempt(ctx, k, req)
+		return err
 	})
 	if apierrors.IsConflict(err) {
-		out.Err = fmt.Errorf("conflicts exhausted after %d attempts: %w", u.opts.Backoff.Steps, err)
+		err = fmt.Errorf("conflicts exhausted after %d attempts: %w", u.opts.Backoff.Steps, err)
 	}
-	out.Action = ActionFor(out.Err)
-	out.DryRun = u.opts.DryRun
-	return out
+	c.DryRun = u.opts.DryRun
+	return c, err
 }
 
-func (u *Undoer) lockFor(ref target.Ref) *sync.Mutex {
-	h := fnv.New32a()
-	h.Write([]byte(ref.String()))
-	return &u.locks[h.Sum32()%uint32(len(u.locks))]
-}
-
-func (u *Undoer) attempt(ctx context.Context, k kind, req Request) Outcome {
+func (u *Undoer) attempt(ctx context.Context, k kind, req Request) (Change, error) {
 	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name)
 	if err != nil {
-		return Outcome{Err: err}
+		return Change{}, err
+	}
+	if req.UID != "" && w.uid != req.UID {
+		// The object the alert was traced to is gone, and another of the same name took
+		// its place: it is not the one the alert is about.
+		return Change{}, fmt.Errorf("%w: %s is not the object the alert's pod belongs to (UID %s, want %s)", ErrNotFound, w.ref, w.uid, req.UID)
 	}
 	from, to, err := u.decide(w, req)
-	out := Outcome{UID: w.uid, From: from.number, To: to.number, Err: err}
+	c := Change{UID: w.uid, From: from.number, To: to.number}
 	if err != nil {
 		if u.inconsistent(ctx, k, w, err) {
-			out.Err = apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: strings.ToLower(w.ref.Kind) + "s"},
+			err = apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: strings.ToLower(w.ref.Kind) + "s"},
 				w.ref.Name, fmt.Errorf("it changed while its history was read"))
 		}
-		return out
+		return c, err
 	}
 	state, _ := readState(w.annotations) // decide has checked it
 	next, err := state.after(from.id, req.AlertIDs, Record{
 		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.number, To: to.number,
 	}).encode()
 	if err != nil {
-		out.Err = err
-		return out
+		return c, err
 	}
-	out.Err = k.restore(ctx, w, to, next, u.opts.DryRun)
-	return out
+	return c, k.restore(ctx, w, to, next, u.opts.DryRun)
 }
 
 // inconsistent reports whether a decision not to write may come from reading the workload
 // and its history at two different moments. The history is listed just after the workload
 // is read, and may already hold what a concurrent writer (another replica undoing this very
-// alert) set in motion: its newest revision then no longer matches the template read, and
-// the alert would look stale, or already at its target. When that is so and the workload has
+// alert) set in motion: entries newer than the workload's revision, or a newest revision
+// that no longer matches the template read, so the alert would look stale, or already at
+// its target. When that is so and the workload has
 // changed since it was read, the attempt counts as a conflict: read both again and decide on
 // what is really there. A workload that has not changed (a rollout the controller has not
 // recorded yet) keeps the decision.
 func (u *Undoer) inconsistent(ctx context.Context, k kind, w *workload, err error) bool {
-	if !errors.Is(err, ErrStale) && !errors.Is(err, ErrAlreadyAtTarget) && !errors.Is(err, ErrRolloutPending) {
-		return false
+	suspect := w.ahead
+	if errors.Is(err, ErrStale) || errors.Is(err, ErrAlreadyAtTarget) || errors.Is(err, ErrRolloutPending) {
+		suspect = suspect || len(w.history) > 0 && !equalIgnoreHash(w.history[0].template, w.template)
 	}
-	if len(w.history) == 0 || equalIgnoreHash(w.history[0].template, w.template) {
+	if !suspect {
 		return false
 	}
 	rv, rerr := k.resourceVersion(ctx, w.ref.Namespace, w.ref.Name)
@@ -230,7 +236,11 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 	}
 	from = w.history[0]
 	if stale(req.Revisions, from.id) {
-		return from, to, fmt.Errorf("%w (alert about %v, current is revision %d, %s)", ErrStale, req.Revisions, from.number, from.id)
+		return from, to, fmt.Errorf("%w (alert about %s, current is revision %d, %s)", ErrStale, summary(req.Revisions), from.number, from.id)
+	}
+	if age := u.opts.Now().Sub(from.created); u.opts.MaxAge > 0 && !from.created.IsZero() && age > u.opts.MaxAge {
+		return from, to, fmt.Errorf("%w: revision %d was rolled out %s ago (at %s), limit %s", ErrTooOld,
+			from.number, age.Round(time.Second), from.created.UTC().Format(time.RFC3339), u.opts.MaxAge)
 	}
 	if len(w.history) < 2 {
 		return from, to, ErrNoPreviousRevision
@@ -283,12 +293,13 @@ func equalIgnoreHash(a, b *corev1.PodTemplateSpec) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
 
-// call runs one API call under its own deadline.
-func (u *Undoer) call(ctx context.Context, f func(context.Context) error) error {
-	if u.opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, u.opts.Timeout)
-		defer cancel()
+// summary names a few revisions, and counts the rest: a message must stay short whatever
+// the number of alerts.
+func summary(revisions []string) string {
+	const shown = 3
+	s := strings.Join(revisions[:min(shown, len(revisions))], ", ")
+	if len(revisions) > shown {
+		s += fmt.Sprintf(" and %d more", len(revisions)-shown)
 	}
-	return f(ctx)
+	return s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,6 +44,12 @@ func request(kind, name string, ids ...string) Request {
 	}
 	return Request{Ref: target.Ref{Kind: kind, Namespace: ns, Name: name}, AlertIDs: ids, Alert: "KubePodUnschedulable"}
 }
+
+// The API actions of the common paths.
+var (
+	readDeployment = []string{"get deployments", "list replicasets"}
+	undoDeployment = []string{"get deployments", "list replicasets", "patch deployments"}
+)
 
 func undoer(c kubernetes.Interface, dryRun bool) *Undoer {
 	return New(c, Options{Cooldown: 10 * time.Minute, Now: func() time.Time { return now }, DryRun: dryRun,
@@ -91,13 +98,16 @@ func TestUndo(t *testing.T) {
 		wantFrom  int64
 		wantTo    int64
 		wantImage string
-		retryable bool
+		// wantActions are the API actions, "verb resource", in order: they pin the round
+		// trips of each path.
+		wantActions []string
 	}{
 		{
 			name:     "previous revision",
 			objects:  func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
 			req:      request(target.Deployment, "web-front-end"),
 			wantFrom: 2, wantTo: 1, wantImage: "app:v1",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "five revisions go back one",
@@ -107,6 +117,7 @@ func TestUndo(t *testing.T) {
 			},
 			req:      request(target.Deployment, "web-front-end"),
 			wantFrom: 5, wantTo: 4, wantImage: "app:v4",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "no previous revision (no ReplicaSet yet)",
@@ -115,16 +126,18 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
 				return []runtime.Object{d}
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrNoPreviousRevision,
-			wantImage: "app:v1",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNoPreviousRevision,
+			wantImage:   "app:v1",
+			wantActions: readDeployment,
 		},
 		{
-			name:      "one revision",
-			objects:   func() []runtime.Object { _, o := deployment("app:v1"); return o },
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrNoPreviousRevision,
-			wantImage: "app:v1",
+			name:        "one revision",
+			objects:     func() []runtime.Object { _, o := deployment("app:v1"); return o },
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNoPreviousRevision,
+			wantImage:   "app:v1",
+			wantActions: readDeployment,
 		},
 		{
 			name: "paused",
@@ -133,9 +146,10 @@ func TestUndo(t *testing.T) {
 				d.Spec.Paused = true
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrPaused,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrPaused,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name: "already at target",
@@ -144,9 +158,10 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrAlreadyAtTarget,
-			wantImage: "app:v1",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrAlreadyAtTarget,
+			wantImage:   "app:v1",
+			wantActions: append(readDeployment, "get deployments"),
 		},
 		{
 			name: "controller behind: current template has no revision yet",
@@ -155,16 +170,17 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v3")
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrRolloutPending,
-			wantImage: "app:v3",
-			retryable: true,
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrRolloutPending,
+			wantImage:   "app:v3",
+			wantActions: append(readDeployment, "get deployments"),
 		},
 		{
-			name:    "not found",
-			objects: func() []runtime.Object { return nil },
-			req:     request(target.Deployment, "web-front-end"),
-			wantErr: target.ErrNotFound,
+			name:        "not found",
+			objects:     func() []runtime.Object { return nil },
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNotFound,
+			wantActions: []string{"get deployments"},
 		},
 		{
 			name: "no flip-flop: a revision rolled back from is never the target",
@@ -177,6 +193,7 @@ func TestUndo(t *testing.T) {
 			},
 			req:      request(target.Deployment, "web-front-end"),
 			wantFrom: 3, wantTo: 2, wantImage: "app:v1",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "every earlier revision is bad: refused",
@@ -185,9 +202,10 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Bad: []string{fixture.Hash("app:v1")}})
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrNoGoodRevision,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrNoGoodRevision,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name: "the same alert again changes nothing",
@@ -196,9 +214,10 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Handled: []string{"fp1@1764118800"}, Last: &Record{At: now.Add(-time.Hour), From: 2, To: 1}})
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end", "fp1@1764118800"),
-			wantErr:   ErrAlreadyHandled,
-			wantImage: "app:v1",
+			req:         request(target.Deployment, "web-front-end", "fp1@1764118800"),
+			wantErr:     ErrAlreadyHandled,
+			wantImage:   "app:v1",
+			wantActions: readDeployment,
 		},
 		{
 			name:    "stale: the alert's pod is of an older revision",
@@ -208,8 +227,9 @@ func TestUndo(t *testing.T) {
 				r.Revisions = []string{fixture.Hash("app:v1")}
 				return r
 			}(),
-			wantErr:   ErrStale,
-			wantImage: "app:v2",
+			wantErr:     ErrStale,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name:    "an alert about the current revision is not stale",
@@ -220,6 +240,7 @@ func TestUndo(t *testing.T) {
 				return r
 			}(),
 			wantFrom: 2, wantTo: 1, wantImage: "app:v1",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "cooldown",
@@ -228,9 +249,10 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Last: &Record{At: now.Add(-time.Minute)}})
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end", "other@1"),
-			wantErr:   ErrCooldown,
-			wantImage: "app:v3",
+			req:         request(target.Deployment, "web-front-end", "other@1"),
+			wantErr:     ErrCooldown,
+			wantImage:   "app:v3",
+			wantActions: readDeployment,
 		},
 		{
 			name: "after the cooldown",
@@ -241,6 +263,7 @@ func TestUndo(t *testing.T) {
 			},
 			req:      request(target.Deployment, "web-front-end", "other@1"),
 			wantFrom: 3, wantTo: 2, wantImage: "app:v2",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "opt-out",
@@ -249,9 +272,10 @@ func TestUndo(t *testing.T) {
 				d.Annotations[OptOutAnnotation] = "true"
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrOptOut,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrOptOut,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name: "unreadable state is refused, not ignored",
@@ -260,9 +284,10 @@ func TestUndo(t *testing.T) {
 				d.Annotations[StateAnnotation] = "{"
 				return o
 			},
-			req:       request(target.Deployment, "web-front-end"),
-			wantErr:   ErrBadState,
-			wantImage: "app:v2",
+			req:         request(target.Deployment, "web-front-end"),
+			wantErr:     ErrBadState,
+			wantImage:   "app:v2",
+			wantActions: readDeployment,
 		},
 		{
 			name:     "dry run",
@@ -270,6 +295,7 @@ func TestUndo(t *testing.T) {
 			req:      request(target.Deployment, "web-front-end"),
 			dryRun:   true,
 			wantFrom: 2, wantTo: 1,
+			wantActions: undoDeployment,
 		},
 		{
 			name:    "conflicts exhausted",
@@ -280,9 +306,9 @@ func TestUndo(t *testing.T) {
 					return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("modified"))
 				})
 			},
-			wantErr:   errConflictForTest,
-			wantImage: "app:v2",
-			retryable: true,
+			wantErr:     errConflictForTest,
+			wantImage:   "app:v2",
+			wantActions: slices.Concat(undoDeployment, undoDeployment, undoDeployment),
 		},
 		{
 			name:    "forbidden is a failure no retry fixes",
@@ -293,8 +319,9 @@ func TestUndo(t *testing.T) {
 					return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("rbac"))
 				})
 			},
-			wantErr:   errForbiddenForTest,
-			wantImage: "app:v2",
+			wantErr:     errForbiddenForTest,
+			wantImage:   "app:v2",
+			wantActions: undoDeployment,
 		},
 		{
 			name: "history newer than the Deployment read: read both again",
@@ -325,20 +352,23 @@ func TestUndo(t *testing.T) {
 					return false, nil, nil
 				})
 			},
-			wantErr:   ErrAlreadyHandled,
-			wantImage: "app:v1",
+			wantErr:     ErrAlreadyHandled,
+			wantImage:   "app:v1",
+			wantActions: slices.Concat(readDeployment, []string{"get deployments"}, readDeployment),
 		},
 		{
 			name:     "statefulset",
 			objects:  func() []runtime.Object { return append(fixture.Objects(crs...), stsObj.DeepCopy()) },
 			req:      request(target.StatefulSet, "db"),
 			wantFrom: 3, wantTo: 2, wantImage: "db:v2",
+			wantActions: []string{"get statefulsets", "list controllerrevisions", "patch statefulsets"},
 		},
 		{
 			name:     "daemonset",
 			objects:  func() []runtime.Object { return append(fixture.Objects(dcrs...), dsObj.DeepCopy()) },
 			req:      request(target.DaemonSet, "agent"),
 			wantFrom: 2, wantTo: 1, wantImage: "agent:v1",
+			wantActions: []string{"get daemonsets", "list controllerrevisions", "patch daemonsets"},
 		},
 		{
 			name: "daemonset: stale pod revision",
@@ -350,8 +380,9 @@ func TestUndo(t *testing.T) {
 				r.Revisions = []string{dcrs[0].Name}
 				return r
 			}(),
-			wantErr:   ErrStale,
-			wantImage: "agent:v2",
+			wantErr:     ErrStale,
+			wantImage:   "agent:v2",
+			wantActions: []string{"get daemonsets", "list controllerrevisions"},
 		},
 	}
 	for _, tc := range tests {
@@ -360,27 +391,28 @@ func TestUndo(t *testing.T) {
 			if tc.reactors != nil {
 				tc.reactors(client)
 			}
-			out := undoer(client, tc.dryRun).Undo(context.Background(), tc.req)
+			c, err := undoer(client, tc.dryRun).Undo(context.Background(), tc.req)
 			switch {
 			case tc.wantErr == errConflictForTest:
-				if !apierrors.IsConflict(out.Err) {
-					t.Fatalf("Undo() = %v; want a conflict", out.Err)
+				if !apierrors.IsConflict(err) {
+					t.Fatalf("Undo() = %v; want a conflict", err)
 				}
 			case tc.wantErr == errForbiddenForTest:
-				if !apierrors.IsForbidden(out.Err) {
-					t.Fatalf("Undo() = %v; want forbidden", out.Err)
+				if !apierrors.IsForbidden(err) {
+					t.Fatalf("Undo() = %v; want forbidden", err)
 				}
-			case !errors.Is(out.Err, tc.wantErr):
-				t.Fatalf("Undo() = %v; want %v", out.Err, tc.wantErr)
+			case !errors.Is(err, tc.wantErr):
+				t.Fatalf("Undo() = %v; want %v", err, tc.wantErr)
 			}
-			if out.Action != ActionFor(out.Err) {
-				t.Errorf("Action = %s; want %s", out.Action, ActionFor(out.Err))
+			if tc.wantErr == nil && (c.From != tc.wantFrom || c.To != tc.wantTo) {
+				t.Errorf("Undo() from %d to %d; want from %d to %d", c.From, c.To, tc.wantFrom, tc.wantTo)
 			}
-			if tc.wantErr == nil && (out.From != tc.wantFrom || out.To != tc.wantTo) {
-				t.Errorf("Undo() from %d to %d; want from %d to %d", out.From, out.To, tc.wantFrom, tc.wantTo)
+			var got []string
+			for _, a := range client.Actions() {
+				got = append(got, a.GetVerb()+" "+a.GetResource().Resource)
 			}
-			if got := Retryable(out.Err); got != tc.retryable {
-				t.Errorf("Retryable(%v) = %v; want %v", out.Err, got, tc.retryable)
+			if !slices.Equal(got, tc.wantActions) {
+				t.Errorf("API actions = %q; want %q", got, tc.wantActions)
 			}
 			if tc.wantImage != "" {
 				if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
@@ -427,9 +459,8 @@ func TestUndoWritesStateWithTheUndo(t *testing.T) {
 	rss[0].Annotations[StateAnnotation] = `{"handled":["old@1"]}`
 	client := fake.NewClientset(append(fixture.Objects(rss...), d)...)
 
-	out := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end"))
-	if out.Err != nil {
-		t.Fatalf("Undo() = %v", out.Err)
+	if _, err := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end")); err != nil {
+		t.Fatalf("Undo() = %v", err)
 	}
 	var patch []map[string]any
 	for _, a := range client.Actions() {
@@ -484,8 +515,8 @@ func TestRevisionPatchHasThePrecondition(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset(tc.objects...)
-			if out := undoer(client, false).Undo(context.Background(), tc.req); out.Err != nil {
-				t.Fatalf("Undo() = %v", out.Err)
+			if _, err := undoer(client, false).Undo(context.Background(), tc.req); err != nil {
+				t.Fatalf("Undo() = %v", err)
 			}
 			var patch struct {
 				Metadata struct {
@@ -511,4 +542,57 @@ func TestRevisionPatchHasThePrecondition(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMaxAge: a rollout older than MaxAge is not undone, whatever the kind; 0 turns the
+// guard off.
+func TestMaxAge(t *testing.T) {
+	weeksAgo := metav1.NewTime(now.Add(-21 * 24 * time.Hour))
+	minutesAgo := metav1.NewTime(now.Add(-10 * time.Minute))
+	deploymentAt := func(created metav1.Time) []runtime.Object {
+		d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2")
+		rss[1].CreationTimestamp = created
+		return append(fixture.Objects(rss...), d)
+	}
+	statefulSetAt := func(created metav1.Time) []runtime.Object {
+		s, crs := fixture.StatefulSet(ns, "db", "db:v1", "db:v2")
+		crs[1].CreationTimestamp = created
+		return append(fixture.Objects(crs...), s)
+	}
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		req     Request
+		maxAge  time.Duration
+		wantErr error
+	}{
+		{"recent rollout", deploymentAt(minutesAgo), request(target.Deployment, "web-front-end"), time.Hour, nil},
+		{"three weeks old", deploymentAt(weeksAgo), request(target.Deployment, "web-front-end"), time.Hour, ErrTooOld},
+		{"three weeks old, guard off", deploymentAt(weeksAgo), request(target.Deployment, "web-front-end"), 0, nil},
+		{"statefulset three weeks old", statefulSetAt(weeksAgo), request(target.StatefulSet, "db"), time.Hour, ErrTooOld},
+		{"statefulset recent", statefulSetAt(minutesAgo), request(target.StatefulSet, "db"), time.Hour, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(tc.objects...)
+			u := New(client, Options{MaxAge: tc.maxAge, Now: func() time.Time { return now }})
+			_, err := u.Undo(context.Background(), tc.req)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Undo() = %v; want %v", err, tc.wantErr)
+			}
+			if patched := len(writesOf(client)) > 0; patched != (tc.wantErr == nil) {
+				t.Errorf("patched = %v; want %v", patched, tc.wantErr == nil)
+			}
+		})
+	}
+}
+
+func writesOf(c *fake.Clientset) []k8stesting.Action {
+	var out []k8stesting.Action
+	for _, a := range c.Actions() {
+		if a.GetVerb() == "patch" {
+			out = append(out, a)
+		}
+	}
+	return out
 }

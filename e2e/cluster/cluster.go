@@ -88,7 +88,7 @@ type Cluster struct {
 	stopReaping context.CancelFunc
 
 	mu        sync.Mutex
-	processes []*process // in start order
+	processes []*Process // in start order
 }
 
 // Timeouts for each step of Start. They are generous because the machine may be
@@ -252,12 +252,12 @@ func (c *Cluster) stopProcesses() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := len(c.processes) - 1; i >= 0; i-- {
-		c.processes[i].stop()
+		c.processes[i].Stop()
 	}
 	c.processes = nil
 }
 
-func (c *Cluster) add(p *process) {
+func (c *Cluster) add(p *Process) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.processes = append(c.processes, p)
@@ -299,7 +299,7 @@ func (c *Cluster) startEtcd(ctx context.Context) (string, error) {
 		}
 		return nil
 	}
-	p, err := startServer(ctx, c.Dir, c.wrap, "etcd", etcdTimeout, args, ready)
+	p, err := c.startToolServer(ctx, "etcd", etcdTimeout, args, ready)
 	if err != nil {
 		return "", err
 	}
@@ -392,7 +392,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 		}
 		return nil
 	}
-	p, err := startServer(ctx, c.Dir, c.wrap, "kube-apiserver", apiserverTimeout, args, ready)
+	p, err := c.startToolServer(ctx, "kube-apiserver", apiserverTimeout, args, ready)
 	if err != nil {
 		return err
 	}
@@ -422,7 +422,7 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	scheduler, err := startProcess(c.Dir, c.wrap, "kube-scheduler",
+	scheduler, err := c.startTool("kube-scheduler",
 		"--kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
@@ -431,21 +431,21 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 		return err
 	}
 	c.add(scheduler)
-	err = cm.waitReady(ctx, controllersTimeout, func(ctx context.Context) error {
+	err = cm.WaitReady(ctx, controllersTimeout, func(ctx context.Context) error {
 		_, err := c.Clientset.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if scheduler.exited() {
-		return fmt.Errorf("kube-scheduler exited: %v\n--- last lines of %s ---\n%s", scheduler.err, scheduler.logPath, scheduler.tail(30))
+	if scheduler.Exited() {
+		return fmt.Errorf("kube-scheduler exited: %v\n--- last lines of %s ---\n%s", scheduler.Err(), scheduler.LogPath, scheduler.Tail(30))
 	}
 	return nil
 }
 
 // startControllerManager starts kube-controller-manager and adds it to the cluster.
-func (c *Cluster) startControllerManager() (*process, error) {
+func (c *Cluster) startControllerManager() (*Process, error) {
 	// deployment and replicaset make rollouts and revisions; statefulset and
 	// daemonset make the ControllerRevisions their undo uses; serviceaccount
 	// makes the default ServiceAccount pods need; garbagecollector removes
@@ -457,7 +457,7 @@ func (c *Cluster) startControllerManager() (*process, error) {
 	if c.node != nil {
 		controllers = "*"
 	}
-	cm, err := startProcess(c.Dir, c.wrap, "kube-controller-manager",
+	cm, err := c.startTool("kube-controller-manager",
 		"--kubeconfig="+c.Kubeconfig,
 		"--controllers="+controllers,
 		"--service-account-private-key-file="+filepath.Join(c.Dir, "service-account.key"),
@@ -478,8 +478,8 @@ func (c *Cluster) startControllerManager() (*process, error) {
 func (c *Cluster) PauseControllers() (resume func() error) {
 	c.mu.Lock()
 	for i, p := range c.processes {
-		if p.name == "kube-controller-manager" {
-			p.stop()
+		if p.Name == "kube-controller-manager" {
+			p.Stop()
 			c.processes = append(c.processes[:i], c.processes[i+1:]...)
 			break
 		}

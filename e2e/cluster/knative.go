@@ -184,7 +184,11 @@ func (c *Cluster) startTraefik(ctx context.Context) error {
 		return err
 	}
 	entry := fmt.Sprintf("--entrypoints.web.address=%s:%d", NodeIP, ingressPort)
-	p, err := startProcessEnv(c.node.dir, c.wrap, []string{"KUBECONFIG=" + c.Kubeconfig}, "traefik",
+	path, err := ToolPath("traefik")
+	if err != nil {
+		return err
+	}
+	p, err := startWrapped(c.node.dir, c.wrap, []string{"KUBECONFIG=" + c.Kubeconfig}, "traefik", path,
 		"--experimental.knative=true",
 		"--providers.knative=true",
 		"--providers.knative.publicEntrypoints=web",
@@ -202,7 +206,7 @@ func (c *Cluster) startTraefik(ctx context.Context) error {
 		return err
 	}
 	c.node.processes = append(c.node.processes, p)
-	return p.waitReady(ctx, 60*time.Second, func(ctx context.Context) error {
+	return p.WaitReady(ctx, 60*time.Second, func(ctx context.Context) error {
 		_, err := get(ctx, c.HTTP, "http://127.0.0.1:8082/ping", "")
 		return err
 	})

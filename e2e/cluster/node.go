@@ -53,7 +53,7 @@ type node struct {
 	anchor     *anchor
 	cgroupRoot string
 	socket     string     // containerd's
-	processes  []*process // in start order
+	processes  []*Process // in start order
 	images     []string   // extra image tarballs to import (Knative's)
 }
 
@@ -141,8 +141,8 @@ func (n *node) start(ctx context.Context, c *Cluster, logf func(string, ...any))
 	logf("CoreDNS ready at %s:53", NodeIP)
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, nodeReadyTimeout, true, func(ctx context.Context) (bool, error) {
 		for _, p := range n.processes {
-			if p.exited() {
-				return false, fmt.Errorf("%s exited: %v\n--- last lines of %s ---\n%s", p.name, p.err, p.logPath, p.tail(30))
+			if p.Exited() {
+				return false, fmt.Errorf("%s exited: %v\n--- last lines of %s ---\n%s", p.Name, p.Err(), p.LogPath, p.Tail(30))
 			}
 		}
 		node, err := c.Clientset.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
@@ -164,7 +164,7 @@ func (n *node) start(ctx context.Context, c *Cluster, logf func(string, ...any))
 
 // run starts the pinned tool name inside the node, or, for containerd (a Debian package),
 // the program on $PATH.
-func (n *node) run(name string, args ...string) (*process, error) {
+func (n *node) run(name string, args ...string) (*Process, error) {
 	path, err := ToolPath(name)
 	if name == "containerd" {
 		path, err = exec.LookPath(name)
@@ -172,7 +172,7 @@ func (n *node) run(name string, args ...string) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := startPath(n.dir, n.anchor.wrap(), nil, name, path, args...)
+	p, err := startWrapped(n.dir, n.anchor.wrap(), nil, name, path, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +258,7 @@ func (n *node) startContainerd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return p.waitReady(ctx, containerdTimeout, func(ctx context.Context) error {
+	return p.WaitReady(ctx, containerdTimeout, func(ctx context.Context) error {
 		_, err := n.ctr(ctx, "version")
 		return err
 	})
@@ -411,7 +411,7 @@ func (n *node) startCoreDNS(ctx context.Context, c *Cluster) error {
 		return err
 	}
 	client := n.ns.httpClient()
-	return p.waitReady(ctx, 60*time.Second, func(ctx context.Context) error {
+	return p.WaitReady(ctx, 60*time.Second, func(ctx context.Context) error {
 		_, err := get(ctx, client, "http://127.0.0.1:8181/ready", "")
 		return err
 	})
@@ -431,15 +431,15 @@ func (n *node) stopDaemons() error {
 	}
 	var errs []error
 	for i := len(n.processes) - 1; i >= 0; i-- {
-		if n.processes[i].name == "kubelet" {
-			n.processes[i].stop()
+		if n.processes[i].Name == "kubelet" {
+			n.processes[i].Stop()
 		}
 	}
 	if err := killAll(cgroupProcs(n.cgroupRoot)); err != nil {
 		errs = append(errs, fmt.Errorf("pods' processes: %w", err))
 	}
 	for i := len(n.processes) - 1; i >= 0; i-- {
-		n.processes[i].stop()
+		n.processes[i].Stop()
 	}
 	n.processes = nil
 	return errors.Join(errs...)

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,20 +63,11 @@ func toolsDir() (string, error) {
 	if dir := os.Getenv("ROLLBACK_TOOLS_DIR"); dir != "" {
 		return filepath.Abs(dir)
 	}
-	dir, err := os.Getwd()
+	root, err := RepoRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: set ROLLBACK_TOOLS_DIR to the folder holding the tools", err)
 	}
-	for {
-		if isFile(filepath.Join(dir, "Makefile")) && isDir(filepath.Join(dir, "tools")) {
-			return filepath.Join(dir, ".bin"), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no repository root (a folder with Makefile and tools/) above the working directory: set ROLLBACK_TOOLS_DIR to the folder holding the tools")
-		}
-		dir = parent
-	}
+	return filepath.Join(root, ".bin"), nil
 }
 
 func isFile(path string) bool {

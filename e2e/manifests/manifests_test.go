@@ -29,10 +29,9 @@ import (
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
-)
 
-// modulePath identifies the repository root: the folder whose go.mod declares it.
-const modulePath = "github.com/sre-kit/alert-rollback"
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
+)
 
 // koImage is the image kservice.yaml names, and resolvedImage what `ko resolve` puts in its
 // place: a pushed image by digest.
@@ -48,34 +47,14 @@ const (
 	secretKey  = "token"
 )
 
-// repoRoot returns the folder holding the function's go.mod. go test runs in the package's
-// folder (e2e/manifests), so it is found by walking up.
+// repoRoot returns the repository's root folder.
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	root, err := cluster.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && moduleLine(data) == modulePath {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("no go.mod declaring module %s above the working directory", modulePath)
-		}
-		dir = parent
-	}
-}
-
-func moduleLine(gomod []byte) string {
-	for line := range strings.Lines(string(gomod)) {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
-			return strings.Trim(strings.TrimSpace(rest), `"`)
-		}
-	}
-	return ""
+	return root
 }
 
 // readRepoFile returns the file at the slash-separated path rel under the repository root.
@@ -414,7 +393,7 @@ func ptrTo[T any](v T) *T { return &v }
 var contractEnv = []string{
 	"ROLLBACK_AUTH_TOKEN", "ROLLBACK_AUTH_TOKEN_FILE", "ROLLBACK_ALLOW_UNAUTHENTICATED",
 	"ROLLBACK_MATCH", "ROLLBACK_NAMESPACES", "ROLLBACK_MAX_BODY_BYTES", "ROLLBACK_COOLDOWN",
-	"ROLLBACK_MAX_TARGETS", "ROLLBACK_DRY_RUN", "ROLLBACK_API_TIMEOUT",
+	"ROLLBACK_MAX_TARGETS", "ROLLBACK_DRY_RUN", "ROLLBACK_API_TIMEOUT", "ROLLBACK_MAX_AGE", "ROLLBACK_DEFAULT_NAMESPACE",
 }
 
 // TestKnativeServiceContract checks what the function and its users rely on, which Knative's

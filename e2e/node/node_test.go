@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
@@ -122,10 +123,10 @@ func rollBack(t *testing.T, ns, name, url, token string, labels map[string]strin
 		t.Fatalf("answer %+v (%v); want one rolled-back", resp, err)
 	}
 	t.Logf("answered rolled-back in %s", took.Round(time.Millisecond))
-	if err := run.WaitDeploymentRevision(ctx, kube.Clientset, ns, name, 3); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, kube.Clientset, ns, name, 3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := run.WaitEvents(ctx, kube.Clientset, ns, "Deployment", name, "RolledBack", 1); err != nil {
+	if _, err := fixture.WaitEvents(ctx, kube.Clientset, ns, "Deployment", name, "RolledBack", 1); err != nil {
 		t.Fatal(err)
 	}
 	pods, err := run.WaitOnlyRevisionRunning(ctx, kube.Clientset, ns, name, rev1)

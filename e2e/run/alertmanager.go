@@ -18,9 +18,8 @@ import (
 type Alertmanager struct {
 	URL        string
 	ConfigPath string
-	LogPath    string
 	client     *http.Client
-	*process
+	*cluster.Process
 }
 
 // Timers override the route's timers, so a test sees repeats in seconds, not hours.
@@ -46,21 +45,11 @@ type AlertmanagerOptions struct {
 
 // ShippedConfig is the path of the repository's Alertmanager configuration.
 func ShippedConfig() (string, error) {
-	dir, err := os.Getwd()
+	root, err := cluster.RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	for {
-		p := filepath.Join(dir, "deploy", "alertmanager", "alertmanager.yml")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("deploy/alertmanager/alertmanager.yml not found above the working directory")
-		}
-		dir = parent
-	}
+	return filepath.Join(root, "deploy", "alertmanager", "alertmanager.yml"), nil
 }
 
 var (
@@ -108,21 +97,21 @@ func StartAlertmanager(ctx context.Context, o AlertmanagerOptions) (*Alertmanage
 	if err != nil {
 		return nil, err
 	}
-	a := &Alertmanager{ConfigPath: filepath.Join(o.Dir, o.Name+".yml"), LogPath: filepath.Join(o.Dir, o.Name+".log"), client: o.HTTP}
+	a := &Alertmanager{ConfigPath: filepath.Join(o.Dir, o.Name+".yml"), client: o.HTTP}
 	if a.client == nil {
 		a.client = http.DefaultClient
 	}
 	if err := os.WriteFile(a.ConfigPath, cfg, 0o644); err != nil {
 		return nil, err
 	}
-	err = withFreePort(func(port int) error {
+	a.Process, err = cluster.StartServer(ctx, readyTimeout, func() (cluster.ProcessSpec, error) {
+		port, err := cluster.FreePort()
 		a.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-		args := append(append([]string{}, o.Wrap...), bin, "--config.file", a.ConfigPath, "--storage.path", filepath.Join(o.Dir, o.Name+"-data"),
-			"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug")
-		var err error
-		a.process, err = startProcess(ctx, o.Name, args, nil, a.LogPath, a.URL+"/-/ready", a.client)
-		return err
-	})
+		return cluster.ProcessSpec{Name: o.Name, LogPath: filepath.Join(o.Dir, o.Name+".log"), Args: append(append([]string{}, o.Wrap...),
+			bin, "--config.file", a.ConfigPath, "--storage.path", filepath.Join(o.Dir, o.Name+"-data"),
+			"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug",
+		)}, err
+	}, func(ctx context.Context) error { return cluster.HTTPReadyVia(a.client, a.URL+"/-/ready")(ctx) })
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +154,6 @@ func (a *Alertmanager) Fire(ctx context.Context, alerts ...Alert) error {
 // Stop stops Alertmanager.
 func (a *Alertmanager) Stop() {
 	if a != nil {
-		a.stop()
+		a.Process.Stop()
 	}
 }

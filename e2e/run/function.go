@@ -14,15 +14,16 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // Function is a running cmd/rollback process.
 type Function struct {
 	URL string
-	*process
+	*cluster.Process
 }
 
 // FunctionOptions configure StartFunction.
@@ -50,35 +51,41 @@ func StartFunction(ctx context.Context, o FunctionOptions) (*Function, error) {
 		o.Name = "rollback"
 	}
 	f := &Function{}
-	err = withFreePort(func(port int) error {
+	f.Process, err = cluster.StartServer(ctx, readyTimeout, func() (cluster.ProcessSpec, error) {
+		port, err := cluster.FreePort()
 		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(port)}
 		for k, v := range o.Env {
 			env = append(env, k+"="+v)
 		}
 		f.URL = fmt.Sprintf("http://127.0.0.1:%d/", port)
-		args := append(append([]string{}, o.Wrap...), bin)
-		var err error
-		f.process, err = startProcess(ctx, o.Name, args, env, filepath.Join(o.Dir, o.Name+".log"), f.URL+"health/readiness", nil)
-		return err
-	})
+		return cluster.ProcessSpec{
+			Name: o.Name, Args: append(append([]string{}, o.Wrap...), bin), Env: env,
+			LogPath: filepath.Join(o.Dir, o.Name+".log"),
+			// It drains notifications in flight for up to 25 s after SIGTERM.
+			StopTimeout: 30 * time.Second,
+		}, err
+	}, func(ctx context.Context) error { return cluster.HTTPReady(f.URL + "health/readiness")(ctx) })
 	if err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
+// readyTimeout bounds the wait for a started program to become ready.
+const readyTimeout = 30 * time.Second
+
 // Stop sends SIGTERM, as Knative does on scale-down, and waits for the process to exit.
 func (f *Function) Stop() {
 	if f != nil {
-		f.stop()
+		f.Process.Stop()
 	}
 }
 
 // Post sends a notification body as Alertmanager does, with the bearer token.
-func (f *Function) Post(ctx context.Context, body []byte, token string) (int, report.Response, error) {
+func (f *Function) Post(ctx context.Context, body []byte, token string) (int, outcome.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, report.Response{}, err
+		return 0, outcome.Response{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
@@ -86,14 +93,14 @@ func (f *Function) Post(ctx context.Context, body []byte, token string) (int, re
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, report.Response{}, err
+		return 0, outcome.Response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return resp.StatusCode, report.Response{}, err
+		return resp.StatusCode, outcome.Response{}, err
 	}
-	var r report.Response
+	var r outcome.Response
 	if resp.StatusCode < 300 || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusUnprocessableEntity {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return resp.StatusCode, r, fmt.Errorf("answer %s: %w", b, err)
@@ -104,6 +111,6 @@ func (f *Function) Post(ctx context.Context, body []byte, token string) (int, re
 
 // Log returns the function's log so far.
 func (f *Function) Log() string {
-	b, _ := os.ReadFile(f.logPath)
+	b, _ := os.ReadFile(f.LogPath)
 	return string(b)
 }

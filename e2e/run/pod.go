@@ -22,7 +22,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/report"
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // KnativeService returns the Knative Service of the manifest at path (kservice.yaml).
@@ -82,7 +84,7 @@ func FunctionPod(path, ns, name, image string) (*corev1.Pod, error) {
 // pod's phase and its containers' states, which is where a kubelet says what went wrong.
 func WaitPodReady(ctx context.Context, cs kubernetes.Interface, ns, name string) (*corev1.Pod, error) {
 	var pod *corev1.Pod
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, PollTimeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, fixture.PollTimeout, true, func(ctx context.Context) (bool, error) {
 		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
@@ -129,7 +131,7 @@ func PodState(p *corev1.Pod) string {
 func WaitOnlyRevisionRunning(ctx context.Context, cs kubernetes.Interface, ns, deployment string, rs *appsv1.ReplicaSet) ([]corev1.Pod, error) {
 	hash := rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
 	var last []corev1.Pod
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*PollTimeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*fixture.PollTimeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + deployment})
 		if err != nil {
 			return false, nil
@@ -162,7 +164,7 @@ func WaitOnlyRevisionRunning(ctx context.Context, cs kubernetes.Interface, ns, d
 func WaitContainerWaiting(ctx context.Context, cs kubernetes.Interface, ns string, owner metav1.Object, reason string) (string, error) {
 	var last []string
 	var name string
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*PollTimeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*fixture.PollTimeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil
@@ -210,23 +212,23 @@ func Notification(alerts ...alert.Alert) []byte {
 
 // PostNotification posts body to url as Alertmanager does (bearer token, JSON) with client,
 // and returns the status and the decoded answer.
-func PostNotification(ctx context.Context, client *http.Client, url string, body []byte, token string) (int, report.Response, error) {
+func PostNotification(ctx context.Context, client *http.Client, url string, body []byte, token string) (int, outcome.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return 0, report.Response{}, err
+		return 0, outcome.Response{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, report.Response{}, err
+		return 0, outcome.Response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return resp.StatusCode, report.Response{}, err
+		return resp.StatusCode, outcome.Response{}, err
 	}
-	var r report.Response
+	var r outcome.Response
 	if err := json.Unmarshal(b, &r); err != nil {
 		return resp.StatusCode, r, fmt.Errorf("answer %d %s: %w", resp.StatusCode, b, err)
 	}
@@ -234,9 +236,48 @@ func PostNotification(ctx context.Context, client *http.Client, url string, body
 }
 
 // OneAction returns the action of the answer's single result, or an error describing it.
-func OneAction(r report.Response) (string, error) {
+func OneAction(r outcome.Response) (string, error) {
 	if len(r.Results) != 1 {
 		return "", fmt.Errorf("%d results: %+v; want one", len(r.Results), r.Results)
 	}
 	return string(r.Results[0].Action), nil
+}
+
+// BrokenDeployment creates Deployment name with the app (revision 1) and waits until its
+// pods run, then breaks it with change (revision 2) and waits for revision 2's pod to be
+// Unschedulable, or its container in CrashLoopBackOff when change swaps in a crashing
+// image. It returns that pod's name and revision 1's ReplicaSet.
+func BrokenDeployment(ctx context.Context, k *cluster.Cluster, ns, name string, change func(*corev1.Container)) (string, *appsv1.ReplicaSet, error) {
+	c := fixture.Container(cluster.AppImage, "100m")
+	c.ImagePullPolicy = corev1.PullNever
+	if _, err := k.Clientset.AppsV1().Deployments(ns).Create(ctx, fixture.Deployment(ns, name, c), metav1.CreateOptions{}); err != nil {
+		return "", nil, err
+	}
+	if err := fixture.WaitDeploymentRevision(ctx, k.Clientset, ns, name, 1); err != nil {
+		return "", nil, err
+	}
+	rev1, err := fixture.ReplicaSetOfRevision(ctx, k.Clientset, ns, name, 1)
+	if err != nil {
+		return "", nil, err
+	}
+	if _, err := WaitOnlyRevisionRunning(ctx, k.Clientset, ns, name, rev1); err != nil {
+		return "", nil, err
+	}
+	err = fixture.UpdateDeployment(ctx, k.Clientset, ns, name, 2, func(d *appsv1.Deployment) {
+		change(&d.Spec.Template.Spec.Containers[0])
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	rev2, err := fixture.ReplicaSetOfRevision(ctx, k.Clientset, ns, name, 2)
+	if err != nil {
+		return "", nil, err
+	}
+	var pod string
+	if rev2.Spec.Template.Spec.Containers[0].Image == cluster.CrashImage {
+		pod, err = WaitContainerWaiting(ctx, k.Clientset, ns, rev2, "CrashLoopBackOff")
+	} else {
+		pod, err = fixture.WaitPod(ctx, k.Clientset, ns, rev2, corev1.ConditionFalse, corev1.PodReasonUnschedulable)
+	}
+	return pod, rev1, err
 }

@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
@@ -76,34 +77,34 @@ func demo() error {
 	say("node %s: 4 CPUs, 8Gi (a Node object with no kubelet: pods get scheduled, never run)", node)
 
 	step("Before: %s v1 (cpu 100m) is revision 1 and scheduled", app)
-	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, run.Deployment(ns, app, run.Container("registry.invalid/checkout-api:v1", "100m")), metav1.CreateOptions{}); err != nil {
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, fixture.Deployment(ns, app, fixture.Container("registry.invalid/checkout-api:v1", "100m")), metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	if err := run.WaitDeploymentRevision(ctx, cs, ns, app, 1); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, cs, ns, app, 1); err != nil {
 		return err
 	}
-	rs1, err := run.ReplicaSetOfRevision(ctx, cs, ns, app, 1)
+	rs1, err := fixture.ReplicaSetOfRevision(ctx, cs, ns, app, 1)
 	if err != nil {
 		return err
 	}
-	pod1, err := run.WaitPod(ctx, cs, ns, rs1, corev1.ConditionTrue, "")
+	pod1, err := fixture.WaitPod(ctx, cs, ns, rs1, corev1.ConditionTrue, "")
 	if err != nil {
 		return err
 	}
 	say("pod %s: PodScheduled=True", pod1)
 
 	step("The bad rollout: v2 asks for 64 CPUs (revision 2)")
-	err = run.UpdateDeployment(ctx, cs, ns, app, 2, func(d *appsv1.Deployment) {
-		d.Spec.Template.Spec.Containers[0] = run.Container("registry.invalid/checkout-api:v2", "64")
+	err = fixture.UpdateDeployment(ctx, cs, ns, app, 2, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0] = fixture.Container("registry.invalid/checkout-api:v2", "64")
 	})
 	if err != nil {
 		return err
 	}
-	rs2, err := run.ReplicaSetOfRevision(ctx, cs, ns, app, 2)
+	rs2, err := fixture.ReplicaSetOfRevision(ctx, cs, ns, app, 2)
 	if err != nil {
 		return err
 	}
-	pod2, err := run.WaitPod(ctx, cs, ns, rs2, corev1.ConditionFalse, corev1.PodReasonUnschedulable)
+	pod2, err := fixture.WaitPod(ctx, cs, ns, rs2, corev1.ConditionFalse, corev1.PodReasonUnschedulable)
 	if err != nil {
 		return err
 	}
@@ -186,7 +187,7 @@ func demo() error {
 	say("Alertmanager delivered after %.1fs; the function answered %s", time.Since(fired).Seconds(), compact(answer))
 
 	step("After: the controller makes revision 3 from revision 1's template")
-	if err := run.WaitDeploymentRevision(ctx, cs, ns, app, 3); err != nil {
+	if err := fixture.WaitDeploymentRevision(ctx, cs, ns, app, 3); err != nil {
 		return err
 	}
 	d, err := cs.AppsV1().Deployments(ns).Get(ctx, app, metav1.GetOptions{})
@@ -195,13 +196,13 @@ func demo() error {
 	}
 	c := d.Spec.Template.Spec.Containers[0]
 	say("template now: image %s, cpu %s (revision 2 had registry.invalid/checkout-api:v2, cpu 64)", c.Image, c.Resources.Requests.Cpu())
-	if pod, err := run.WaitPod(ctx, cs, ns, rs1, corev1.ConditionTrue, ""); err == nil {
+	if pod, err := fixture.WaitPod(ctx, cs, ns, rs1, corev1.ConditionTrue, ""); err == nil {
 		say("pod %s of revision 1's ReplicaSet: PodScheduled=True", pod)
 	}
 	if err := kubectl(ctx, kube, "rollout", "history", "-n", ns, "deployment/"+app); err != nil {
 		return err
 	}
-	if _, err := run.WaitEvents(ctx, cs, ns, "Deployment", app, "RolledBack", 1); err != nil {
+	if _, err := fixture.WaitEvents(ctx, cs, ns, "Deployment", app, "RolledBack", 1); err != nil {
 		return err
 	}
 	say("the Event, as `kubectl get events` shows it:")
@@ -221,7 +222,7 @@ func demo() error {
 		return err
 	}
 	for _, r := range resp.Results {
-		say("%s: %s", r.Action, r.Reason)
+		say("%s (%s): %s", r.Action, r.Reason, r.Message)
 	}
 
 	step("Stopping everything")

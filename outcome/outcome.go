@@ -1,0 +1,214 @@
+// Package outcome is the one vocabulary for what happened to a notification: the action
+// taken for each workload, a stable reason code beside the human sentence, the result rows
+// of the answer, and the HTTP status Alertmanager gets. The steps of the data path (target,
+// undo) only return errors; this package classifies them, in one table.
+package outcome
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/undo"
+)
+
+// Action is what happened to one workload (or one alert that named no usable workload).
+type Action string
+
+// The four actions of the report.
+const (
+	RolledBack Action = "rolled-back"
+	Skipped    Action = "skipped"
+	Refused    Action = "refused"
+	Failed     Action = "failed"
+)
+
+// Reason is a stable, machine-readable code for why an outcome is what it is. Users alert
+// and build dashboards on these: a code, once published, keeps its meaning.
+type Reason string
+
+// The reason codes, documented in the README.
+const (
+	// rolled-back
+	ReasonRolledBack Reason = "rolled-back"
+	ReasonDryRun     Reason = "dry-run"
+
+	// skipped: there is nothing to do.
+	ReasonAlreadyHandled  Reason = "already-handled"
+	ReasonStale           Reason = "stale"
+	ReasonAlreadyAtTarget Reason = "already-at-target"
+
+	// refused: the function will not act; a human should look.
+	ReasonPaused             Reason = "paused"
+	ReasonNoPreviousRevision Reason = "no-previous-revision"
+	ReasonNoGoodRevision     Reason = "no-good-revision"
+	ReasonCooldown           Reason = "cooldown"
+	ReasonOptedOut           Reason = "opted-out"
+	ReasonBadState           Reason = "bad-state"
+	ReasonTooManyTargets     Reason = "too-many-targets"
+	ReasonNoWorkloadLabel    Reason = "no-workload-label"
+	ReasonNoNamespace        Reason = "no-namespace"
+	ReasonInvalidName        Reason = "invalid-name"
+	ReasonNamespaceDenied    Reason = "namespace-denied"
+	ReasonNotFound           Reason = "not-found"
+	ReasonUnsupportedOwner   Reason = "unsupported-owner"
+	ReasonForeignHistory     Reason = "foreign-history"
+	ReasonTooOld             Reason = "too-old"
+
+	// failed: a retry may help (retryable) or not.
+	ReasonRolloutPending Reason = "rollout-pending"
+	ReasonTargetsUnknown Reason = "targets-unknown"
+	ReasonTimeout        Reason = "timeout"
+	ReasonAPIUnavailable Reason = "api-unavailable"
+	ReasonConflict       Reason = "conflict"
+	ReasonForbidden      Reason = "forbidden"
+	ReasonAPIError       Reason = "api-error"
+	ReasonInternal       Reason = "internal"
+)
+
+// ErrTooManyTargets refuses a whole notification that names more workloads than
+// ROLLBACK_MAX_TARGETS: a monitoring glitch must not roll back a fleet.
+var ErrTooManyTargets = errors.New("the notification names more workloads than ROLLBACK_MAX_TARGETS; nothing was changed")
+
+// ErrTargetsUnknown holds back a notification while lookups that failed might each be a
+// workload: whether it is within ROLLBACK_MAX_TARGETS is not known until they succeed.
+var ErrTargetsUnknown = errors.New("some workload lookups failed, so the blast radius is not known; nothing was changed")
+
+// classes maps the sentinel errors of the data path to their action and reason. The first
+// match wins; errors that match none are API or transport failures (see Classify).
+var classes = []struct {
+	err    error
+	action Action
+	reason Reason
+}{
+	{undo.ErrAlreadyHandled, Skipped, ReasonAlreadyHandled},
+	{undo.ErrStale, Skipped, ReasonStale},
+	{undo.ErrAlreadyAtTarget, Skipped, ReasonAlreadyAtTarget},
+
+	{undo.ErrPaused, Refused, ReasonPaused},
+	{undo.ErrNoPreviousRevision, Refused, ReasonNoPreviousRevision},
+	{undo.ErrNoGoodRevision, Refused, ReasonNoGoodRevision},
+	{undo.ErrCooldown, Refused, ReasonCooldown},
+	{undo.ErrOptOut, Refused, ReasonOptedOut},
+	{undo.ErrBadState, Refused, ReasonBadState},
+	{undo.ErrNotFound, Refused, ReasonNotFound},
+	{undo.ErrUnsupportedKind, Refused, ReasonUnsupportedOwner},
+	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
+	{undo.ErrTooOld, Refused, ReasonTooOld},
+	{ErrTooManyTargets, Refused, ReasonTooManyTargets},
+	{target.ErrNoWorkloadLabel, Refused, ReasonNoWorkloadLabel},
+	{target.ErrNoNamespace, Refused, ReasonNoNamespace},
+	{target.ErrInvalidName, Refused, ReasonInvalidName},
+	{target.ErrNamespaceDenied, Refused, ReasonNamespaceDenied},
+	{target.ErrNotFound, Refused, ReasonNotFound},
+	{target.ErrUnsupportedOwner, Refused, ReasonUnsupportedOwner},
+
+	{undo.ErrRolloutPending, Failed, ReasonRolloutPending},
+	{ErrTargetsUnknown, Failed, ReasonTargetsUnknown},
+}
+
+// Classify says what an error the data path ended with means: nil is a rollback.
+func Classify(err error) (Action, Reason) {
+	if err == nil {
+		return RolledBack, ReasonRolledBack
+	}
+	for _, c := range classes {
+		if errors.Is(err, c.err) {
+			return c.action, c.reason
+		}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		apierrors.IsTimeout(err), apierrors.IsServerTimeout(err):
+		return Failed, ReasonTimeout
+	case apierrors.IsNotFound(err):
+		// The workload went away between the alert and the undo.
+		return Refused, ReasonNotFound
+	case apierrors.IsConflict(err):
+		return Failed, ReasonConflict
+	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		return Failed, ReasonForbidden
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		if code := status.Status().Code; code >= http.StatusInternalServerError || code == http.StatusTooManyRequests {
+			return Failed, ReasonAPIUnavailable
+		}
+		return Failed, ReasonAPIError
+	}
+	// Not an answer from the API server: it never got there (a transport error), or the
+	// data read makes no sense (a malformed ControllerRevision, say).
+	var netErr net.Error
+	var urlErr *url.Error
+	if errors.As(err, &netErr) || errors.As(err, &urlErr) {
+		return Failed, ReasonAPIUnavailable
+	}
+	return Failed, ReasonInternal
+}
+
+// Retryable reports whether a failure may go away if Alertmanager sends the notification
+// again: the API server was unreachable, slow, overloaded or kept conflicting, or the
+// controller had not recorded the rollout yet. Forbidden, invalid and the like will be the
+// same next time.
+func Retryable(r Reason) bool {
+	switch r {
+	case ReasonRolloutPending, ReasonTargetsUnknown, ReasonTimeout, ReasonAPIUnavailable, ReasonConflict:
+		return true
+	}
+	return false
+}
+
+// Request errors: why a request is turned away before anything else happens. None of them
+// touches the cluster.
+var (
+	ErrMethod       = errors.New("method not allowed: POST an Alertmanager notification")
+	ErrUnauthorized = errors.New("missing or wrong credentials: send Authorization: Bearer <token>")
+	ErrMediaType    = errors.New("unsupported content type: want application/json, or a CloudEvent (binary mode with JSON data, or application/cloudevents+json)")
+	ErrTooLarge     = errors.New("body too large (ROLLBACK_MAX_BODY_BYTES)")
+	ErrStopping     = errors.New("shutting down: send again")
+)
+
+// HTTPStatus is the one place outcomes become HTTP status codes. Alertmanager retries 5xx
+// and drops every 4xx for good, so 5xx means exactly "a retry can help".
+//
+// err is why the request was turned away, nil if it was handled. A handled notification is
+// answered 200 when every workload reached a final outcome; 503 when any failure may pass
+// (API unreachable, timeout, conflicts), which makes Alertmanager send it again, safely,
+// since an alert that already caused an undo causes no other; 422 when a failure will not
+// pass by itself (forbidden, invalid), so Alertmanager records a failed notification
+// without retrying in vain.
+func HTTPStatus(err error, results []Result) int {
+	switch {
+	case errors.Is(err, ErrMethod):
+		return http.StatusMethodNotAllowed
+	case errors.Is(err, ErrUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrMediaType):
+		return http.StatusUnsupportedMediaType
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, alert.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrStopping):
+		return http.StatusServiceUnavailable
+	case err != nil:
+		return http.StatusInternalServerError
+	}
+	status := http.StatusOK
+	for _, r := range results {
+		if r.Action != Failed {
+			continue
+		}
+		if r.Retryable {
+			return http.StatusServiceUnavailable
+		}
+		status = http.StatusUnprocessableEntity
+	}
+	return status
+}

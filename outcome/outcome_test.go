@@ -1,0 +1,98 @@
+package outcome
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/undo"
+)
+
+func TestClassify(t *testing.T) {
+	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
+	tests := []struct {
+		name       string
+		err        error
+		wantAction Action
+		wantReason Reason
+		wantRetry  bool
+	}{
+		{"nil is a rollback", nil, RolledBack, ReasonRolledBack, false},
+		{"already handled, wrapped", fmt.Errorf("x: %w", undo.ErrAlreadyHandled), Skipped, ReasonAlreadyHandled, false},
+		{"stale", undo.ErrStale, Skipped, ReasonStale, false},
+		{"already at target", undo.ErrAlreadyAtTarget, Skipped, ReasonAlreadyAtTarget, false},
+		{"cooldown", undo.ErrCooldown, Refused, ReasonCooldown, false},
+		{"opted out", undo.ErrOptOut, Refused, ReasonOptedOut, false},
+		{"no good revision", undo.ErrNoGoodRevision, Refused, ReasonNoGoodRevision, false},
+		{"no previous revision", undo.ErrNoPreviousRevision, Refused, ReasonNoPreviousRevision, false},
+		{"paused", undo.ErrPaused, Refused, ReasonPaused, false},
+		{"bad state", undo.ErrBadState, Refused, ReasonBadState, false},
+		{"foreign history", undo.ErrForeignHistory, Refused, ReasonForeignHistory, false},
+		{"workload gone", undo.ErrNotFound, Refused, ReasonNotFound, false},
+		{"too old", undo.ErrTooOld, Refused, ReasonTooOld, false},
+		{"too many targets", ErrTooManyTargets, Refused, ReasonTooManyTargets, false},
+		{"no namespace", target.ErrNoNamespace, Refused, ReasonNoNamespace, false},
+		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},
+		{"namespace denied", target.ErrNamespaceDenied, Refused, ReasonNamespaceDenied, false},
+		{"unsupported owner", target.ErrUnsupportedOwner, Refused, ReasonUnsupportedOwner, false},
+		{"rollout pending", undo.ErrRolloutPending, Failed, ReasonRolloutPending, true},
+		{"targets unknown", ErrTargetsUnknown, Failed, ReasonTargetsUnknown, true},
+		{"deadline", fmt.Errorf("get: %w", context.DeadlineExceeded), Failed, ReasonTimeout, true},
+		{"server timeout", apierrors.NewServerTimeout(gr, "get", 1), Failed, ReasonTimeout, true},
+		{"conflict", apierrors.NewConflict(gr, "web", errors.New("modified")), Failed, ReasonConflict, true},
+		{"unavailable", apierrors.NewServiceUnavailable("etcd"), Failed, ReasonAPIUnavailable, true},
+		{"throttled", apierrors.NewTooManyRequests("slow down", 1), Failed, ReasonAPIUnavailable, true},
+		{"forbidden", apierrors.NewForbidden(gr, "web", errors.New("no")), Failed, ReasonForbidden, false},
+		{"invalid", apierrors.NewBadRequest("bad patch"), Failed, ReasonAPIError, false},
+		{"API not found", apierrors.NewNotFound(gr, "web"), Refused, ReasonNotFound, false},
+		{"transport", &url.Error{Op: "Get", URL: "https://x", Err: &net.OpError{Op: "dial", Err: errors.New("refused")}}, Failed, ReasonAPIUnavailable, true},
+		{"anything else", errors.New("controllerrevision: data: bad json"), Failed, ReasonInternal, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			action, reason := Classify(tc.err)
+			if action != tc.wantAction || reason != tc.wantReason {
+				t.Errorf("Classify(%v) = %s, %s; want %s, %s", tc.err, action, reason, tc.wantAction, tc.wantReason)
+			}
+			if got := Retryable(reason); got != tc.wantRetry {
+				t.Errorf("Retryable(%s) = %v; want %v", reason, got, tc.wantRetry)
+			}
+		})
+	}
+}
+
+func TestHTTPStatus(t *testing.T) {
+	tests := []struct {
+		name    string
+		err     error
+		results []Result
+		want    int
+	}{
+		{"method", ErrMethod, nil, http.StatusMethodNotAllowed},
+		{"unauthorized", ErrUnauthorized, nil, http.StatusUnauthorized},
+		{"media type", fmt.Errorf("%w: text/plain", ErrMediaType), nil, http.StatusUnsupportedMediaType},
+		{"too large", ErrTooLarge, nil, http.StatusRequestEntityTooLarge},
+		{"invalid", fmt.Errorf("%w: no alerts", alert.ErrInvalid), nil, http.StatusBadRequest},
+		{"stopping", ErrStopping, nil, http.StatusServiceUnavailable},
+		{"no results", nil, nil, http.StatusOK},
+		{"final outcomes", nil, []Result{{Action: RolledBack}, {Action: Skipped}, {Action: Refused}}, http.StatusOK},
+		{"a final failure", nil, []Result{{Action: RolledBack}, {Action: Failed}}, http.StatusUnprocessableEntity},
+		{"a retryable failure wins", nil, []Result{{Action: Failed}, {Action: Failed, Retryable: true}}, http.StatusServiceUnavailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := HTTPStatus(tc.err, tc.results); got != tc.want {
+				t.Errorf("HTTPStatus(%v, %v) = %d; want %d", tc.err, tc.results, got, tc.want)
+			}
+		})
+	}
+}
