@@ -177,6 +177,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.stopReaping = stopReaping
 		go c.reapDeletedPods(reapCtx)
 	}
+	if c.node != nil {
+		logf("cluster ready in %.1fs (logs in %s)", time.Since(began).Seconds(), c.Dir)
+		return c, nil
+	}
 	logf("kube-controller-manager and kube-scheduler running; control plane ready in %.1fs (logs in %s)", time.Since(began).Seconds(), c.Dir)
 	return c, nil
 }

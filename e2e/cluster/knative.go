@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ const (
 	ingressPort  = 8081
 )
 
+// documentSeparator is a line `---` between YAML documents.
+var documentSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
 // knativeImages are the tarballs of Knative's images, imported into the node.
 func knativeImages() ([]string, error) {
 	dir, err := toolsDir()
@@ -68,8 +72,9 @@ func KnativeManifests(core []byte) ([]byte, error) {
 	for _, cmd := range []string{"controller", "webhook", "activator", "autoscaler", "queue"} {
 		text = strings.ReplaceAll(text, ko+cmd, knativeImage(cmd))
 	}
-	if strings.Contains(text, "ko://") {
-		return nil, fmt.Errorf("an image the local build does not provide: %s", text[strings.Index(text, "ko://"):][:80])
+	if i := strings.Index(text, "ko://"); i >= 0 {
+		ref, _, _ := strings.Cut(text[i:], "\n")
+		return nil, fmt.Errorf("Knative's YAML names an image the local build does not make: %s", ref)
 	}
 	var out bytes.Buffer
 	set := map[string]map[string]string{
@@ -77,7 +82,7 @@ func KnativeManifests(core []byte) ([]byte, error) {
 		"config-network":    {"ingress-class": ingressClass},
 	}
 	found := 0
-	for _, doc := range strings.Split(text, "\n---") {
+	for _, doc := range documentSeparator.Split(text, -1) {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 			return nil, err
@@ -140,13 +145,13 @@ func (c *Cluster) installKnative(ctx context.Context, logf func(string, ...any))
 		return fmt.Errorf("apply Knative Serving: %w: %s", err, out)
 	}
 	logf("Knative Serving v0.50.0 applied")
+	if out, err := c.Kubectl(ctx, "wait", "-n", "knative-serving", "--for=condition=Available", "--timeout=240s", "deployment", "--all"); err != nil {
+		return fmt.Errorf("Knative Serving's Deployments not Available: %w: %s\n%s", err, out, c.knativePods(ctx))
+	}
 	if err := c.startTraefik(ctx); err != nil {
 		return err
 	}
 	logf("Traefik serving Knative's Ingresses at %s:%d (Service traefik.traefik.svc.cluster.local)", NodeIP, ingressPort)
-	if out, err := c.Kubectl(ctx, "wait", "-n", "knative-serving", "--for=condition=Available", "--timeout=240s", "deployment", "--all"); err != nil {
-		return fmt.Errorf("Knative Serving's Deployments not Available: %w: %s\n%s", err, out, c.knativePods(ctx))
-	}
 	return nil
 }
 
