@@ -2,6 +2,7 @@
 #   make demo   the function rolling back a real broken Deployment on a local control plane
 #   make test   every test, including those on the real control plane and real Alertmanager,
 #               and on a real node with Knative Serving (as root)
+#   make demo-knative   the function woken from zero by Knative, on a real node
 # Both build the pinned tools they need into .bin/ first, once (later runs reuse them).
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools node-tools node-packages knative-tools test unit e2e demo bench cluster vet fmt clean
+.PHONY: all build tools node-tools node-packages knative-tools test unit e2e demo demo-knative bench cluster vet fmt clean
 all: build
 
 build:
@@ -215,6 +216,10 @@ cluster: $(addprefix $(BIN)/,$(KUBE_BINS))
 	cd e2e && go run ./cmd/cluster
 endif
 
+# The product's claim on a real node with Knative Serving: scale to zero, an Alertmanager
+# alert wakes the function, it rolls back, scales to zero again. Ends with one summary line.
+demo-knative: $(DEMO_TOOLS) knative-tools
+	cd e2e && go run ./cmd/demo-knative
 
 # Benchmarks print numbers (ns/op, B/op, requests/op); they are not part of make test.
 bench: tools
