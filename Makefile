@@ -196,12 +196,22 @@ unit:
 # e2e package starts its own control plane; two at once on 2 cores only makes both slower.
 # The real-node and Knative packages (e2e/node, e2e/knative) need root, the node's Debian
 # packages (installed when missing) and their images.
+# The Knative package runs last and verbose, so its measurements (cold and warm answers, pod
+# start, image sizes) and the cluster's progress are printed; its whole log is kept in .bin/.
+KNATIVE_LOG := $(BIN)/knative-test.log
+define e2e_tests
+	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 40m $$(go list ./... | grep -v '/e2e/knative$$')
+	@echo "==> e2e/knative (verbose; full log in $(KNATIVE_LOG))"
+	@set -o pipefail; cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -count=1 -timeout 20m -v ./knative/ 2>&1 | tee $(KNATIVE_LOG) \
+		| grep --line-buffered -E '^(knative |\[ *[0-9.]+s\]|--- |ok |FAIL|PASS)'
+endef
+
 e2e: tools knative-tools
-	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 50m ./...
+	$(e2e_tests)
 
 test: fmt vet tools knative-tools
 	go test -count=1 -race ./...
-	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 50m ./...
+	$(e2e_tests)
 
 demo: $(DEMO_TOOLS)
 	cd e2e && go run ./cmd/demo
