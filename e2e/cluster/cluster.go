@@ -65,7 +65,8 @@ type Cluster struct {
 	// Kubeconfig is the path of an admin kubeconfig file, for kubectl and for
 	// processes the tests start.
 	Kubeconfig string
-	// Host is the apiserver's URL, https://127.0.0.1:Port (with a node, its address).
+	// Host is the apiserver's URL, https://127.0.0.1:Port (with a node, loopback inside
+	// its network namespace).
 	Host string
 	// Port is the apiserver's port.
 	Port int
@@ -339,10 +340,6 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 		}
 		c.Port = port
 		c.Host = "https://127.0.0.1:" + strconv.Itoa(port)
-		if c.node != nil {
-			// Its self-signed certificate names the advertised address, not loopback.
-			c.Host = "https://" + NodeIP + ":" + strconv.Itoa(port)
-		}
 		common := []string{
 			"--etcd-servers=" + etcdURL,
 			"--secure-port=" + strconv.Itoa(port),
@@ -383,7 +380,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 				return fmt.Errorf("no certificate yet: %w", err)
 			}
 			var err error
-			if client, err = rest.HTTPClientFor(&rest.Config{Host: c.Host, TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile}, Dial: c.dial()}); err != nil {
+			if client, err = rest.HTTPClientFor(&rest.Config{Host: c.Host, TLSClientConfig: c.tlsConfig(), Dial: c.dial()}); err != nil {
 				return err
 			}
 		}
@@ -405,7 +402,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 	c.Config = &rest.Config{
 		Host:            c.Host,
 		BearerToken:     adminToken,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile},
+		TLSClientConfig: c.tlsConfig(),
 		QPS:             100,
 		Burst:           200,
 		Dial:            c.dial(),
@@ -556,3 +553,15 @@ func (c *Cluster) dial() func(ctx context.Context, network, address string) (net
 // Wrap is the command prefix that runs a program inside the node's network and mount
 // namespaces (its DNS is the cluster's), or nil without a node.
 func (c *Cluster) Wrap() []string { return c.wrap }
+
+// tlsConfig verifies the apiserver against its certificate. With a node, clients connect to
+// loopback inside the namespace (a client that is not there reaches nothing, not the node's
+// address from the main namespace), and the certificate names the node's address, the one
+// it advertises.
+func (c *Cluster) tlsConfig() rest.TLSClientConfig {
+	cfg := rest.TLSClientConfig{CAFile: c.CAFile}
+	if c.node != nil {
+		cfg.ServerName = NodeIP
+	}
+	return cfg
+}
