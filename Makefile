@@ -18,7 +18,9 @@ KUBE_LDFLAGS := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/v
 	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=35 \
 	-X $(p).gitTreeState=clean -X $(p).buildDate=2026-04-01T00:00:00Z)
 AM_BINS   := alertmanager amtool
-TOOLS     := $(addprefix $(BIN)/,$(KUBE_BINS) $(AM_BINS) promtool rollback)
+# Argo CD's and Flux's own CRDs, for the GitOps tests: copied from their pinned modules.
+GITOPS_CRDS := $(addprefix $(BIN)/crds/,argocd-application.yaml flux-kustomization.yaml flux-helmrelease.yaml)
+TOOLS     := $(addprefix $(BIN)/,$(KUBE_BINS) $(AM_BINS) promtool rollback) $(GITOPS_CRDS)
 # The demo needs no promtool or amtool.
 DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 
@@ -26,7 +28,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools node-tools node-packages knative-tools test unit e2e demo demo-knative bench cluster vet fmt clean
+.PHONY: all build tools node-tools node-packages knative-tools test unit e2e demo demo-knative bench cluster vet fmt fuzz clean
 all: build
 
 build:
@@ -58,6 +60,11 @@ $(BIN)/promtool: tools/promtool/go.mod tools/promtool/go.sum
 	@mkdir -p $(BIN)
 	@set -o pipefail; cd tools/promtool && go build -v -o $(BIN)/ github.com/prometheus/prometheus/cmd/promtool 2>&1 | $(progress)
 	@touch $@
+
+$(GITOPS_CRDS) &: tools/gitops-crds/crds.txt tools/gitops-crds/fetch.sh
+	@echo "==> fetching Argo CD's and Flux's CRDs from their pinned modules (first time only: ~60 MB of module zips)"
+	@tools/gitops-crds/fetch.sh $(BIN)/crds
+	@touch $(GITOPS_CRDS)
 
 # The function's own server binary, which the end-to-end tests and the demo run.
 $(BIN)/rollback: $(shell find . -name '*.go' -not -path './tools/*' -not -path './e2e/*' -not -path './.bin/*') go.mod go.sum
@@ -212,6 +219,23 @@ e2e: tools knative-tools
 test: fmt vet tools knative-tools
 	go test -count=1 -race ./...
 	$(e2e_tests)
+
+# Native Go fuzzing, FUZZTIME per target (60s by default): `make fuzz FUZZTIME=10m`. The seed
+# corpora (and any crasher kept in testdata/fuzz) already run under `make test`. A crasher is
+# written to the package's testdata/fuzz/<target>/: commit it as a regression seed.
+# Minimizing a new input can take a whole minute of slow handler runs by default, which
+# looks like a stall: keep it short. FUZZFLAGS passes more, e.g. -parallel=1.
+FUZZTIME ?= 60s
+FUZZMINIMIZETIME ?= 5s
+FUZZFLAGS ?=
+FUZZ_TARGETS := ./alert:FuzzDecode .:FuzzDecodeHTTP .:FuzzHandle ./undo:FuzzState
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "==> fuzzing $$name in $$pkg for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) $$pkg; \
+	done
 
 demo: $(DEMO_TOOLS)
 	cd e2e && go run ./cmd/demo

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/gitops"
 )
 
 // config is every setting, read from the map Start receives (the process environment under
@@ -31,10 +33,16 @@ type config struct {
 	maxAge           time.Duration
 	maxTargets       int
 	dryRun           bool
-	apiTimeout       time.Duration
-	requestTimeout   time.Duration
-	qps              float32
-	burst            int
+	// budget bounds the undos across all workloads and replicas (ROLLBACK_BUDGET).
+	budget budget.Spec
+	// gitops is what to do with a workload Argo CD or Flux owns; argoCDNamespace is where
+	// Argo CD's Applications live.
+	gitops          gitops.Mode
+	argoCDNamespace string
+	apiTimeout      time.Duration
+	requestTimeout  time.Duration
+	qps             float32
+	burst           int
 }
 
 // Defaults, documented in the README.
@@ -135,6 +143,21 @@ func parseConfig(env map[string]string) (config, error) {
 	}
 	c.dryRun, err = parseBool(env, "ROLLBACK_DRY_RUN")
 	check("ROLLBACK_DRY_RUN", err)
+	spec := budget.Default
+	if v := env["ROLLBACK_BUDGET"]; v != "" {
+		spec = v
+	}
+	c.budget, err = budget.Parse(spec)
+	check("ROLLBACK_BUDGET", err)
+	c.gitops, err = gitops.ParseMode(env["ROLLBACK_GITOPS"])
+	check("ROLLBACK_GITOPS", err)
+	c.argoCDNamespace = gitops.DefaultArgoCDNamespace
+	if v := strings.TrimSpace(env["ROLLBACK_ARGOCD_NAMESPACE"]); v != "" {
+		if errs := validation.IsDNS1123Label(v); len(errs) > 0 {
+			check("ROLLBACK_ARGOCD_NAMESPACE", fmt.Errorf("%q: %s", v, strings.Join(errs, "; ")))
+		}
+		c.argoCDNamespace = v
+	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("%w: %w", errConfig, err)
 	}
@@ -161,14 +184,20 @@ func parseDuration(env map[string]string, name string, def time.Duration, zeroOK
 	return d, err
 }
 
-// allowed reports whether the function may act in namespace.
+// systemNamespaces hold the cluster's own components. `*` does not reach them: rolling back
+// kube-system's DaemonSets from an alert is a decision a person must make by listing it.
+var systemNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true}
+
+// allowed reports whether the function may act in namespace: its own when
+// ROLLBACK_NAMESPACES is empty; else those listed; `*` stands for every namespace but the
+// system ones, which only a listing by name allows.
 func (c config) allowed(own string) func(string) bool {
 	return func(namespace string) bool {
 		if len(c.namespaces) == 0 {
 			return namespace == own
 		}
 		for _, ns := range c.namespaces {
-			if ns == "*" || ns == namespace {
+			if ns == namespace || ns == "*" && !systemNamespaces[namespace] {
 				return true
 			}
 		}

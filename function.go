@@ -16,9 +16,10 @@ import (
 	"net/http"
 
 	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes"
 	"knative.dev/pkg/logging"
 
+	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/report"
 	"github.com/sre-kit/alert-rollback/target"
@@ -34,9 +35,9 @@ type Function struct {
 	undoer   *undo.Undoer
 	events   *report.Events
 	inflight inflight
-	// newClient builds the Kubernetes client and finds the function's own namespace;
-	// tests replace it with a fake.
-	newClient func(config) (kubernetes.Interface, string, error)
+	// newClient builds the Kubernetes clients and finds the function's own namespace;
+	// tests replace it with fakes.
+	newClient func(config) (clients, error)
 	// newLogger builds the logger; tests replace it to keep their output quiet.
 	newLogger func() *zap.SugaredLogger
 }
@@ -59,19 +60,24 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	}
 	f.cfg = c
 	f.log = f.newLogger()
-	client, ownNamespace, err := f.newClient(c)
+	cs, err := f.newClient(c)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	client, ownNamespace := cs.kube, cs.namespace
 	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace}
-	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge})
+	// The budget's Lease lives in the function's own namespace, shared by its replicas.
+	g := gate{budget: budget.New(client, ownNamespace, c.budget, budget.Options{}),
+		gitops: gitops.New(cs.dynamic, c.gitops, c.argoCDNamespace), log: f.log}
+	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
 	f.events = report.NewEvents(client, "alert-rollback")
 	if c.authToken == "" {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
 	}
 	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
-		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets)
+		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets,
+		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace)
 	return nil
 }
 

@@ -24,12 +24,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/undo"
@@ -61,12 +63,17 @@ func start(t testing.TB, client kubernetes.Interface, env map[string]string) *Fu
 
 func newFunction(t testing.TB, client kubernetes.Interface, env map[string]string) *Function {
 	t.Helper()
-	cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}
+	// The budget is off unless a case sets it: the action lists of TestHandle pin the undo
+	// path's own round trips; the budget's (a Lease read and write per undo) and the GitOps
+	// guard's are pinned in gate_test.go, with the defaults.
+	cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken, "ROLLBACK_BUDGET": "off"}
 	for k, v := range env {
 		cfg[k] = v
 	}
 	f := New()
-	f.newClient = func(config) (kubernetes.Interface, string, error) { return client, ownNamespace, nil }
+	f.newClient = func(config) (clients, error) {
+		return clients{kube: client, dynamic: newDynamic(), namespace: ownNamespace}, nil
+	}
 	f.newLogger = zap.NewNop().Sugar
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
@@ -766,12 +773,21 @@ func TestStartRefusesWithoutCredentials(t *testing.T) {
 		{"token file missing", map[string]string{"ROLLBACK_AUTH_TOKEN_FILE": "/nonexistent/token"}, true},
 		{"bad matcher", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MATCH": "severity"}, true},
 		{"bad cooldown", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_COOLDOWN": "soon"}, true},
+		{"budget", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "3/30m"}, false},
+		{"budget off", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "off"}, false},
+		{"bad budget", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "5 per hour"}, true},
+		{"budget of zero", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "0/1h"}, true},
+		{"gitops suspend", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_GITOPS": "suspend"}, false},
+		{"bad gitops", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_GITOPS": "pause"}, true},
+		{"bad Argo CD namespace", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_ARGOCD_NAMESPACE": "Argo_CD"}, true},
 		{"body limit beyond 64 MiB", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MAX_BODY_BYTES": "9223372036854775807"}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := New()
-			f.newClient = func(config) (kubernetes.Interface, string, error) { return fake.NewClientset(), "default", nil }
+			f.newClient = func(config) (clients, error) {
+				return clients{kube: fake.NewClientset(), dynamic: newDynamic(), namespace: "default"}, nil
+			}
 			err := f.Start(context.Background(), tc.env)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("Start() = %v; want error %v", err, tc.wantErr)
@@ -901,4 +917,43 @@ func TestTokenFileRotation(t *testing.T) {
 			t.Errorf("%s: status %d; want %d", s.name, got, s.status)
 		}
 	}
+}
+
+func TestAllowedNamespaces(t *testing.T) {
+	tests := []struct {
+		name       string
+		namespaces string
+		namespace  string
+		want       bool
+	}{
+		{"own by default", "", ownNamespace, true},
+		{"others not by default", "", "payments", false},
+		{"listed", "payments,shop", "payments", true},
+		{"not listed", "payments", "orders", false},
+		{"star", "*", "orders", true},
+		{"star does not reach kube-system", "*", "kube-system", false},
+		{"star does not reach kube-public", "*", "kube-public", false},
+		{"star does not reach kube-node-lease", "*", "kube-node-lease", false},
+		{"kube-system when listed", "*,kube-system", "kube-system", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_NAMESPACES": tc.namespaces})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.allowed(ownNamespace)(tc.namespace); got != tc.want {
+				t.Errorf("allowed(%q) with ROLLBACK_NAMESPACES=%q = %v; want %v", tc.namespace, tc.namespaces, got, tc.want)
+			}
+		})
+	}
+}
+
+// newDynamic is a fake dynamic client that knows Argo CD's and Flux's kinds.
+func newDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		gitops.ApplicationResource:   "ApplicationList",
+		gitops.KustomizationResource: "KustomizationList",
+		gitops.HelmReleaseResource:   "HelmReleaseList",
+	}, objs...)
 }

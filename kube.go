@@ -3,33 +3,48 @@ package function
 import (
 	"fmt"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// kubeClient builds the one client the function uses, from KUBECONFIG or ~/.kube/config
+// clients are what the function talks to the cluster with, built once at start.
+type clients struct {
+	kube kubernetes.Interface
+	// dynamic reads and patches Argo CD's and Flux's objects, whose Go types the function
+	// does not import.
+	dynamic dynamic.Interface
+	// namespace is the function's own.
+	namespace string
+}
+
+// kubeClient builds the clients the function uses, from KUBECONFIG or ~/.kube/config
 // when there is one, else from the pod's service account (client-go's deferred loading does
 // exactly that). The function's own namespace comes the same way: the kubeconfig context's,
 // or the service account's namespace file.
-func kubeClient(c config) (kubernetes.Interface, string, error) {
+func kubeClient(c config) (clients, error) {
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{})
 	rc, err := cc.ClientConfig()
 	if err != nil {
-		return nil, "", err
+		return clients{}, err
 	}
 	ns, _, err := cc.Namespace()
 	if err != nil {
-		return nil, "", fmt.Errorf("own namespace: %w", err)
+		return clients{}, fmt.Errorf("own namespace: %w", err)
 	}
 	// client-go's defaults (5 QPS, burst 10) would throttle a burst of notifications
 	// after the first few reads.
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.Timeout = c.apiTimeout
 	rc.UserAgent = "alert-rollback"
-	client, err := kubernetes.NewForConfig(rc)
+	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, "", err
+		return clients{}, err
 	}
-	return client, ns, nil
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return clients{}, err
+	}
+	return clients{kube: kube, dynamic: dyn, namespace: ns}, nil
 }

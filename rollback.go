@@ -29,6 +29,9 @@ func (f *Function) rollback(ctx context.Context, msg *alert.Message) outcome.Res
 			c, err := f.undoer.Undo(ctx, j.req)
 			results[i] = outcome.Of(j.alerts, j.target.Ref, c, err)
 			f.events.Record(c.UID, results[i])
+			for _, ref := range c.Related {
+				f.events.RecordRelated(ref, results[i])
+			}
 		})
 	}
 	wg.Wait()

@@ -99,29 +99,85 @@ func TestID(t *testing.T) {
 }
 
 func TestMatcher(t *testing.T) {
+	const kubePrometheus = `alertname=~"KubeDeploymentRolloutStuck|KubePodCrashLooping",severity!="info",namespace=~"prod-.*"`
+	stuck := func(ns, severity string) map[string]string {
+		return map[string]string{"alertname": "KubeDeploymentRolloutStuck", "namespace": ns, "severity": severity, "deployment": "shop"}
+	}
 	tests := []struct {
+		name    string
 		spec    string
 		labels  map[string]string
 		want    bool
-		wantErr bool
+		wantErr error // nil: no error; errAny: any error
 	}{
-		{spec: "severity=rollback", labels: map[string]string{"severity": "rollback"}, want: true},
-		{spec: "severity=rollback", labels: map[string]string{"severity": "page"}},
-		{spec: "severity=rollback, team=shop", labels: map[string]string{"severity": "rollback"}},
-		{spec: "severity=rollback,team=shop", labels: map[string]string{"severity": "rollback", "team": "shop"}, want: true},
-		{spec: "severity", wantErr: true},
-		{spec: "=x", wantErr: true},
-		{spec: " , ", wantErr: true},
+		// Today's label=value form.
+		{name: "pair matches", spec: "severity=rollback", labels: map[string]string{"severity": "rollback"}, want: true},
+		{name: "pair differs", spec: "severity=rollback", labels: map[string]string{"severity": "page"}},
+		{name: "pair missing", spec: "severity=rollback", labels: map[string]string{"alertname": "X"}},
+		{name: "two pairs one missing", spec: "severity=rollback, team=shop", labels: map[string]string{"severity": "rollback"}},
+		{name: "two pairs", spec: "severity=rollback,team=shop", labels: map[string]string{"severity": "rollback", "team": "shop"}, want: true},
+		{name: "pairs with spaces", spec: " severity = rollback , team = shop ", labels: map[string]string{"severity": "rollback", "team": "shop"}, want: true},
+
+		// Alertmanager's matcher syntax.
+		{name: "quoted equal", spec: `severity="rollback"`, labels: map[string]string{"severity": "rollback"}, want: true},
+		{name: "braces", spec: `{severity="rollback"}`, labels: map[string]string{"severity": "rollback"}, want: true},
+		{name: "kube-prometheus warning in prod", spec: kubePrometheus, labels: stuck("prod-shop", "warning"), want: true},
+		{name: "kube-prometheus critical in prod", spec: kubePrometheus, labels: stuck("prod-shop", "critical"), want: true},
+		{name: "kube-prometheus no severity label", spec: kubePrometheus, labels: map[string]string{"alertname": "KubePodCrashLooping", "namespace": "prod-a"}, want: true},
+		{name: "kube-prometheus info refused", spec: kubePrometheus, labels: stuck("prod-shop", "info")},
+		{name: "kube-prometheus other namespace", spec: kubePrometheus, labels: stuck("staging", "warning")},
+		{name: "regex is anchored at the start", spec: kubePrometheus, labels: stuck("preprod-shop", "warning")},
+		{name: "regex is anchored at the end", spec: kubePrometheus, labels: map[string]string{"alertname": "KubePodCrashLoopingX", "namespace": "prod-a"}},
+		{name: "other alert name", spec: kubePrometheus, labels: map[string]string{"alertname": "KubeCPUOvercommit", "namespace": "prod-a"}},
+		{name: "negative regex", spec: `alertname="KubePodNotReady",namespace!~"kube-.*"`, labels: map[string]string{"alertname": "KubePodNotReady", "namespace": "kube-system"}},
+		{name: "escaped quote", spec: `team="a\"b"`, labels: map[string]string{"team": `a"b`}, want: true},
+
+		// Refused at start.
+		{name: "no operator", spec: "severity", wantErr: errAny},
+		{name: "no label name", spec: "=x", wantErr: errAny},
+		{name: "only commas", spec: " , ", wantErr: errAny},
+		{name: "empty", spec: "", wantErr: errAny},
+		{name: "bad regex", spec: `alertname=~"Kube(Deployment"`, wantErr: errAny},
+		{name: "bad label name", spec: `1severity="x"`, wantErr: errAny},
+		{name: "unknown operator", spec: `severity=="x"`, wantErr: errAny},
+		{name: "unterminated quote", spec: `severity="x`, wantErr: errAny},
+		{name: "negative alone matches anything", spec: `severity!="info"`, wantErr: ErrMatchesAnything},
+		{name: "regex matching empty", spec: `alertname=~".*",namespace!="kube-system"`, wantErr: ErrMatchesAnything},
+		{name: "empty value", spec: `severity=""`, wantErr: ErrMatchesAnything},
 	}
 	for _, tc := range tests {
-		t.Run(tc.spec, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			m, err := ParseMatcher(tc.spec)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("ParseMatcher(%q) = %v; want error %v", tc.spec, err, tc.wantErr)
+			switch {
+			case tc.wantErr == nil && err != nil:
+				t.Fatalf("ParseMatcher(%q) = %v; want no error", tc.spec, err)
+			case tc.wantErr != nil && err == nil:
+				t.Fatalf("ParseMatcher(%q) = %v, nil; want an error", tc.spec, m)
+			case tc.wantErr != nil && tc.wantErr != errAny && !errors.Is(err, tc.wantErr):
+				t.Fatalf("ParseMatcher(%q) = %v; want %v", tc.spec, err, tc.wantErr)
+			case err != nil:
+				if !strings.Contains(err.Error(), "alertname=~") {
+					t.Errorf("ParseMatcher(%q) = %v; want the error to show a valid example", tc.spec, err)
+				}
+				return
 			}
-			if err == nil && m.Matches(tc.labels) != tc.want {
-				t.Errorf("Matches(%v) = %v; want %v", tc.labels, !tc.want, tc.want)
+			if got := m.Matches(tc.labels); got != tc.want {
+				t.Errorf("ParseMatcher(%q).Matches(%v) = %v; want %v", tc.spec, tc.labels, got, tc.want)
 			}
 		})
+	}
+}
+
+// errAny stands for "some error" in tables where the exact one does not matter.
+var errAny = errors.New("any error")
+
+// TestMatcherString shows the matcher as Alertmanager writes it: the startup log line.
+func TestMatcherString(t *testing.T) {
+	m, err := ParseMatcher(`alertname=~"A|B", severity!=info`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.String(), `{alertname=~"A|B",severity!="info"}`; got != want {
+		t.Errorf("String() = %s; want %s", got, want)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -60,6 +62,8 @@ const (
 	ReasonUnsupportedOwner   Reason = "unsupported-owner"
 	ReasonForeignHistory     Reason = "foreign-history"
 	ReasonTooOld             Reason = "too-old"
+	ReasonBudgetExhausted    Reason = "budget-exhausted"
+	ReasonGitOpsManaged      Reason = "gitops-managed"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -101,6 +105,8 @@ var classes = []struct {
 	{undo.ErrUnsupportedKind, Refused, ReasonUnsupportedOwner},
 	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
 	{undo.ErrTooOld, Refused, ReasonTooOld},
+	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
+	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
 	{ErrTooManyTargets, Refused, ReasonTooManyTargets},
 	{target.ErrNoWorkloadLabel, Refused, ReasonNoWorkloadLabel},
 	{target.ErrNoNamespace, Refused, ReasonNoNamespace},

@@ -2,6 +2,7 @@ package outcome
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/target"
@@ -28,6 +29,9 @@ type Result struct {
 	Alerts int `json:"alerts"`
 	// Retryable marks a failure a later delivery may fix; it decides the HTTP status.
 	Retryable bool `json:"retryable,omitempty"`
+	// Notes say what else was done for the undo (a GitOps owner suspended) or what will
+	// supersede it (a Helm upgrade); the Message repeats them.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Response is the body of the answer (the data of the CloudEvent answer).
@@ -57,6 +61,7 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 		DryRun:       c.DryRun,
 		Alerts:       len(alerts),
 		Retryable:    action == Failed && Retryable(reason),
+		Notes:        c.Notes,
 	}
 	switch {
 	case err != nil:
@@ -67,10 +72,16 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 	default:
 		r.Message = fmt.Sprintf("rolled back from revision %d to revision %d", c.From, c.To)
 	}
+	if len(c.Notes) > 0 {
+		r.Message += "; " + strings.Join(c.Notes, "; ")
+	}
 	return r
 }
 
 // String is the one-line human account of a result, for Events and logs.
 func (r Result) String() string {
-	return fmt.Sprintf("alert %s (%s): %s [%s]: %s", r.AlertName, r.Fingerprint, r.Action, r.Reason, r.Message)
+	if r.Action == RolledBack {
+		return fmt.Sprintf("alert %s (%s): %s", r.AlertName, r.Fingerprint, r.Message)
+	}
+	return fmt.Sprintf("alert %s (%s): %s (%s): %s", r.AlertName, r.Fingerprint, r.Action, r.Reason, r.Message)
 }

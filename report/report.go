@@ -53,6 +53,22 @@ func (e *Events) Record(uid types.UID, r outcome.Result) {
 	e.recorder.AnnotatedEventf(ref, map[string]string{ReasonAnnotation: string(r.Reason)}, kind, reason, "%s", r.String())
 }
 
+// ReasonSuspended is the reason of the Event on a GitOps owner (an Argo CD Application, a
+// Flux Kustomization or HelmRelease) suspended so that a rollback lasts. A Warning: someone
+// has to resume it once Git is fixed.
+const ReasonSuspended = "SuspendedForRollback"
+
+// RecordRelated emits the Event on an object changed for the undo of a result's workload
+// besides the workload itself: a suspended GitOps owner. It names the workload and says
+// what happened to it, so people looking at the owner know why it stopped reconciling.
+func (e *Events) RecordRelated(ref corev1.ObjectReference, r outcome.Result) {
+	if e == nil {
+		return
+	}
+	e.recorder.AnnotatedEventf(&ref, map[string]string{ReasonAnnotation: string(r.Reason)}, corev1.EventTypeWarning,
+		ReasonSuspended, "for %s %s/%s: %s", r.Kind, r.Namespace, r.Name, r.String())
+}
+
 // Shutdown flushes what it can and stops the broadcaster.
 func (e *Events) Shutdown() {
 	if e != nil {

@@ -111,6 +111,7 @@ func (u *Undoer) withHistory(ctx context.Context, obj metav1.Object, kind string
 		ref:             target.Ref{Kind: kind, Namespace: ns, Name: name},
 		uid:             obj.GetUID(),
 		resourceVersion: obj.GetResourceVersion(),
+		labels:          obj.GetLabels(),
 		annotations:     obj.GetAnnotations(),
 		template:        tmpl,
 	}

@@ -70,6 +70,7 @@ func (d deployments) load(ctx context.Context, ns, name string) (*workload, erro
 		ref:             target.Ref{Kind: target.Deployment, Namespace: ns, Name: name},
 		uid:             dep.UID,
 		resourceVersion: dep.ResourceVersion,
+		labels:          dep.Labels,
 		annotations:     dep.Annotations,
 		paused:          dep.Spec.Paused,
 		template:        &dep.Spec.Template,

@@ -20,7 +20,11 @@ const (
 	OptOutAnnotation = AnnotationPrefix + "opt-out"
 )
 
-// How much history State keeps; older entries are dropped first.
+// How much history State keeps; older entries are dropped first. The guards hold for what
+// is kept: a revision rolled back from more than maxBad undos ago, or an alert occurrence
+// more than maxHandled undos ago, is no longer remembered. Both are far beyond what a
+// Deployment's revisionHistoryLimit (10 by default) lets an undo reach, and every entry is
+// short (IDs are hashes or names), so the annotation stays a few kilobytes at most.
 const (
 	maxBad     = 20
 	maxHandled = 50
@@ -30,12 +34,13 @@ const (
 // and restarts. It lives on the workload because the function keeps nothing else: it scales
 // to zero and runs several replicas.
 type State struct {
-	// Bad lists revisions this function rolled back from (pod-template-hash for a
-	// Deployment, ControllerRevision name otherwise), oldest first. They are never chosen as
-	// the target of a later undo. Identities survive renumbering: a Deployment rolled back to
+	// Bad lists the last maxBad revisions this function rolled back from (pod-template-hash
+	// for a Deployment, ControllerRevision name otherwise), oldest first. They are not
+	// chosen as the target of a later undo. Identities survive renumbering: a Deployment rolled back to
 	// an old ReplicaSet gives it a new revision number, but not a new hash.
 	Bad []string `json:"bad,omitempty"`
-	// Handled lists the alert occurrences (fingerprint@startsAt) that caused an undo.
+	// Handled lists the last maxHandled alert occurrences (fingerprint@startsAt) that caused
+	// an undo.
 	Handled []string `json:"handled,omitempty"`
 	// Last is the most recent undo; the cooldown counts from it.
 	Last *Record `json:"last,omitempty"`
@@ -47,6 +52,9 @@ type Record struct {
 	Alert string    `json:"alert,omitempty"`
 	From  int64     `json:"fromRevision"`
 	To    int64     `json:"toRevision"`
+	// Notes say what else was done for this undo (a GitOps owner suspended, so people know
+	// to resume it once Git is fixed) or what will supersede it (a Helm upgrade).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // readState decodes the state annotation; a workload without it has an empty State.

@@ -50,6 +50,8 @@ type Options struct {
 	MaxAge time.Duration
 	// Backoff paces re-reads after a write conflict; its Steps bound them.
 	Backoff wait.Backoff
+	// Gate, when set, is asked before each write (see Gate).
+	Gate Gate
 	// Now is the clock, for tests.
 	Now func() time.Time
 }
@@ -60,6 +62,9 @@ type Change struct {
 	UID      types.UID
 	From, To int64
 	DryRun   bool
+	// Notes and Related are the Gate's (see Admission), once it has admitted the undo.
+	Notes   []string
+	Related []corev1.ObjectReference
 }
 
 // Undoer rolls workloads back. It is safe for concurrent use.
@@ -105,6 +110,7 @@ type workload struct {
 	ref             target.Ref
 	uid             types.UID
 	resourceVersion string
+	labels          map[string]string
 	annotations     map[string]string
 	paused          bool
 	template        *corev1.PodTemplateSpec
@@ -151,7 +157,11 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	defer func() { _ = u.locks.UnlockKey(key) }()
 
 	var c Change
-	err = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() (err error) {
+	// The outcome is the last attempt's error, not what retry.OnError returns: OnError
+	// takes any error wrapping context.DeadlineExceeded or Canceled (a client-side timeout)
+	// for its own interruption and answers the last retriable error instead, nil here, which
+	// would report a timed-out write as a rollback.
+	_ = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() error {
 		c, err = u.attempt(ctx, k, req)
 		return err
 	})
@@ -181,14 +191,35 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request) (Change, erro
 		}
 		return c, err
 	}
+	var adm Admission
+	if u.opts.Gate != nil {
+		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, Labels: w.labels, Annotations: w.annotations}, u.opts.DryRun)
+		c.Notes, c.Related = adm.Notes, adm.Related
+		if err != nil {
+			return c, err
+		}
+	}
+	// What Admit took is given back when the write certainly did not happen: nothing was
+	// sent, or the apiserver refused it. Without the request's deadline: the give-back
+	// must not be lost to it.
+	release := func() {
+		if adm.Release != nil {
+			adm.Release(context.WithoutCancel(ctx))
+		}
+	}
 	state, _ := readState(w.annotations) // decide has checked it
 	next, err := state.after(from.id, req.AlertIDs, Record{
-		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.number, To: to.number,
+		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.number, To: to.number, Notes: adm.Notes,
 	}).encode()
 	if err != nil {
+		release()
 		return c, err
 	}
-	return c, k.restore(ctx, w, to, next, u.opts.DryRun)
+	err = k.restore(ctx, w, to, next, u.opts.DryRun)
+	if err != nil && rejected(err) {
+		release()
+	}
+	return c, err
 }
 
 // inconsistent reports whether a decision not to write may come from reading the workload

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -595,4 +596,31 @@ func writesOf(c *fake.Clientset) []k8stesting.Action {
 		}
 	}
 	return out
+}
+
+// TestUndoTimeouts: a call that times out on the client's side (client-go returns a
+// url.Error wrapping the context's error) is a failure, never reported as done.
+func TestUndoTimeouts(t *testing.T) {
+	tests := []struct {
+		name, verb, resource string
+		err                  error
+	}{
+		{"write times out", "patch", "deployments", context.DeadlineExceeded},
+		{"write cancelled", "patch", "deployments", context.Canceled},
+		{"read times out", "get", "deployments", context.DeadlineExceeded},
+		{"history read times out", "list", "replicasets", context.DeadlineExceeded},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, objs := deployment("app:v1", "app:v2")
+			client := fake.NewClientset(objs...)
+			client.PrependReactor(tc.verb, tc.resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, &url.Error{Op: tc.verb, URL: "https://127.0.0.1/" + tc.resource, Err: tc.err}
+			})
+			_, err := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end"))
+			if !errors.Is(err, tc.err) {
+				t.Errorf("Undo() = %v; want it to fail with %v", err, tc.err)
+			}
+		})
+	}
 }

@@ -3,11 +3,18 @@
 // kubeconfig). It listens on LISTEN_ADDRESS, or on all interfaces at $PORT (default 8080),
 // answers /health/readiness and /health/liveness without authentication, and on SIGTERM
 // lets notifications in flight finish before it exits.
+//
+// Its own http.Server faces the network with explicit limits (server.go): header size,
+// header/read/write/idle timeouts, notifications at once; the Go heap is bounded by the
+// container's memory limit (memlimit.go). functions-framework-go's handler sits behind it
+// (framework.go).
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +23,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
 	function "github.com/sre-kit/alert-rollback"
@@ -39,33 +45,54 @@ func main() {
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	ln, err := net.Listen("tcp", listenAddress())
+	if err != nil {
+		return err
+	}
+	return serve(ctx, environ(), os.DirFS("/"), ln)
+}
 
+// serve runs the function behind our own server on ln until ctx ends, then shuts down:
+// the server first (no new connections; those in flight finish), then the function.
+// root is where it looks for the container's cgroup files.
+func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listener) error {
+	defer ln.Close()
+	memory, err := setMemoryLimit(env, root)
+	if err != nil {
+		return err
+	}
+	lim, err := parseLimits(env)
+	if err != nil {
+		return err
+	}
 	f := function.New()
-	if err := f.Start(ctx, environ()); err != nil {
+	if err := f.Start(ctx, env); err != nil {
 		return err
 	}
 	functions.HTTP(target, routes(f).ServeHTTP)
 	if os.Getenv("FUNCTION_TARGET") == "" {
 		os.Setenv("FUNCTION_TARGET", target)
 	}
-	host, port, err := listenAddress()
+	h, err := frameworkHandler(ctx, lim.maxConcurrent)
 	if err != nil {
 		return err
 	}
+	srv := newServer(lim, f.Authorized, h)
+	fmt.Fprintf(os.Stderr, "alert-rollback: serving on %s; %s; limits: headers %d bytes, read header %s, read %s, write %s, idle %s, %d notifications at once\n",
+		ln.Addr(), memory, lim.maxHeaderBytes, lim.readHeaderTimeout, lim.readTimeout, lim.writeTimeout, lim.idleTimeout, lim.maxConcurrent)
 
 	served := make(chan error, 1)
-	go func() { served <- funcframework.StartHostPort(host, port) }()
+	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
 		return err
 	case <-ctx.Done():
 	}
-	// functions-framework-go owns the listener and cannot close it; Stop turns new
-	// notifications away with 503 (Alertmanager retries those), fails readiness so Knative
-	// stops routing here, and waits for those in flight.
 	drain, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	return f.Stop(drain)
+	// Shutdown closes the listener and idle connections and waits for the requests in
+	// flight; then Stop lets the function finish anything of its own.
+	return errors.Join(srv.Shutdown(drain), f.Stop(drain))
 }
 
 // routes puts the health endpoints beside the function, as func's own scaffolding does.
@@ -86,17 +113,17 @@ func routes(f *function.Function) http.Handler {
 	return mux
 }
 
-// listenAddress follows func's convention (LISTEN_ADDRESS) and Knative's ($PORT).
-func listenAddress() (host, port string, err error) {
+// listenAddress follows func's convention (LISTEN_ADDRESS) and Knative's ($PORT, on all
+// interfaces, 8080 by default).
+func listenAddress() string {
 	if addr := os.Getenv("LISTEN_ADDRESS"); addr != "" {
-		host, port, err = net.SplitHostPort(addr)
-		return strings.Trim(host, "[]"), port, err
+		return addr
 	}
-	port = os.Getenv("PORT")
+	port := os.Getenv("PORT")
 	if port == "" {
 		port = "8080"
 	}
-	return "", port, nil
+	return ":" + port
 }
 
 func environ() map[string]string {

@@ -30,6 +30,12 @@ type Process struct {
 	stop    context.CancelFunc
 	done    chan struct{} // closed when the process has exited
 	err     error         // cmd.Wait's result, set before done is closed
+
+	// How it was started, and for a server how to know it is ready: enough to start it
+	// again just as it was (same ports, same data), for tests that restart it.
+	spec    ProcessSpec
+	timeout time.Duration
+	ready   func(context.Context) error
 }
 
 // ProcessSpec says how to start a Process.
@@ -72,7 +78,7 @@ func StartProcess(spec ProcessSpec) (*Process, error) {
 		log.Close()
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
-	p := &Process{Name: spec.Name, LogPath: spec.LogPath, cmd: cmd, stop: cancel, done: make(chan struct{})}
+	p := &Process{Name: spec.Name, LogPath: spec.LogPath, cmd: cmd, stop: cancel, done: make(chan struct{}), spec: spec}
 	go func() {
 		p.err = cmd.Wait()
 		log.Close()
@@ -127,6 +133,9 @@ func (p *Process) Err() error {
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Pid is the process's ID, for reading what /proc says about it (its memory, its sockets).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Signal sends sig to the process.
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
@@ -200,6 +209,7 @@ func StartServer(ctx context.Context, timeout time.Duration, spec func() (Proces
 		}
 		err = p.WaitReady(ctx, timeout, ready)
 		if err == nil {
+			p.timeout, p.ready = timeout, ready
 			return p, nil
 		}
 		p.Stop()

@@ -79,3 +79,22 @@ func isDir(path string) bool {
 	info, err := os.Stat(path)
 	return err == nil && info.IsDir()
 }
+
+// RequireFile returns the path of a file `make tools` puts beside the binaries (such as
+// crds/argocd-application.yaml), stopping t as Require does when it is missing.
+func RequireFile(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := toolsDir()
+	if err == nil {
+		path := filepath.Join(dir, name)
+		if isFile(path) {
+			return path
+		}
+		err = fmt.Errorf("%s is not in %s", name, dir)
+	}
+	if os.Getenv("ROLLBACK_REQUIRE_TOOLS") == "1" {
+		t.Fatalf("%v: run `make tools` in the repository root to fetch it", err)
+	}
+	t.Skipf("skipping: %v; run `make test` to fetch it and run this", err)
+	return ""
+}

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 )
 
@@ -55,6 +56,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 		out := kubectl(t, "apply", "--dry-run=server", "-n", home, "-f", kservice, "-o", "name")
 		want := []string{
 			"serviceaccount/alert-rollback", "role.rbac.authorization.k8s.io/alert-rollback",
+			"lease.coordination.k8s.io/alert-rollback-budget",
 			"rolebinding.rbac.authorization.k8s.io/alert-rollback", "service.serving.knative.dev/alert-rollback",
 		}
 		if diff := cmp.Diff(want, strings.Fields(out)); diff != "" {
@@ -81,7 +83,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 		out := kubectl(t, "apply", "--dry-run=server", "-n", home, "-l", "app.kubernetes.io/component=rbac", "-f", kservice, "-o", "name")
 		want := []string{
 			"serviceaccount/alert-rollback", "role.rbac.authorization.k8s.io/alert-rollback",
-			"rolebinding.rbac.authorization.k8s.io/alert-rollback",
+			"lease.coordination.k8s.io/alert-rollback-budget", "rolebinding.rbac.authorization.k8s.io/alert-rollback",
 		}
 		if diff := cmp.Diff(want, strings.Fields(out)); diff != "" {
 			t.Errorf("selected objects mismatch (-want +got):\n%s", diff)
@@ -108,7 +110,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 			User:   "system:serviceaccount:" + saNS + ":" + name,
 			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + saNS, "system:authenticated"},
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: ns, Verb: g.Verb, Group: g.Group, Resource: g.Resource,
+				Namespace: ns, Verb: g.Verb, Group: g.Group, Resource: g.Resource, Name: g.Name,
 			},
 		}}
 		got, err := c.Clientset.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
@@ -119,12 +121,16 @@ func TestRBACOnAPIServer(t *testing.T) {
 	}
 	// denied are requests the function never makes: none may be allowed anywhere.
 	denied := []grant{
-		{"apps", "deployments", "delete"}, {"apps", "deployments", "update"}, {"apps", "deployments", "create"},
-		{"apps", "deployments", "watch"}, {"apps", "deployments", "list"}, {"apps", "replicasets", "patch"}, {"apps", "replicasets", "delete"},
-		{"apps", "controllerrevisions", "get"}, {"events.k8s.io", "events", "create"},
-		{"apps", "controllerrevisions", "patch"}, {"", "pods", "list"}, {"", "pods", "delete"},
-		{"", "secrets", "get"}, {"", "secrets", "list"}, {"", "configmaps", "get"}, {"", "events", "delete"},
-		{"rbac.authorization.k8s.io", "roles", "patch"},
+		{"apps", "deployments", "delete", ""}, {"apps", "deployments", "update", ""}, {"apps", "deployments", "create", ""},
+		{"apps", "deployments", "watch", ""}, {"apps", "deployments", "list", ""}, {"apps", "replicasets", "patch", ""}, {"apps", "replicasets", "delete", ""},
+		{"apps", "controllerrevisions", "get", ""}, {"events.k8s.io", "events", "create", ""},
+		{"apps", "controllerrevisions", "patch", ""}, {"", "pods", "list", ""}, {"", "pods", "delete", ""},
+		{"", "secrets", "get", ""}, {"", "secrets", "list", ""}, {"", "configmaps", "get", ""}, {"", "events", "delete", ""},
+		{"rbac.authorization.k8s.io", "roles", "patch", ""},
+		// The budget's Lease: no create (kservice.yaml ships it), no other Lease, no delete.
+		{"coordination.k8s.io", "leases", "create", ""}, {"coordination.k8s.io", "leases", "list", ""},
+		{"coordination.k8s.io", "leases", "get", "kube-scheduler"}, {"coordination.k8s.io", "leases", "update", "kube-scheduler"},
+		{"coordination.k8s.io", "leases", "delete", budget.LeaseName}, {"coordination.k8s.io", "leases", "patch", budget.LeaseName},
 	}
 	type question struct {
 		saNS, ns string
@@ -143,7 +149,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 
 	t.Run("namespaced install", func(t *testing.T) {
 		var qs []question
-		for _, g := range wantGrants {
+		for _, g := range wantRoleGrants {
 			qs = append(qs,
 				question{home, home, g, true},   // its own namespace: exactly the grants
 				question{home, other, g, false}, // nowhere else
@@ -220,7 +226,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 
 	t.Run("the wanted grants are what the Role says", func(t *testing.T) {
 		// Guards the table above against drifting from the manifest: every grant of the Role
-		// stored in the apiserver is in wantGrants, and back.
+		// stored in the apiserver is in wantRoleGrants, and back.
 		role, err := c.Clientset.RbacV1().Roles(home).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -229,8 +235,8 @@ func TestRBACOnAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(got, wantGrants) {
-			t.Errorf("stored Role grants %s; want %s", fmt.Sprint(got), fmt.Sprint(wantGrants))
+		if !slices.Equal(got, wantRoleGrants) {
+			t.Errorf("stored Role grants %s; want %s", fmt.Sprint(got), fmt.Sprint(wantRoleGrants))
 		}
 	})
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	authv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -30,6 +31,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 )
 
@@ -118,6 +120,8 @@ func newObject(tm metav1.TypeMeta) (metav1.Object, error) {
 		return &rbacv1.ClusterRoleBinding{}, nil
 	case "serving.knative.dev/v1, Service":
 		return &servingv1.Service{}, nil
+	case "coordination.k8s.io/v1, Lease":
+		return &coordinationv1.Lease{}, nil
 	}
 	return nil, fmt.Errorf("unexpected object apiVersion %q kind %q", tm.APIVersion, tm.Kind)
 }
@@ -175,6 +179,8 @@ func kindOf(obj metav1.Object) string {
 		return "ClusterRoleBinding"
 	case *servingv1.Service:
 		return "Service"
+	case *coordinationv1.Lease:
+		return "Lease"
 	}
 	return fmt.Sprintf("%T", obj)
 }
@@ -202,13 +208,14 @@ func TestKServiceDocuments(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	want := []string{"Role/" + name, "RoleBinding/" + name, "Service/" + name, "ServiceAccount/" + name}
+	want := []string{"Lease/" + budget.LeaseName, "Role/" + name, "RoleBinding/" + name, "Service/" + name, "ServiceAccount/" + name}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("kservice.yaml objects mismatch (-want +got):\n%s", diff)
 	}
 
 	// `kubectl apply -l app.kubernetes.io/component=rbac -f kservice.yaml`, the step before
-	// `func deploy`, must select exactly the ServiceAccount and its permissions.
+	// `func deploy`, must select exactly the ServiceAccount, its permissions and the budget's
+	// Lease (which the Role may update but not create).
 	var rbac []string
 	for key, obj := range objs {
 		if obj.GetLabels()["app.kubernetes.io/component"] == "rbac" {
@@ -216,7 +223,7 @@ func TestKServiceDocuments(t *testing.T) {
 		}
 	}
 	slices.Sort(rbac)
-	wantRBAC := []string{"Role/" + name, "RoleBinding/" + name, "ServiceAccount/" + name}
+	wantRBAC := []string{"Lease/" + budget.LeaseName, "Role/" + name, "RoleBinding/" + name, "ServiceAccount/" + name}
 	if diff := cmp.Diff(wantRBAC, rbac); diff != "" {
 		t.Errorf("objects labelled app.kubernetes.io/component=rbac mismatch (-want +got):\n%s", diff)
 	}
@@ -337,6 +344,17 @@ func TestKnativeValidate(t *testing.T) {
 			wantWarn: "Kubernetes default value is insecure",
 		},
 		{
+			// Why cmd/rollback reads its memory limit from the cgroup: Knative refuses the
+			// Downward API's resourceFieldRef in env (feature kubernetes.podspec-fieldref).
+			name: "memory limit through the Downward API",
+			mutate: func(s *servingv1.Service) {
+				container(s).Env = append(container(s).Env, corev1.EnvVar{Name: "ROLLBACK_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{
+					ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"},
+				}})
+			},
+			wantErr: "resourceFieldRef",
+		},
+		{
 			name: "probe on a port other than the serving one",
 			mutate: func(s *servingv1.Service) {
 				container(s).LivenessProbe.HTTPGet.Port = intstr.FromString("metrics")
@@ -394,6 +412,7 @@ var contractEnv = []string{
 	"ROLLBACK_AUTH_TOKEN", "ROLLBACK_AUTH_TOKEN_FILE", "ROLLBACK_ALLOW_UNAUTHENTICATED",
 	"ROLLBACK_MATCH", "ROLLBACK_NAMESPACES", "ROLLBACK_MAX_BODY_BYTES", "ROLLBACK_COOLDOWN",
 	"ROLLBACK_MAX_TARGETS", "ROLLBACK_DRY_RUN", "ROLLBACK_API_TIMEOUT", "ROLLBACK_MAX_AGE", "ROLLBACK_DEFAULT_NAMESPACE",
+	"ROLLBACK_BUDGET", "ROLLBACK_GITOPS", "ROLLBACK_ARGOCD_NAMESPACE",
 }
 
 // TestKnativeServiceContract checks what the function and its users rely on, which Knative's

@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
 // The files under test, relative to the repository root.
@@ -18,6 +21,7 @@ const (
 	rulesFile     = "deploy/prometheus/rollback-rules.yml"
 	rulesTestFile = "deploy/prometheus/rollback-rules_test.yml"
 	amConfigFile  = "deploy/alertmanager/alertmanager.yml"
+	kpConfigFile  = "deploy/alertmanager/kube-prometheus.yml"
 )
 
 // runTool runs the pinned tool name (from $ROLLBACK_TOOLS_DIR or .bin, as `make tools` builds
@@ -72,7 +76,7 @@ func TestPrometheusRule(t *testing.T) {
 		wantErr bool
 		wantOut string // substring of promtool's output
 	}{
-		{name: "check rules", args: []string{"check", "rules", rules}, wantOut: "SUCCESS: 1 rules found"},
+		{name: "check rules", args: []string{"check", "rules", rules}, wantOut: "SUCCESS: 3 rules found"},
 		{name: "test rules", args: []string{"test", "rules", tests}, wantOut: "SUCCESS"},
 		// promtool can fail on each: a rule that does not parse, and a test whose expectation
 		// the rule does not meet.
@@ -92,6 +96,43 @@ func TestPrometheusRule(t *testing.T) {
 		{
 			name:    "test rules, the rule firing without waiting",
 			edits:   map[string][2]string{rulesFile: {"for: 5m", "for: 0m"}},
+			args:    []string{"test", "rules", tests},
+			wantErr: true,
+			wantOut: "FAILED",
+		},
+		// Each new rule's test catches the rule going wrong: firing on the wrong condition
+		// status, for pods no workload owns, or without waiting.
+		{
+			name:    "test rules, rollout stuck on Progressing=True",
+			edits:   map[string][2]string{rulesFile: {`condition="Progressing", status="false"`, `condition="Progressing", status="true"`}},
+			args:    []string{"test", "rules", tests},
+			wantErr: true,
+			wantOut: "FAILED",
+		},
+		{
+			name:    "test rules, rollout stuck on any condition",
+			edits:   map[string][2]string{rulesFile: {`condition="Progressing", status="false"`, `status="false"`}},
+			args:    []string{"test", "rules", tests},
+			wantErr: true,
+			wantOut: "FAILED",
+		},
+		{
+			name:    "test rules, crash looping for Job pods too",
+			edits:   map[string][2]string{rulesFile: {`owner_kind=~"ReplicaSet|StatefulSet|DaemonSet"`, `owner_kind!=""`}},
+			args:    []string{"test", "rules", tests},
+			wantErr: true,
+			wantOut: "FAILED",
+		},
+		{
+			name:    "test rules, crash looping without waiting",
+			edits:   map[string][2]string{rulesFile: {"for: 10m", "for: 2m"}},
+			args:    []string{"test", "rules", tests},
+			wantErr: true,
+			wantOut: "FAILED",
+		},
+		{
+			name:    "test rules, crash looping on any waiting reason",
+			edits:   map[string][2]string{rulesFile: {`{reason="CrashLoopBackOff"}`, ``}},
 			args:    []string{"test", "rules", tests},
 			wantErr: true,
 			wantOut: "FAILED",
@@ -163,6 +204,94 @@ func TestAlertmanagerConfig(t *testing.T) {
 	}
 }
 
+// TestKubePrometheusRoutes checks the kube-prometheus recipe with the real amtool: which
+// receivers each alert reaches, with kube-prometheus's own labels. For every sample it also
+// checks that the README's ROLLBACK_MATCH (what the function is told to act on) picks exactly
+// the alerts the route sends to it.
+func TestKubePrometheusRoutes(t *testing.T) {
+	cluster.Require(t, "amtool")
+	cfg := filepath.Base(kpConfigFile)
+	readme, err := run.ReadmeMatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	match, err := alert.ParseMatcher(readme)
+	if err != nil {
+		t.Fatalf("the README's ROLLBACK_MATCH %s: %v", readme, err)
+	}
+	t.Logf("README's ROLLBACK_MATCH: %s", readme)
+
+	ksm := []string{"job=kube-state-metrics", "instance=10.0.0.7:8080", "service=kube-state-metrics", "prometheus=monitoring/k8s"}
+	samples := []struct {
+		name      string
+		labels    []string
+		receivers string // what amtool must print, and --verify.receivers checks
+	}{
+		{"rollout stuck", []string{"alertname=KubeDeploymentRolloutStuck", "severity=warning", "namespace=shop", "deployment=web", "condition=Progressing", "status=false"}, "alert-rollback,Default"},
+		{"crash looping", []string{"alertname=KubePodCrashLooping", "severity=warning", "namespace=shop", "pod=web-7c9f8d6b5-x2k4q", "container=app", "reason=CrashLoopBackOff"}, "alert-rollback,Default"},
+		{"pod not ready", []string{"alertname=KubePodNotReady", "severity=warning", "namespace=shop", "pod=web-7c9f8d6b5-x2k4q"}, "alert-rollback,Default"},
+		{"pod not ready raised to critical", []string{"alertname=KubePodNotReady", "severity=critical", "namespace=shop", "pod=web-7c9f8d6b5-x2k4q"}, "alert-rollback,Critical"},
+		{"crash looping at info", []string{"alertname=KubePodCrashLooping", "severity=info", "namespace=shop", "pod=web-7c9f8d6b5-x2k4q"}, "Default"},
+		{"crash looping without severity", []string{"alertname=KubePodCrashLooping", "namespace=shop", "pod=web-7c9f8d6b5-x2k4q"}, "Default"},
+		{"replicas mismatch", []string{"alertname=KubeDeploymentReplicasMismatch", "severity=warning", "namespace=shop", "deployment=web"}, "Default"},
+		{"other critical", []string{"alertname=KubeAPIErrorBudgetBurn", "severity=critical"}, "Critical"},
+		{"watchdog", []string{"alertname=Watchdog", "severity=none"}, "Watchdog"},
+		{"info inhibitor", []string{"alertname=InfoInhibitor", "severity=none", "namespace=shop"}, "null"},
+		{"the shipped rule's alert", []string{"alertname=AlertRollbackDeploymentRolloutStuck", "severity=rollback", "namespace=shop", "deployment=web"}, "Default"},
+	}
+	for _, tc := range samples {
+		t.Run(tc.name, func(t *testing.T) {
+			labels := append(append([]string{}, tc.labels...), ksm...)
+			args := append([]string{"config", "routes", "test", "--config.file=" + cfg, "--verify.receivers=" + tc.receivers}, labels...)
+			dir := copyEdited(t, []string{kpConfigFile}, nil)
+			out, err := runTool(t, dir, "amtool", args...)
+			checkToolResult(t, "amtool "+strings.Join(args, " "), out, err, false, tc.receivers)
+			t.Logf("%s → %s", strings.Join(tc.labels, " "), strings.TrimSpace(out))
+
+			toFunction := slices.Contains(strings.Split(tc.receivers, ","), "alert-rollback")
+			if got := match.Matches(labelMap(labels)); got != toFunction {
+				t.Errorf("README's ROLLBACK_MATCH matches %v = %v; the route sends it to the function: %v", tc.labels, got, toFunction)
+			}
+		})
+	}
+
+	// amtool can fail on the recipe: the checks above would catch a route that stops people
+	// from hearing about the alert, or one that misses kube-prometheus's severity.
+	failures := []struct {
+		name   string
+		edit   [2]string
+		labels []string
+		want   string
+	}{
+		{"no continue", [2]string{"      continue: true\n", ""}, []string{"alertname=KubeDeploymentRolloutStuck", "severity=warning", "namespace=shop", "deployment=web"}, "alert-rollback,Default"},
+		{"no catch-all", [2]string{"    - receiver: Default\n", ""}, []string{"alertname=KubePodCrashLooping", "severity=warning", "namespace=shop", "pod=web-1"}, "alert-rollback,Default"},
+		{"critical only", [2]string{`        - severity=~"warning|critical"`, `        - severity="critical"`}, []string{"alertname=KubeDeploymentRolloutStuck", "severity=warning", "namespace=shop", "deployment=web"}, "alert-rollback,Default"},
+	}
+	for _, tc := range failures {
+		t.Run("fails/"+tc.name, func(t *testing.T) {
+			dir := copyEdited(t, []string{kpConfigFile}, map[string][2]string{kpConfigFile: tc.edit})
+			args := append([]string{"config", "routes", "test", "--config.file=" + cfg, "--verify.receivers=" + tc.want}, tc.labels...)
+			out, err := runTool(t, dir, "amtool", args...)
+			checkToolResult(t, "amtool "+strings.Join(args, " "), out, err, true, "")
+		})
+	}
+
+	t.Run("check-config", func(t *testing.T) {
+		dir := copyEdited(t, []string{kpConfigFile}, nil)
+		out, err := runTool(t, dir, "amtool", "check-config", cfg)
+		checkToolResult(t, "amtool check-config "+cfg, out, err, false, "SUCCESS")
+	})
+}
+
+func labelMap(pairs []string) map[string]string {
+	m := map[string]string{}
+	for _, p := range pairs {
+		k, v, _ := strings.Cut(p, "=")
+		m[k] = v
+	}
+	return m
+}
+
 func checkToolResult(t *testing.T, cmd, out string, err error, wantErr bool, wantOut string) {
 	t.Helper()
 	if _, isExit := err.(*exec.ExitError); err != nil && !isExit {
@@ -176,23 +305,28 @@ func checkToolResult(t *testing.T, cmd, out string, err error, wantErr bool, wan
 	}
 }
 
-// TestAlertmanagerConfigSubstitutionPoints checks what the end-to-end test relies on when it
-// uses alertmanager.yml verbatim, replacing only the function's URL and the token file: each is
-// a single line, there is exactly one of each, and they belong to the alert-rollback receiver.
+// TestAlertmanagerConfigSubstitutionPoints checks what the end-to-end tests rely on when they
+// use alertmanager.yml or kube-prometheus.yml verbatim, replacing only the function's URL and the
+// token file: each is a single line, there is exactly one of each, and they belong to the
+// alert-rollback receiver.
 func TestAlertmanagerConfigSubstitutionPoints(t *testing.T) {
-	data := string(readRepoFile(t, amConfigFile))
-	for _, marker := range []string{"url: http://alert-rollback.", "credentials_file:"} {
-		var lines []string
-		for line := range strings.Lines(data) {
-			if trimmed := strings.TrimSpace(line); !strings.HasPrefix(trimmed, "#") && strings.Contains(trimmed, marker) {
-				lines = append(lines, trimmed)
+	for _, file := range []string{amConfigFile, kpConfigFile} {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data := string(readRepoFile(t, file))
+			for _, marker := range []string{"url: http://alert-rollback.", "credentials_file:"} {
+				var lines []string
+				for line := range strings.Lines(data) {
+					if trimmed := strings.TrimSpace(line); !strings.HasPrefix(trimmed, "#") && strings.Contains(trimmed, marker) {
+						lines = append(lines, trimmed)
+					}
+				}
+				if len(lines) != 1 {
+					t.Errorf("%d non-comment lines contain %q; want exactly 1: %q", len(lines), marker, lines)
+				}
 			}
-		}
-		if len(lines) != 1 {
-			t.Errorf("%d non-comment lines contain %q; want exactly 1: %q", len(lines), marker, lines)
-		}
-	}
-	if !strings.Contains(data, "url: http://alert-rollback.monitoring.svc.cluster.local/\n") {
-		t.Errorf("the webhook URL is not http://alert-rollback.<namespace>.svc.cluster.local/ on one line")
+			if !strings.Contains(data, "url: http://alert-rollback.monitoring.svc.cluster.local/\n") {
+				t.Errorf("the webhook URL is not http://alert-rollback.<namespace>.svc.cluster.local/ on one line")
+			}
+		})
 	}
 }

@@ -8,20 +8,25 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/sre-kit/alert-rollback/budget"
 )
 
-// grant is one permission: verb on resource in API group ("" is the core group).
+// grant is one permission: verb on resource in API group ("" is the core group), on the
+// object Name only when it is set (resourceNames).
 type grant struct {
 	Group, Resource, Verb string
+	Name                  string
 }
 
-// wantGrants is every API call the function makes, and so everything its Role may allow.
+// wantGrants is every API call the function makes on workloads, and so everything the
+// ClusterRole of deploy/cluster-wide/rbac.yaml may allow.
 var wantGrants = func() []grant {
 	var gs []grant
 	add := func(group string, resources, verbs []string) {
 		for _, r := range resources {
 			for _, v := range verbs {
-				gs = append(gs, grant{group, r, v})
+				gs = append(gs, grant{group, r, v, ""})
 			}
 		}
 	}
@@ -34,18 +39,36 @@ var wantGrants = func() []grant {
 	return gs
 }()
 
+// wantRoleGrants is everything kservice.yaml's Role may allow: the same, plus reading and
+// updating the budget's Lease in the function's own namespace, by name.
+var wantRoleGrants = func() []grant {
+	gs := slices.Clone(wantGrants)
+	for _, v := range []string{"get", "update"} {
+		gs = append(gs, grant{"coordination.k8s.io", "leases", v, budget.LeaseName})
+	}
+	slices.SortFunc(gs, compareGrants)
+	return gs
+}()
+
 func compareGrants(a, b grant) int {
-	return strings.Compare(a.Group+"/"+a.Resource+"/"+a.Verb, b.Group+"/"+b.Resource+"/"+b.Verb)
+	return strings.Compare(a.Group+"/"+a.Resource+"/"+a.Verb+"/"+a.Name, b.Group+"/"+b.Resource+"/"+b.Verb+"/"+b.Name)
 }
 
 // grants expands rules into the sorted set of grants they allow. Anything a set of grants
-// cannot express exactly (wildcards, resourceNames, non-resource URLs) is an error: it would
-// allow more, or other, than the list says.
+// cannot express exactly (wildcards, non-resource URLs, resourceNames with a verb they cannot
+// limit) is an error: it would allow more, or other, than the list says.
 func grants(rules []rbacv1.PolicyRule) ([]grant, error) {
 	var gs []grant
 	for i, r := range rules {
-		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
-			return nil, fmt.Errorf("rule %d: nonResourceURLs or resourceNames", i)
+		if len(r.NonResourceURLs) > 0 {
+			return nil, fmt.Errorf("rule %d: nonResourceURLs", i)
+		}
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		} else if slices.ContainsFunc(r.Verbs, func(v string) bool { return v == "create" || v == "list" || v == "watch" || v == "deletecollection" }) {
+			// The authorizer knows no object name for these: resourceNames would not limit them.
+			return nil, fmt.Errorf("rule %d: resourceNames with create, list, watch or deletecollection", i)
 		}
 		for _, list := range [][]string{r.APIGroups, r.Resources, r.Verbs} {
 			if len(list) == 0 || slices.Contains(list, rbacv1.APIGroupAll) {
@@ -55,7 +78,9 @@ func grants(rules []rbacv1.PolicyRule) ([]grant, error) {
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
-					gs = append(gs, grant{g, res, v})
+					for _, n := range names {
+						gs = append(gs, grant{g, res, v, n})
+					}
 				}
 			}
 		}
@@ -73,17 +98,29 @@ func TestRoleGrantsExactly(t *testing.T) {
 	tests := []struct {
 		name     string
 		rules    []rbacv1.PolicyRule
-		wantSame bool   // the grants equal wantGrants
+		want     []grant
+		wantSame bool   // the grants equal want
 		wantErr  string // grants() fails with this
 	}{
-		{name: "Role in kservice.yaml", rules: role.Rules, wantSame: true},
-		{name: "ClusterRole in deploy/cluster-wide/rbac.yaml", rules: clusterRole.Rules, wantSame: true},
+		{name: "Role in kservice.yaml", rules: role.Rules, want: wantRoleGrants, wantSame: true},
+		{name: "ClusterRole in deploy/cluster-wide/rbac.yaml", rules: clusterRole.Rules, want: wantGrants, wantSame: true},
 		// The comparison can fail: one verb too many, or too few, is a difference.
 		{
 			name:  "an extra verb",
 			rules: plus(role.Rules, rbacv1.PolicyRule{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"delete"}}),
+			want:  wantRoleGrants,
 		},
-		{name: "a missing rule", rules: role.Rules[1:]},
+		{name: "a missing rule", rules: role.Rules[1:], want: wantRoleGrants},
+		{
+			name:  "the Lease without its name",
+			rules: plus(role.Rules[:len(role.Rules)-1], rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}}),
+			want:  wantRoleGrants,
+		},
+		{
+			name:    "create limited by name, which RBAC cannot do",
+			rules:   plus(role.Rules, rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{budget.LeaseName}, Verbs: []string{"create"}}),
+			wantErr: "resourceNames with create",
+		},
 		{
 			name:    "a wildcard",
 			rules:   plus(role.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"*"}}),
@@ -97,7 +134,7 @@ func TestRoleGrantsExactly(t *testing.T) {
 			if err != nil {
 				return
 			}
-			diff := cmp.Diff(wantGrants, got)
+			diff := cmp.Diff(tt.want, got)
 			if tt.wantSame && diff != "" {
 				t.Errorf("grants mismatch (-want +got):\n%s", diff)
 			}
@@ -141,5 +178,44 @@ func TestBindings(t *testing.T) {
 				t.Errorf("subject namespace = %q; want one: %v", s.Namespace, tt.wantNamespace)
 			}
 		})
+	}
+}
+
+// TestGitOpsRoleGrantsExactly: deploy/cluster-wide/gitops.yaml allows exactly what the GitOps
+// guard does (read and patch the three owner kinds, and the Event on them), and binds it to
+// the function's ServiceAccount, named with the namespace its documented sed replaces.
+func TestGitOpsRoleGrantsExactly(t *testing.T) {
+	const gitopsName = name + "-gitops"
+	objs := decodeFile(t, "deploy/cluster-wide/gitops.yaml")
+	role, ok := objs["ClusterRole/"+gitopsName].(*rbacv1.ClusterRole)
+	if !ok {
+		t.Fatalf("deploy/cluster-wide/gitops.yaml has no ClusterRole %s", gitopsName)
+	}
+	got, err := grants(role.Rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []grant
+	for _, gr := range []struct{ group, resource string }{
+		{"argoproj.io", "applications"}, {"kustomize.toolkit.fluxcd.io", "kustomizations"}, {"helm.toolkit.fluxcd.io", "helmreleases"},
+	} {
+		want = append(want, grant{gr.group, gr.resource, "get", ""}, grant{gr.group, gr.resource, "patch", ""})
+	}
+	want = append(want, grant{"", "events", "create", ""}, grant{"", "events", "patch", ""})
+	slices.SortFunc(want, compareGrants)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("grants mismatch (-want +got):\n%s", diff)
+	}
+	crb, ok := objs["ClusterRoleBinding/"+gitopsName].(*rbacv1.ClusterRoleBinding)
+	if !ok {
+		t.Fatalf("deploy/cluster-wide/gitops.yaml has no ClusterRoleBinding %s", gitopsName)
+	}
+	wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: gitopsName}
+	wantSubjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: "monitoring"}}
+	if diff := cmp.Diff(wantRef, crb.RoleRef); diff != "" {
+		t.Errorf("roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantSubjects, crb.Subjects); diff != "" {
+		t.Errorf("subjects (-want +got):\n%s", diff)
 	}
 }

@@ -31,6 +31,9 @@ type Timers struct {
 type AlertmanagerOptions struct {
 	Dir  string
 	Name string
+	// ConfigFile is the shipped configuration to start from, a file of deploy/alertmanager:
+	// alertmanager.yml (the default) or kube-prometheus.yml.
+	ConfigFile string
 	// WebhookURL and CredentialsFile replace the two lines of the shipped configuration a
 	// user fills in; nothing else of it is changed, unless Timers is set.
 	WebhookURL      string
@@ -44,12 +47,15 @@ type AlertmanagerOptions struct {
 }
 
 // ShippedConfig is the path of the repository's Alertmanager configuration.
-func ShippedConfig() (string, error) {
+func ShippedConfig() (string, error) { return RepoFile("deploy/alertmanager/alertmanager.yml") }
+
+// RepoFile is the path of the repository file rel.
+func RepoFile(rel string) (string, error) {
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(root, "deploy", "alertmanager", "alertmanager.yml"), nil
+	return filepath.Join(root, filepath.FromSlash(rel)), nil
 }
 
 var (
@@ -59,7 +65,10 @@ var (
 
 // Config is the shipped configuration with the user's two values (and timers) filled in.
 func Config(o AlertmanagerOptions) ([]byte, error) {
-	path, err := ShippedConfig()
+	if o.ConfigFile == "" {
+		o.ConfigFile = "alertmanager.yml"
+	}
+	path, err := RepoFile("deploy/alertmanager/" + o.ConfigFile)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,298 @@
+// Package budget bounds how many rollbacks the function makes across all workloads, all
+// notifications and all of its replicas: at most N in any window (ROLLBACK_BUDGET, "5/1h").
+//
+// The per-notification limit (ROLLBACK_MAX_TARGETS) cannot see a storm that Alertmanager
+// delivers as several notifications, to several replicas. The budget can, because its state
+// is one object every replica shares: a coordination.k8s.io/v1 Lease in the function's own
+// namespace. A unit is taken before the undo by writing the Lease under a resourceVersion
+// precondition, so of two replicas racing for the last unit one write fails with a conflict;
+// that replica reads again and is refused. An undo that then fails gives its unit back.
+package budget
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+)
+
+// LeaseName is the Lease holding the budget. It is fixed because the Role names it
+// (resourceNames), and kservice.yaml ships it.
+const LeaseName = "alert-rollback-budget"
+
+// StateAnnotation holds the units spent in the current window, as JSON, on the Lease.
+const StateAnnotation = "alert-rollback.dev/budget"
+
+// Default is the budget when ROLLBACK_BUDGET is unset: five rollbacks an hour across the
+// cluster. A real incident that needs more than five automatic rollbacks in an hour is not
+// a set of bad rollouts but a cluster problem, and people should be looking.
+const Default = "5/1h"
+
+// maxUnits bounds N: every unit in the window is one entry on the Lease, and an object's
+// annotations may hold 256 KiB in all.
+const maxUnits = 1000
+
+var (
+	// ErrExhausted marks a refusal: the window's units are all spent. The error that wraps
+	// it is an *ExhaustedError, which says how many and when the window frees up.
+	ErrExhausted = errors.New("rollback budget exhausted (ROLLBACK_BUDGET)")
+	// ErrNoLease means the Lease is missing and the function may not create it.
+	ErrNoLease = errors.New("the budget Lease " + LeaseName + " is missing; apply it from kservice.yaml")
+)
+
+// Spec is a budget: at most Units rollbacks in any Window. The zero Spec is off.
+type Spec struct {
+	Units  int
+	Window time.Duration
+}
+
+// Off reports whether the budget is disabled.
+func (s Spec) Off() bool { return s.Units == 0 }
+
+func (s Spec) String() string {
+	if s.Off() {
+		return "off"
+	}
+	return fmt.Sprintf("%d/%s", s.Units, s.Window)
+}
+
+// Parse reads "N/WINDOW" (a Go duration: "5/1h", "3/30m") or "off".
+func Parse(v string) (Spec, error) {
+	v = strings.TrimSpace(v)
+	if v == "off" {
+		return Spec{}, nil
+	}
+	n, w, ok := strings.Cut(v, "/")
+	if !ok {
+		return Spec{}, fmt.Errorf("%q: want N/WINDOW, such as %s, or off", v, Default)
+	}
+	units, err := strconv.Atoi(n)
+	if err != nil || units < 1 || units > maxUnits {
+		return Spec{}, fmt.Errorf("%q: N must be a whole number from 1 to %d", v, maxUnits)
+	}
+	window, err := time.ParseDuration(w)
+	if err != nil || window < time.Second {
+		return Spec{}, fmt.Errorf("%q: WINDOW must be a duration of at least 1s, such as 1h", v)
+	}
+	return Spec{Units: units, Window: window}, nil
+}
+
+// ExhaustedError is a refusal by the budget.
+type ExhaustedError struct {
+	Spec  Spec
+	Spent int
+	// FreesAt is when the oldest unit of the window expires and the next rollback may go.
+	FreesAt time.Time
+}
+
+func (e *ExhaustedError) Error() string {
+	return fmt.Sprintf("%v: %d of %d rollbacks spent in the last %s; the next is allowed after %s",
+		ErrExhausted, e.Spent, e.Spec.Units, e.Spec.Window, e.FreesAt.UTC().Format(time.RFC3339))
+}
+
+func (e *ExhaustedError) Unwrap() error { return ErrExhausted }
+
+// Unit is one spent rollback, as kept on the Lease.
+type Unit struct {
+	// ID tells units apart, so that giving one back removes exactly it.
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+	// For names the workload, for a person reading the Lease.
+	For string `json:"for,omitempty"`
+}
+
+// state is the Lease's annotation.
+type state struct {
+	Spent []Unit `json:"spent"`
+}
+
+// Budget takes and gives back units. It is safe for concurrent use.
+type Budget struct {
+	client    kubernetes.Interface
+	namespace string
+	spec      Spec
+	// Backoff paces re-reads after a conflict; its Steps bound them.
+	backoff wait.Backoff
+	now     func() time.Time
+}
+
+// Options tune a Budget; the zero value is fine.
+type Options struct {
+	Backoff wait.Backoff
+	Now     func() time.Time
+}
+
+// New returns the budget spec, kept in the Lease of namespace.
+func New(client kubernetes.Interface, namespace string, spec Spec, o Options) *Budget {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Backoff.Steps == 0 {
+		// Every replica may contend in a storm: more attempts than client-go's default of
+		// 5, spread with jitter, still bounded (about a second in all).
+		o.Backoff = wait.Backoff{Steps: 10, Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 0.5}
+	}
+	return &Budget{client: client, namespace: namespace, spec: spec, backoff: o.Backoff, now: o.Now}
+}
+
+// Spec is the budget's setting.
+func (b *Budget) Spec() Spec { return b.spec }
+
+// Take spends one unit for the workload named what, or returns an *ExhaustedError. With
+// dryRun it only checks: a dry run spends nothing. The returned Unit is what Return gives
+// back. A disabled budget always allows and returns a zero Unit.
+func (b *Budget) Take(ctx context.Context, what string, dryRun bool) (Unit, error) {
+	if b == nil || b.spec.Off() {
+		return Unit{}, nil
+	}
+	var u Unit
+	err := b.update(ctx, func(s *state, now time.Time) (bool, error) {
+		if len(s.Spent) >= b.spec.Units {
+			return false, &ExhaustedError{Spec: b.spec, Spent: len(s.Spent), FreesAt: s.Spent[0].At.Add(b.spec.Window)}
+		}
+		if dryRun {
+			return false, nil
+		}
+		u = Unit{ID: rand.String(10), At: now, For: what}
+		s.Spent = append(s.Spent, u)
+		return true, nil
+	})
+	return u, err
+}
+
+// Return gives back a unit taken by Take, after the undo it paid for did not happen. A unit
+// already out of the window is simply gone.
+func (b *Budget) Return(ctx context.Context, u Unit) error {
+	if b == nil || b.spec.Off() || u.ID == "" {
+		return nil
+	}
+	return b.update(ctx, func(s *state, _ time.Time) (bool, error) {
+		i := slices.IndexFunc(s.Spent, func(x Unit) bool { return x.ID == u.ID })
+		if i < 0 {
+			return false, nil
+		}
+		s.Spent = slices.Delete(s.Spent, i, i+1)
+		return true, nil
+	})
+}
+
+// Spent counts the units spent in the current window, without changing anything.
+func (b *Budget) Spent(ctx context.Context) (int, error) {
+	var n int
+	err := b.update(ctx, func(s *state, _ time.Time) (bool, error) {
+		n = len(s.Spent)
+		return false, nil
+	})
+	return n, err
+}
+
+// update reads the Lease, lets change decide on its state (with units out of the window
+// already dropped), and writes it back under the resourceVersion it read when change says
+// so. A conflict (another replica wrote first) or a lost race to create the Lease means
+// reading and deciding again, a bounded number of times.
+func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (bool, error)) error {
+	attempt := func() error {
+		leases := b.client.CoordinationV1().Leases(b.namespace)
+		lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
+		missing := apierrors.IsNotFound(err)
+		if err != nil && !missing {
+			return fmt.Errorf("read the budget Lease %s/%s: %w", b.namespace, LeaseName, err)
+		}
+		if missing {
+			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName, Namespace: b.namespace,
+				Labels: map[string]string{"app.kubernetes.io/name": "alert-rollback"}}}
+		}
+		s, err := readState(lease)
+		if err != nil {
+			return err
+		}
+		now := b.now()
+		s.Spent = slices.DeleteFunc(s.Spent, func(u Unit) bool { return !now.Before(u.At.Add(b.spec.Window)) })
+		write, err := change(&s, now)
+		if err != nil || !write {
+			return err
+		}
+		if err := writeState(lease, s, b.spec, now); err != nil {
+			return err
+		}
+		if missing {
+			_, err = leases.Create(ctx, lease, metav1.CreateOptions{})
+			if apierrors.IsForbidden(err) {
+				return fmt.Errorf("%w: %w", ErrNoLease, err)
+			}
+		} else {
+			// Update sends the resourceVersion read above: the apiserver refuses the write
+			// with a conflict if anyone wrote the Lease since.
+			_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			return fmt.Errorf("write the budget Lease %s/%s: %w", b.namespace, LeaseName, err)
+		}
+		return nil
+	}
+	// The result is the last attempt's error, not retry.OnError's: OnError takes an error
+	// wrapping a context's deadline for its own interruption and answers the last retriable
+	// error instead (nil after a first attempt that timed out), which would count a unit
+	// never taken as taken.
+	var err error
+	_ = retry.OnError(b.backoff, retryable, func() error {
+		err = attempt()
+		return err
+	})
+	if retryable(err) {
+		return fmt.Errorf("the budget Lease kept changing (%d attempts): %w", b.backoff.Steps, err)
+	}
+	return err
+}
+
+// retryable: another writer got there first, so read again.
+func retryable(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+}
+
+func readState(l *coordinationv1.Lease) (state, error) {
+	var s state
+	raw := l.Annotations[StateAnnotation]
+	if raw == "" {
+		return s, nil
+	}
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		return s, fmt.Errorf("the budget Lease's annotation %s is not readable (fix or remove it): %w", StateAnnotation, err)
+	}
+	// Oldest first, whatever wrote it: the first unit is the next to expire.
+	slices.SortStableFunc(s.Spent, func(a, b Unit) int { return a.At.Compare(b.At) })
+	return s, nil
+}
+
+// writeState puts s on the Lease. The Lease's own fields say the same for `kubectl get
+// lease`: the window's length and when a unit was last spent.
+func writeState(l *coordinationv1.Lease, s state, spec Spec, now time.Time) error {
+	if s.Spent == nil {
+		s.Spent = []Unit{}
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[StateAnnotation] = string(b)
+	l.Spec.HolderIdentity = ptr.To("alert-rollback")
+	l.Spec.LeaseDurationSeconds = ptr.To(int32(min(spec.Window/time.Second, 1<<31-1)))
+	l.Spec.RenewTime = &metav1.MicroTime{Time: now}
+	return nil
+}

@@ -1,0 +1,408 @@
+package budget
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+const ns = "monitoring"
+
+var t0 = time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+
+var leaseResource = schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Spec
+		wantErr bool
+	}{
+		{in: "5/1h", want: Spec{Units: 5, Window: time.Hour}},
+		{in: " 3/30m ", want: Spec{Units: 3, Window: 30 * time.Minute}},
+		{in: Default, want: Spec{Units: 5, Window: time.Hour}},
+		{in: "off", want: Spec{}},
+		{in: "1000/24h", want: Spec{Units: 1000, Window: 24 * time.Hour}},
+		{in: "", wantErr: true},
+		{in: "5", wantErr: true},
+		{in: "0/1h", wantErr: true},
+		{in: "-1/1h", wantErr: true},
+		{in: "1001/1h", wantErr: true},
+		{in: "five/1h", wantErr: true},
+		{in: "5/", wantErr: true},
+		{in: "5/1", wantErr: true},
+		{in: "5/500ms", wantErr: true},
+		{in: "5/-1h", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Parse(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("Parse(%q) = %v; want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+// clock is a settable time for the tests.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// newClient is a fake clientset whose Leases honour resourceVersion as the apiserver does:
+// an update carrying an old resourceVersion is a conflict, every write bumps it. The
+// fake's object tracker alone is last-writer-wins, which would hide the very race the
+// budget exists for.
+func newClient(objs ...runtime.Object) *fake.Clientset {
+	c := fake.NewClientset(objs...)
+	var mu sync.Mutex
+	rv := 100
+	c.PrependReactor("create", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		l := a.(k8stesting.CreateAction).GetObject().(*coordinationv1.Lease).DeepCopy()
+		rv++
+		l.ResourceVersion = strconv.Itoa(rv)
+		if err := c.Tracker().Create(leaseGVR, l, l.Namespace); err != nil {
+			return true, nil, err
+		}
+		return true, l, nil
+	})
+	c.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		l := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease).DeepCopy()
+		cur, err := c.Tracker().Get(leaseGVR, l.Namespace, l.Name)
+		if err != nil {
+			return true, nil, err
+		}
+		if cur.(*coordinationv1.Lease).ResourceVersion != l.ResourceVersion {
+			return true, nil, apierrors.NewConflict(leaseResource, l.Name, errors.New("the object has been modified"))
+		}
+		rv++
+		l.ResourceVersion = strconv.Itoa(rv)
+		return true, l, c.Tracker().Update(leaseGVR, l, l.Namespace)
+	})
+	return c
+}
+
+var leaseGVR = coordinationv1.SchemeGroupVersion.WithResource("leases")
+
+func newBudget(c *fake.Clientset, spec Spec, clk *clock) *Budget {
+	return New(c, ns, spec, Options{Now: clk.Now, Backoff: wait.Backoff{Steps: 50, Duration: time.Microsecond, Jitter: 1}})
+}
+
+// lease returns a Lease already holding units spent at the given times.
+func lease(t *testing.T, at ...time.Time) *coordinationv1.Lease {
+	t.Helper()
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName, Namespace: ns, ResourceVersion: "1"}}
+	var s state
+	for i, a := range at {
+		s.Spent = append(s.Spent, Unit{ID: "u" + strconv.Itoa(i), At: a, For: "shop/Deployment/web"})
+	}
+	if err := writeState(l, s, Spec{Units: 5, Window: time.Hour}, t0); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// spent reads the units on the Lease.
+func spent(t *testing.T, c *fake.Clientset) []Unit {
+	t.Helper()
+	l, err := c.CoordinationV1().Leases(ns).Get(context.Background(), LeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get lease: %v", err)
+	}
+	s, err := readState(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Spent
+}
+
+// verbs lists the client's actions as "verb resource".
+func verbs(c *fake.Clientset) []string {
+	var out []string
+	for _, a := range c.Actions() {
+		out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
+	}
+	return out
+}
+
+func TestTake(t *testing.T) {
+	spec := Spec{Units: 3, Window: time.Hour}
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		dryRun  bool
+		// wantSpent is how many units the Lease holds afterwards; wantExhausted the
+		// refusal's count (0: no refusal).
+		wantSpent     int
+		wantExhausted int
+		wantFreesAt   time.Time
+		wantActions   []string
+	}{
+		{name: "no Lease yet: created with the first unit", wantSpent: 1,
+			wantActions: []string{"get leases", "create leases"}},
+		{name: "units left", objects: []runtime.Object{lease(t, t0.Add(-30*time.Minute))}, wantSpent: 2,
+			wantActions: []string{"get leases", "update leases"}},
+		{name: "last unit", objects: []runtime.Object{lease(t, t0.Add(-50*time.Minute), t0.Add(-10*time.Minute))}, wantSpent: 3,
+			wantActions: []string{"get leases", "update leases"}},
+		{name: "exhausted: refused, says when the oldest unit expires",
+			objects:   []runtime.Object{lease(t, t0.Add(-10*time.Minute), t0.Add(-50*time.Minute), t0.Add(-20*time.Minute))},
+			wantSpent: 3, wantExhausted: 3, wantFreesAt: t0.Add(10 * time.Minute),
+			wantActions: []string{"get leases"}},
+		{name: "units older than the window no longer count",
+			objects:   []runtime.Object{lease(t, t0.Add(-2*time.Hour), t0.Add(-time.Hour), t0.Add(-10*time.Minute))},
+			wantSpent: 2, wantActions: []string{"get leases", "update leases"}},
+		{name: "dry run spends nothing", objects: []runtime.Object{lease(t, t0.Add(-30*time.Minute))}, dryRun: true,
+			wantSpent: 1, wantActions: []string{"get leases"}},
+		{name: "dry run on an exhausted budget is refused too",
+			objects: []runtime.Object{lease(t, t0.Add(-1*time.Minute), t0.Add(-2*time.Minute), t0.Add(-3*time.Minute))}, dryRun: true,
+			wantSpent: 3, wantExhausted: 3, wantFreesAt: t0.Add(57 * time.Minute), wantActions: []string{"get leases"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(tt.objects...)
+			b := newBudget(c, spec, &clock{now: t0})
+			u, err := b.Take(context.Background(), "shop/Deployment/web", tt.dryRun)
+			var ex *ExhaustedError
+			switch {
+			case tt.wantExhausted > 0:
+				if !errors.As(err, &ex) || !errors.Is(err, ErrExhausted) {
+					t.Fatalf("Take = %v; want an *ExhaustedError", err)
+				}
+				if ex.Spent != tt.wantExhausted || !ex.FreesAt.Equal(tt.wantFreesAt) {
+					t.Errorf("refusal: spent %d, frees at %s; want %d, %s", ex.Spent, ex.FreesAt, tt.wantExhausted, tt.wantFreesAt)
+				}
+				if u.ID != "" {
+					t.Errorf("refused Take returned unit %+v", u)
+				}
+			case err != nil:
+				t.Fatalf("Take = %v; want nil", err)
+			case !tt.dryRun && u.ID == "":
+				t.Errorf("Take returned no unit")
+			}
+			if diff := cmp.Diff(tt.wantActions, verbs(c)); diff != "" {
+				t.Errorf("actions (-want +got):\n%s", diff)
+			}
+			if len(tt.objects) == 0 && tt.wantSpent == 0 {
+				return
+			}
+			if got := spent(t, c); len(got) != tt.wantSpent {
+				t.Errorf("Lease holds %d units; want %d: %+v", len(got), tt.wantSpent, got)
+			}
+		})
+	}
+}
+
+func TestRefusalMessage(t *testing.T) {
+	c := newClient(lease(t, t0.Add(-45*time.Minute), t0.Add(-5*time.Minute)))
+	b := newBudget(c, Spec{Units: 2, Window: time.Hour}, &clock{now: t0})
+	_, err := b.Take(context.Background(), "shop/Deployment/web", false)
+	want := "rollback budget exhausted (ROLLBACK_BUDGET): 2 of 2 rollbacks spent in the last 1h0m0s; the next is allowed after 2026-11-26T03:15:00Z"
+	if err == nil || err.Error() != want {
+		t.Errorf("Take = %v; want %s", err, want)
+	}
+}
+
+func TestWindowFreesUp(t *testing.T) {
+	c := newClient()
+	clk := &clock{now: t0}
+	b := newBudget(c, Spec{Units: 2, Window: time.Minute}, clk)
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := b.Take(ctx, "w", false); err != nil {
+			t.Fatalf("Take %d = %v", i+1, err)
+		}
+		clk.Add(10 * time.Second)
+	}
+	if _, err := b.Take(ctx, "w", false); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("third Take = %v; want exhausted", err)
+	}
+	clk.Add(40 * time.Second) // the first unit, taken at t0, expires at t0+1m
+	if _, err := b.Take(ctx, "w", false); err != nil {
+		t.Fatalf("Take after the first unit expired = %v; want nil", err)
+	}
+	if _, err := b.Take(ctx, "w", false); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("next Take = %v; want exhausted (the second unit is still in the window)", err)
+	}
+}
+
+func TestReturn(t *testing.T) {
+	ctx := context.Background()
+	c := newClient()
+	clk := &clock{now: t0}
+	b := newBudget(c, Spec{Units: 2, Window: time.Hour}, clk)
+	first, err := b.Take(ctx, "a", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := b.Take(ctx, "b", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Return(ctx, second); err != nil {
+		t.Fatalf("Return = %v", err)
+	}
+	if got := spent(t, c); len(got) != 1 || got[0].ID != first.ID {
+		t.Fatalf("after Return the Lease holds %+v; want only the first unit", got)
+	}
+	if _, err := b.Take(ctx, "c", false); err != nil {
+		t.Fatalf("Take after Return = %v; want the returned unit to be available", err)
+	}
+
+	// A unit returned after it left the window changes nothing.
+	clk.Add(2 * time.Hour)
+	c.ClearActions()
+	if err := b.Return(ctx, first); err != nil {
+		t.Fatalf("Return of an expired unit = %v", err)
+	}
+	if diff := cmp.Diff([]string{"get leases"}, verbs(c)); diff != "" {
+		t.Errorf("actions (-want +got):\n%s", diff)
+	}
+	// Nothing to give back for a dry run or a disabled budget: no API call at all.
+	c.ClearActions()
+	if err := b.Return(ctx, Unit{}); err != nil || len(c.Actions()) != 0 {
+		t.Errorf("Return(zero unit) = %v with actions %v; want nil and none", err, verbs(c))
+	}
+}
+
+func TestOff(t *testing.T) {
+	c := newClient()
+	b := newBudget(c, Spec{}, &clock{now: t0})
+	for range 3 {
+		if u, err := b.Take(context.Background(), "w", false); err != nil || u.ID != "" {
+			t.Fatalf("Take with the budget off = %+v, %v; want no unit, nil", u, err)
+		}
+	}
+	if len(c.Actions()) != 0 {
+		t.Errorf("budget off made API calls: %v", verbs(c))
+	}
+}
+
+func TestErrors(t *testing.T) {
+	unreadable := lease(t)
+	unreadable.Annotations[StateAnnotation] = "{not json"
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		reactor k8stesting.ReactionFunc
+		verb    string
+		wantIs  error
+		// wantText is in the error.
+		wantText string
+	}{
+		{name: "create forbidden: the shipped Lease is missing", verb: "create",
+			reactor: func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewForbidden(leaseResource, "", errors.New("RBAC"))
+			}, wantIs: ErrNoLease},
+		{name: "read fails", verb: "get",
+			reactor: func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewServiceUnavailable("down")
+			}, wantText: "read the budget Lease monitoring/alert-rollback-budget"},
+		{name: "unreadable state", objects: []runtime.Object{unreadable}, wantText: "not readable"},
+		{name: "conflicts never end: bounded", objects: []runtime.Object{lease(t)}, verb: "update",
+			reactor: func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewConflict(leaseResource, LeaseName, errors.New("modified"))
+			}, wantText: "kept changing (50 attempts)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(tt.objects...)
+			if tt.reactor != nil {
+				c.PrependReactor(tt.verb, "leases", tt.reactor)
+			}
+			b := newBudget(c, Spec{Units: 3, Window: time.Hour}, &clock{now: t0})
+			_, err := b.Take(context.Background(), "w", false)
+			if err == nil {
+				t.Fatal("Take = nil; want an error")
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Take = %v; want errors.Is %v", err, tt.wantIs)
+			}
+			if tt.wantText != "" && !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("Take = %v; want it to say %q", err, tt.wantText)
+			}
+			if errors.Is(err, ErrExhausted) {
+				t.Errorf("Take = %v; a failure is not a refusal", err)
+			}
+		})
+	}
+}
+
+// TestConcurrentTakers: many takers at once, through a client that enforces
+// resourceVersion as the apiserver does: exactly N win, the rest are refused, and the
+// Lease holds exactly N units. (e2e/budget_test.go proves the same on a real apiserver.)
+func TestConcurrentTakers(t *testing.T) {
+	const units, takers = 5, 40
+	c := newClient()
+	b := newBudget(c, Spec{Units: units, Window: time.Hour}, &clock{now: t0})
+	var won, refused, failed atomic.Int32
+	var wg sync.WaitGroup
+	for i := range takers {
+		wg.Go(func() {
+			_, err := b.Take(context.Background(), "w"+strconv.Itoa(i), false)
+			switch {
+			case err == nil:
+				won.Add(1)
+			case errors.Is(err, ErrExhausted):
+				refused.Add(1)
+			default:
+				failed.Add(1)
+				t.Errorf("Take = %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if won.Load() != units || refused.Load() != takers-units {
+		t.Errorf("%d won, %d refused, %d failed; want %d won and %d refused", won.Load(), refused.Load(), failed.Load(), units, takers-units)
+	}
+	if got := spent(t, c); len(got) != units {
+		t.Errorf("Lease holds %d units; want %d", len(got), units)
+	}
+}
+
+// TestTakeTimeout: a read or write of the Lease that times out on the client's side is an
+// error, never a unit taken.
+func TestTakeTimeout(t *testing.T) {
+	for _, verb := range []string{"get", "update"} {
+		t.Run(verb, func(t *testing.T) {
+			c := newClient(lease(t))
+			c.PrependReactor(verb, "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, &url.Error{Op: verb, URL: "https://127.0.0.1/leases", Err: context.DeadlineExceeded}
+			})
+			_, err := newBudget(c, Spec{Units: 5, Window: time.Hour}, &clock{now: t0}).Take(context.Background(), "shop/Deployment/web", false)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Take() = %v; want it to fail with the deadline", err)
+			}
+		})
+	}
+}

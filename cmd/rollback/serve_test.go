@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// kubeconfigFor is a kubeconfig for the API server at url, in namespace shop.
+func kubeconfigFor(url string) string {
+	return `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "` + url + `"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u, namespace: shop}}]
+current-context: c
+`
+}
+
+// slowAPI stands in for the API server: it holds every call until release is closed, then
+// answers 404, so a notification can be caught in flight.
+type slowAPI struct {
+	called  chan struct{} // closed at the first call
+	once    sync.Once
+	release chan struct{}
+}
+
+func (a *slowAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.once.Do(func() { close(a.called) })
+	<-a.release
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotFound)
+	fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
+}
+
+// TestServe runs the whole HTTP surface once (functions-framework-go registers the function
+// globally, so only once per process): our server's limits in front of the framework's
+// handler, the health endpoints, the function's own checks, and the shutdown.
+func TestServe(t *testing.T) {
+	api := &slowAPI{called: make(chan struct{}), release: make(chan struct{})}
+	apiServer := httptest.NewServer(api)
+	defer apiServer.Close()
+	defer func() {
+		select {
+		case <-api.release:
+		default:
+			close(api.release)
+		}
+	}()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, []byte(kubeconfigFor(apiServer.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", path)
+	t.Setenv("FUNCTION_TARGET", "")
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	debug.SetMemoryLimit(math.MaxInt64)
+
+	env := map[string]string{
+		"ROLLBACK_AUTH_TOKEN":              "secret-token",
+		"ROLLBACK_MAX_BODY_BYTES":          "1024",
+		"ROLLBACK_MEMORY_LIMIT":            "134217728",
+		"ROLLBACK_SERVER_MAX_HEADER_BYTES": "8192",
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, env, fstest.MapFS{}, ln) }()
+	url := "http://" + ln.Addr().String()
+	client := &http.Client{Timeout: clientPatience}
+	waitReady(t, client, url+"/health/readiness", done)
+
+	limit := float64(134217728)
+	if got, want := debug.SetMemoryLimit(-1), int64(limit*memLimitShare); got != want {
+		t.Errorf("runtime memory limit = %d; want %d (90%% of ROLLBACK_MEMORY_LIMIT)", got, want)
+	}
+
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		token      string
+		body       string
+		header     string
+		wantStatus int
+	}{
+		{"readiness", http.MethodGet, "/health/readiness", "", "", "", http.StatusOK},
+		{"liveness", http.MethodGet, "/health/liveness", "", "", "", http.StatusOK},
+		{"no token", http.MethodPost, "/", "", `{}`, "", http.StatusUnauthorized},
+		{"wrong token", http.MethodPost, "/", "guess", `{}`, "", http.StatusUnauthorized},
+		{"body over ROLLBACK_MAX_BODY_BYTES", http.MethodPost, "/", "secret-token", `{"x":"` + strings.Repeat("a", 2048) + `"}`, "", http.StatusRequestEntityTooLarge},
+		{"not a notification", http.MethodPost, "/", "secret-token", `{"version":"3"}`, "", http.StatusBadRequest},
+		{"header over the limit, no token", http.MethodPost, "/", "", `{}`, strings.Repeat("h", 32<<10), http.StatusRequestHeaderFieldsTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, url+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			if tc.header != "" {
+				req.Header.Set("X-Big", tc.header)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("%s %s = %d %s; want %d", tc.method, tc.path, resp.StatusCode, b, tc.wantStatus)
+			}
+		})
+	}
+
+	// Shutdown with a notification in flight (held at its first API call): no new
+	// connections, the one in flight gets its answer, then serve returns.
+	inFlight := make(chan int, 1)
+	go func() {
+		body := `{"version":"4","alerts":[{"status":"firing","startsAt":"` + time.Now().UTC().Format(time.RFC3339) +
+			`","labels":{"alertname":"KubePodUnschedulable","severity":"rollback","namespace":"shop","pod":"checkout-api-6b38f6dcb-x7k2p"}}]}`
+		req, _ := http.NewRequest(http.MethodPost, url+"/", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer secret-token")
+		resp, err := (&http.Client{Timeout: shutdownGrace}).Do(req)
+		if err != nil {
+			inFlight <- 0
+			return
+		}
+		resp.Body.Close()
+		inFlight <- resp.StatusCode
+	}()
+	select {
+	case <-api.called:
+	case <-time.After(clientPatience):
+		t.Fatal("the notification never reached the API server")
+	}
+	cancel()
+	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, clientPatience, true, func(context.Context) (bool, error) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil, nil
+	})
+	if err != nil {
+		t.Fatal("still accepting connections after shutdown began")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("serve() = %v with a notification in flight; want it to wait", err)
+	default:
+	}
+	close(api.release)
+	if status := <-inFlight; status != http.StatusOK {
+		t.Errorf("the notification in flight during shutdown got %d; want its 200", status)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve() = %v; want a clean shutdown", err)
+		}
+	case <-time.After(shutdownGrace + 5*time.Second):
+		t.Fatal("serve() did not return after shutdown")
+	}
+}
+
+func waitReady(t *testing.T, client *http.Client, url string, done <-chan error) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-done:
+			return false, fmt.Errorf("serve() ended before it was ready: %v", err)
+		default:
+		}
+		resp, err := client.Get(url)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		t.Fatalf("%s not ready: %v", url, err)
+	}
+}

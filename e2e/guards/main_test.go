@@ -1,0 +1,166 @@
+// Package guards proves the fleet-wide guards on a real control plane: the rollback budget's
+// Lease under concurrent takers, and the GitOps guard against Argo CD's and Flux's own CRDs
+// (fetched from their pinned modules by `make tools`), each with the shipped RBAC.
+package guards
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
+)
+
+// kube is the control plane every test here shares; each works in namespaces of its own.
+var kube *cluster.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	for _, name := range cluster.ControlPlaneTools {
+		if _, err := cluster.ToolPath(name); err != nil {
+			if os.Getenv("ROLLBACK_REQUIRE_TOOLS") == "1" {
+				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+				return 1
+			}
+			fmt.Fprintf(os.Stderr, "skipping the guards' end-to-end tests: %v; run `make test` to build the tools and run them\n", err)
+			return 0
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "rollback-guards-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	kube, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	code := m.Run()
+	_ = kube.Stop()
+	if code == 0 {
+		os.RemoveAll(dir)
+	} else {
+		fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
+	}
+	return code
+}
+
+// repoFile is a file of the repository, from this package's folder.
+func repoFile(name string) string { return filepath.Join("..", "..", name) }
+
+// install applies the function's identity from kservice.yaml to a new namespace ns, as
+// `func deploy`'s preparation step does: the objects labelled component=rbac (the
+// ServiceAccount, its Role and binding, and the budget's Lease). The Knative Service is left
+// out of the file first: kubectl must know every kind of a file it filters by label, and no
+// Knative CRD is installed here.
+func install(t *testing.T, c *cluster.Cluster, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(repoFile("kservice.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, doc := range strings.Split(string(b), "\n---") {
+		if !strings.Contains(doc, "apiVersion: serving.knative.dev/") {
+			keep = append(keep, doc)
+		}
+	}
+	rbac := filepath.Join(t.TempDir(), "kservice-rbac.yaml")
+	if err := os.WriteFile(rbac, []byte(strings.Join(keep, "\n---")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Kubectl(ctx, "apply", "-n", ns, "-l", "app.kubernetes.io/component=rbac", "-f", rbac); err != nil {
+		t.Fatalf("apply kservice.yaml's RBAC to %s: %v: %s", ns, err, out)
+	}
+}
+
+// clientsOf returns new clients acting as the function's ServiceAccount of ns, with only
+// the permissions the shipped RBAC gives it: one set per function replica.
+func clientsOf(t *testing.T, c *cluster.Cluster, ns string) (kubernetes.Interface, dynamic.Interface) {
+	t.Helper()
+	cfg, err := c.ConfigFor(context.Background(), ns, "alert-rollback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, dyn
+}
+
+// applyClusterWide applies a file of deploy/cluster-wide/ with its documented edit: the
+// function's namespace instead of `monitoring`.
+func applyClusterWide(t *testing.T, c *cluster.Cluster, file, ns string) {
+	t.Helper()
+	data, err := os.ReadFile(repoFile(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = "namespace: monitoring\n"
+	if strings.Count(string(data), old) != 1 {
+		t.Fatalf("%s: want exactly one %q for its documented sed", file, old)
+	}
+	edited := filepath.Join(t.TempDir(), filepath.Base(file))
+	if err := os.WriteFile(edited, []byte(strings.Replace(string(data), old, "namespace: "+ns+"\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Kubectl(context.Background(), "apply", "-f", edited); err != nil {
+		t.Fatalf("apply %s: %v: %s", file, err, out)
+	}
+}
+
+// applyCRDs applies the GitOps tools' CRDs (server-side: Argo CD's is too large for the
+// last-applied annotation) and waits until the apiserver serves them.
+func applyCRDs(t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, f := range []struct{ file, name string }{
+		{"crds/argocd-application.yaml", "applications.argoproj.io"},
+		{"crds/flux-kustomization.yaml", "kustomizations.kustomize.toolkit.fluxcd.io"},
+		{"crds/flux-helmrelease.yaml", "helmreleases.helm.toolkit.fluxcd.io"},
+	} {
+		path := cluster.RequireFile(t, f.file)
+		if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", path); err != nil {
+			t.Fatalf("apply %s: %v: %s", f.file, err, out)
+		}
+		// Right after the apply the CRD may have no conditions at all, which kubectl wait
+		// takes for an error: ask again until it is Established.
+		var out string
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			var err error
+			out, err = c.Kubectl(ctx, "get", "crd/"+f.name, "-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
+			return err == nil && strings.TrimSpace(out) == "True", nil
+		})
+		if err != nil {
+			t.Fatalf("CRD %s not Established (%q): %v", f.name, out, err)
+		}
+	}
+}
+
+// get is a shorthand for reading an object the test made, as the admin.
+var get = metav1.GetOptions{}

@@ -1,0 +1,63 @@
+package function
+
+import (
+	"context"
+
+	"go.uber.org/zap"
+
+	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/undo"
+)
+
+// gate is undo's Gate: the checks beyond one workload, asked once an undo is decided and
+// just before its write. In order: the GitOps owner (a refusal spends nothing), the budget
+// (a unit taken before anything changes), then the owners suspended (and the unit given
+// back if that fails).
+type gate struct {
+	budget *budget.Budget
+	gitops *gitops.Guard
+	log    *zap.SugaredLogger
+}
+
+func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admission, error) {
+	w := gitops.Workload{Group: "apps", Kind: s.Ref.Kind, Namespace: s.Ref.Namespace, Name: s.Ref.Name,
+		Labels: s.Labels, Annotations: s.Annotations}
+	owners, err := g.gitops.Check(ctx, w)
+	if err != nil {
+		return undo.Admission{}, err
+	}
+	unit, err := g.budget.Take(ctx, s.Ref.String(), dryRun)
+	if err != nil {
+		return undo.Admission{}, err
+	}
+	release := func(ctx context.Context) {
+		if err := g.budget.Return(ctx, unit); err != nil {
+			g.log.Warnw("could not give the rollback budget's unit back; it expires with the window",
+				"workload", s.Ref.String(), "error", err)
+		}
+	}
+	suspended, err := g.gitops.Suspend(ctx, owners, dryRun)
+	var adm undo.Admission
+	for _, sus := range suspended {
+		if dryRun {
+			// Sent as a server-side dry run: nothing changed, so no Event on the owner.
+			adm.Notes = append(adm.Notes, "dry run: would have suspended "+sus.String())
+			continue
+		}
+		adm.Notes = append(adm.Notes, "suspended "+sus.String())
+		adm.Related = append(adm.Related, sus.Ref)
+	}
+	if err != nil {
+		// No undo: the unit goes back (without the request's deadline, which may be what
+		// failed). Owners already suspended stay so: the notes and Events say which, so
+		// people can resume them.
+		release(context.WithoutCancel(ctx))
+		return adm, err
+	}
+	if note := gitops.HelmNote(w); note != "" {
+		adm.Notes = append(adm.Notes, note)
+	}
+	adm.Release = release
+	return adm, nil
+}

@@ -1,0 +1,306 @@
+package function
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/undo"
+)
+
+// gated starts the function with the given fakes and settings on top of the defaults (the
+// budget on, GitOps refused), and returns a way to send it a notification about
+// Deployments by name.
+func gated(t *testing.T, kube *fake.Clientset, dyn *dynamicfake.FakeDynamicClient, env map[string]string) func(names ...string) (int, outcome.Response) {
+	t.Helper()
+	cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}
+	for k, v := range env {
+		cfg[k] = v
+	}
+	f := New()
+	f.newClient = func(config) (clients, error) { return clients{kube: kube, dynamic: dyn, namespace: ownNamespace}, nil }
+	f.newLogger = zap.NewNop().Sugar
+	if err := f.Start(context.Background(), cfg); err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	t.Cleanup(func() { _ = f.Stop(context.Background()) })
+	return func(names ...string) (int, outcome.Response) {
+		t.Helper()
+		var alerts []alert.Alert
+		for _, n := range names {
+			alerts = append(alerts, firing("deployment", n))
+		}
+		rec := httptest.NewRecorder()
+		f.Handle(rec, post(notification(alerts...)))
+		var resp outcome.Response
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+			t.Fatalf("answer %s: %v", rec.Body, err)
+		}
+		return rec.Code, resp
+	}
+}
+
+// broken returns Deployments at v2 with a v1 to go back to, labelled as given.
+func broken(labels map[string]string, names ...string) []runtime.Object {
+	var objs []runtime.Object
+	for _, n := range names {
+		d, rss := fixture.Deployment(ownNamespace, n, "shop/"+n+":v1", "shop/"+n+":v2")
+		for k, v := range labels {
+			if d.Labels == nil {
+				d.Labels = map[string]string{}
+			}
+			d.Labels[k] = v
+		}
+		objs = append(objs, fixture.Objects(rss...)...)
+		objs = append(objs, d)
+	}
+	return objs
+}
+
+func unitsSpent(t *testing.T, c *fake.Clientset) int {
+	t.Helper()
+	n, err := budget.New(c, ownNamespace, budget.Spec{Units: 1000, Window: 1 << 62}, budget.Options{}).Spent(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func results(resp outcome.Response) []string {
+	var out []string
+	for _, r := range resp.Results {
+		out = append(out, r.Name+" "+string(r.Action)+" "+string(r.Reason))
+	}
+	return out
+}
+
+// TestBudgetGate: with the default settings an undo spends one unit of the budget, with
+// two more round trips (read the Lease, write it); when the budget is spent the next undo is
+// refused with the count and the time it frees up; an undo the apiserver rejects gives its
+// unit back; one whose fate is unknown keeps it; a dry run spends nothing.
+func TestBudgetGate(t *testing.T) {
+	t.Run("default: one unit per undo", func(t *testing.T) {
+		kube := fake.NewClientset(broken(nil, "web")...)
+		send := gated(t, kube, newDynamic(), nil)
+		if _, resp := send("web"); !cmp.Equal(results(resp), []string{"web rolled-back rolled-back"}) {
+			t.Fatalf("results %v", results(resp))
+		}
+		want := []string{"get deployments", "list replicasets", "get leases", "create leases", "patch deployments"}
+		if diff := cmp.Diff(want, actions(kube)); diff != "" {
+			t.Errorf("API actions (-want +got):\n%s", diff)
+		}
+		if n := unitsSpent(t, kube); n != 1 {
+			t.Errorf("%d units spent; want 1", n)
+		}
+	})
+	t.Run("spent: refused, says how many and until when", func(t *testing.T) {
+		kube := fake.NewClientset(broken(nil, "web", "api", "cart")...)
+		send := gated(t, kube, newDynamic(), map[string]string{"ROLLBACK_BUDGET": "2/1h"})
+		for _, n := range []string{"web", "api"} {
+			if _, resp := send(n); len(resp.Results) != 1 || resp.Results[0].Action != outcome.RolledBack {
+				t.Fatalf("%s: results %v", n, results(resp))
+			}
+		}
+		kube.ClearActions()
+		code, resp := send("cart")
+		if code != http.StatusOK || !cmp.Equal(results(resp), []string{"cart refused budget-exhausted"}) {
+			t.Fatalf("answer %d %v; want 200, refused budget-exhausted", code, results(resp))
+		}
+		if msg := resp.Results[0].Message; !strings.Contains(msg, "2 of 2 rollbacks spent in the last 1h0m0s; the next is allowed after ") {
+			t.Errorf("message %q does not say the count and the time", msg)
+		}
+		if w := writes(kube); len(w) != 0 {
+			t.Errorf("a refusal wrote %v", w)
+		}
+		if img := deploymentImage(t, kube, ownNamespace, "cart"); img != "shop/cart:v2" {
+			t.Errorf("cart at %s; want untouched v2", img)
+		}
+	})
+	tests := []struct {
+		name      string
+		env       map[string]string
+		patchErr  error
+		wantUnits int
+		wantWrite []string
+	}{
+		{name: "rejected by the apiserver: the unit is given back", patchErr: apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil),
+			wantUnits: 0, wantWrite: []string{"create leases", "patch deployments", "update leases"}},
+		{name: "timed out, may have landed: the unit is kept", patchErr: apierrors.NewServerTimeout(schema.GroupResource{Group: "apps", Resource: "deployments"}, "patch", 1),
+			wantUnits: 1, wantWrite: []string{"create leases", "patch deployments"}},
+		{name: "dry run: nothing spent", env: map[string]string{"ROLLBACK_DRY_RUN": "true"},
+			wantUnits: 0, wantWrite: []string{"patch deployments"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kube := fake.NewClientset(broken(nil, "web")...)
+			if tt.patchErr != nil {
+				kube.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, tt.patchErr
+				})
+			}
+			env := map[string]string{"ROLLBACK_API_TIMEOUT": "1s"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			send := gated(t, kube, newDynamic(), env)
+			send("web")
+			if diff := cmp.Diff(tt.wantWrite, writes(kube)); diff != "" {
+				t.Errorf("writes (-want +got):\n%s", diff)
+			}
+			if n := unitsSpent(t, kube); n != tt.wantUnits {
+				t.Errorf("%d units spent; want %d", n, tt.wantUnits)
+			}
+		})
+	}
+}
+
+// kustomization is a Flux Kustomization as the fake dynamic client holds it.
+func kustomization(suspended bool) *unstructured.Unstructured {
+	spec := map[string]any{"interval": "10m", "path": "./shop", "prune": true}
+	if suspended {
+		spec["suspend"] = true
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+		"metadata": map[string]any{"namespace": "flux-system", "name": "apps", "uid": "ks-uid", "resourceVersion": "3"},
+		"spec":     spec,
+	}}
+}
+
+// helmRelease is a Flux HelmRelease beside the workload, as the fake dynamic client holds it.
+func helmRelease() *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+		"metadata": map[string]any{"namespace": ownNamespace, "name": "web", "uid": "hr-uid", "resourceVersion": "4"},
+		"spec":     map[string]any{"interval": "5m"},
+	}}
+}
+
+var fluxLabels = map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system"}
+
+// TestGitOpsGate: a workload Flux owns is refused by default (before the budget: nothing
+// spent), rolled back after suspending its Kustomization with ROLLBACK_GITOPS=suspend (the
+// state annotation, the result and the Events say so), and rolled back untouched with
+// ignore. An owner that cannot be suspended fails the undo and gives the unit back.
+func TestGitOpsGate(t *testing.T) {
+	tests := []struct {
+		name        string
+		mode        string
+		labels      map[string]string
+		suspendErr  error
+		suspendOn   string // the resource whose patch fails with suspendErr; kustomizations if empty
+		want        string
+		wantSpec    map[string]any
+		wantImage   string
+		wantUnits   int
+		wantNote    string
+		wantDynamic []string
+	}{
+		{name: "refuse (default)", labels: fluxLabels, want: "web refused gitops-managed",
+			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
+		{name: "suspend", mode: "suspend", labels: fluxLabels, want: "web rolled-back rolled-back",
+			wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
+			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
+			wantDynamic: []string{"get kustomizations", "patch kustomizations"}},
+		{name: "suspend refused by RBAC: failed, nothing spent", mode: "suspend", labels: fluxLabels,
+			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}, "apps", errors.New("RBAC")),
+			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get kustomizations", "patch kustomizations"}},
+		{name: "suspend: the second owner refuses; the first stays suspended and is named", mode: "suspend",
+			labels:     map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system", gitops.HelmName: "web", gitops.HelmNS: ownNamespace},
+			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "helm.toolkit.fluxcd.io", Resource: "helmreleases"}, "web", errors.New("RBAC")),
+			suspendOn:  "helmreleases",
+			want:       "web failed forbidden", wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
+			wantDynamic: []string{"get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
+		{name: "ignore", mode: "ignore", labels: fluxLabels, want: "web rolled-back rolled-back",
+			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1},
+		{name: "Helm: rolled back, with a note", labels: map[string]string{gitops.ManagedByLabel: "Helm"}, want: "web rolled-back rolled-back",
+			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
+			wantNote: "managed by Helm: the next `helm upgrade` puts the chart's template back and supersedes this rollback"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kube := fake.NewClientset(broken(tt.labels, "web")...)
+			dyn := newDynamic(kustomization(false), helmRelease())
+			if tt.suspendErr != nil {
+				on := tt.suspendOn
+				if on == "" {
+					on = "kustomizations"
+				}
+				dyn.PrependReactor("patch", on, func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, tt.suspendErr
+				})
+			}
+			send := gated(t, kube, dyn, map[string]string{"ROLLBACK_GITOPS": tt.mode})
+			_, resp := send("web")
+			if got := results(resp); !cmp.Equal(got, []string{tt.want}) {
+				t.Fatalf("results %v; want %s (%s)", got, tt.want, resp.Results[0].Message)
+			}
+			r := resp.Results[0]
+			if tt.want == "web refused gitops-managed" && !strings.Contains(r.Message, "Flux Kustomization flux-system/apps") {
+				t.Errorf("refusal %q does not name the Kustomization", r.Message)
+			}
+			var dynActions []string
+			for _, a := range dyn.Actions() {
+				dynActions = append(dynActions, a.GetVerb()+" "+a.GetResource().Resource)
+			}
+			if diff := cmp.Diff(tt.wantDynamic, dynActions); diff != "" {
+				t.Errorf("Argo CD / Flux actions (-want +got):\n%s", diff)
+			}
+			ks, err := dyn.Resource(gitops.KustomizationResource).Namespace("flux-system").Get(context.Background(), "apps", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.wantSpec, ks.Object["spec"]); diff != "" {
+				t.Errorf("Kustomization spec (-want +got):\n%s", diff)
+			}
+			if img := deploymentImage(t, kube, ownNamespace, "web"); img != tt.wantImage {
+				t.Errorf("web at %s; want %s", img, tt.wantImage)
+			}
+			if n := unitsSpent(t, kube); n != tt.wantUnits {
+				t.Errorf("%d budget units spent; want %d", n, tt.wantUnits)
+			}
+			if tt.wantNote == "" {
+				return
+			}
+			if !cmp.Equal(r.Notes, []string{tt.wantNote}) || !strings.HasSuffix(r.Message, "; "+tt.wantNote) {
+				t.Errorf("result notes %q, message %q; want the note %q", r.Notes, r.Message, tt.wantNote)
+			}
+			if r.Action != outcome.RolledBack {
+				return // no undo, so no state written
+			}
+			d, err := kube.AppsV1().Deployments(ownNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var state undo.State
+			if err := json.Unmarshal([]byte(d.Annotations[undo.StateAnnotation]), &state); err != nil || state.Last == nil {
+				t.Fatalf("state annotation %q: %v", d.Annotations[undo.StateAnnotation], err)
+			}
+			if !cmp.Equal(state.Last.Notes, []string{tt.wantNote}) {
+				t.Errorf("state records notes %q; want %q", state.Last.Notes, tt.wantNote)
+			}
+		})
+	}
+}

@@ -1,0 +1,294 @@
+// Package gitops finds out whether Argo CD or Flux reconciles a workload, and, when asked,
+// stops them from putting back what a rollback just took away.
+//
+// A `kubectl rollout undo` of a workload that GitOps owns lasts until the next reconcile:
+// Argo CD's self-heal reverts it within seconds, Flux at its next interval. The alert fires
+// again and the function would undo again, a slow flip-flop with the team's own CD. So by
+// default such a workload is refused, with the owner named; in suspend mode the owner is
+// paused first (Flux: spec.suspend; Argo CD: self-heal off), which is also what Argo CD's
+// documentation asks before a rollback.
+//
+// The Argo CD and Flux objects are read and patched with the dynamic client: their Go types
+// would bring the controllers' dependency trees into the function.
+package gitops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+)
+
+// Mode is what to do about a workload GitOps owns (ROLLBACK_GITOPS).
+type Mode string
+
+// The modes. Refuse is the default: doing nothing is always safe, and the team learns the
+// rollback belongs in Git.
+const (
+	Refuse  Mode = "refuse"
+	Suspend Mode = "suspend"
+	Ignore  Mode = "ignore"
+)
+
+// ParseMode reads ROLLBACK_GITOPS; empty means Refuse.
+func ParseMode(v string) (Mode, error) {
+	switch m := Mode(strings.TrimSpace(v)); m {
+	case "":
+		return Refuse, nil
+	case Refuse, Suspend, Ignore:
+		return m, nil
+	}
+	return "", fmt.Errorf("%q: want refuse, suspend or ignore", v)
+}
+
+// DefaultArgoCDNamespace is where Argo CD's Applications live unless ROLLBACK_ARGOCD_NAMESPACE
+// says otherwise (or a tracking id names another namespace: apps in any namespace).
+const DefaultArgoCDNamespace = "argocd"
+
+// ErrManaged marks a refusal; the error wrapping it is a *ManagedError naming the owners.
+var ErrManaged = errors.New("a GitOps tool reconciles this workload and would put the bad revision back")
+
+// The labels and annotations the tools put on what they apply.
+const (
+	ArgoCDTrackingID = "argocd.argoproj.io/tracking-id"
+	InstanceLabel    = "app.kubernetes.io/instance"
+	KustomizeName    = "kustomize.toolkit.fluxcd.io/name"
+	KustomizeNS      = "kustomize.toolkit.fluxcd.io/namespace"
+	HelmName         = "helm.toolkit.fluxcd.io/name"
+	HelmNS           = "helm.toolkit.fluxcd.io/namespace"
+	ManagedByLabel   = "app.kubernetes.io/managed-by"
+	HelmReleaseName  = "meta.helm.sh/release-name"
+	HelmReleaseNS    = "meta.helm.sh/release-namespace"
+)
+
+// The owners' kinds.
+const (
+	Application   = "Application"
+	Kustomization = "Kustomization"
+	HelmRelease   = "HelmRelease"
+)
+
+// Resources of the owners' kinds, at the versions their current controllers serve and store.
+var (
+	ApplicationResource   = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applications"}
+	KustomizationResource = schema.GroupVersionResource{Group: "kustomize.toolkit.fluxcd.io", Version: "v1", Resource: "kustomizations"}
+	HelmReleaseResource   = schema.GroupVersionResource{Group: "helm.toolkit.fluxcd.io", Version: "v2", Resource: "helmreleases"}
+)
+
+// Owner is an object of a GitOps tool that reconciles the workload.
+type Owner struct {
+	Kind      string
+	Namespace string
+	Name      string
+	// Via says how it was recognised (the annotation or labels), for the people reading why.
+	Via string
+}
+
+func (o Owner) tool() string {
+	if o.Kind == Application {
+		return "Argo CD"
+	}
+	return "Flux"
+}
+
+func (o Owner) resource() schema.GroupVersionResource {
+	switch o.Kind {
+	case Application:
+		return ApplicationResource
+	case Kustomization:
+		return KustomizationResource
+	}
+	return HelmReleaseResource
+}
+
+// String names the owner for people: "Argo CD Application argocd/shop".
+func (o Owner) String() string {
+	return fmt.Sprintf("%s %s %s/%s", o.tool(), o.Kind, o.Namespace, o.Name)
+}
+
+// ManagedError is a refusal because GitOps owns the workload.
+type ManagedError struct{ Owners []Owner }
+
+func (e *ManagedError) Error() string {
+	names := make([]string, len(e.Owners))
+	for i, o := range e.Owners {
+		names[i] = fmt.Sprintf("%s (%s)", o, o.Via)
+	}
+	return fmt.Sprintf("%v: %s; revert the bad change in Git (the GitOps tool then rolls it back), "+
+		"or set ROLLBACK_GITOPS=suspend to let this function pause it before rolling back", ErrManaged, strings.Join(names, ", "))
+}
+
+func (e *ManagedError) Unwrap() error { return ErrManaged }
+
+// Workload is what the guard needs to know of the workload to roll back.
+type Workload struct {
+	// Group and Kind as in a tracking id: "apps", "Deployment".
+	Group, Kind, Namespace, Name string
+	Labels, Annotations          map[string]string
+}
+
+// Guard applies ROLLBACK_GITOPS. It is safe for concurrent use.
+type Guard struct {
+	client        dynamic.Interface
+	mode          Mode
+	argoNamespace string
+}
+
+// New returns a guard acting in mode through client; Argo CD's Applications are looked up
+// in argoNamespace unless a tracking id names another.
+func New(client dynamic.Interface, mode Mode, argoNamespace string) *Guard {
+	if argoNamespace == "" {
+		argoNamespace = DefaultArgoCDNamespace
+	}
+	return &Guard{client: client, mode: mode, argoNamespace: argoNamespace}
+}
+
+// Mode is the guard's setting.
+func (g *Guard) Mode() Mode { return g.mode }
+
+// Check decides about w before its undo: in refuse mode a *ManagedError when something
+// owns it; in suspend mode the owners to pass to Suspend once every other guard has said
+// yes; in ignore mode nothing, without a request.
+func (g *Guard) Check(ctx context.Context, w Workload) ([]Owner, error) {
+	if g == nil || g.mode == Ignore {
+		return nil, nil
+	}
+	owners, err := g.Owners(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	if len(owners) > 0 && g.mode == Refuse {
+		return nil, &ManagedError{Owners: owners}
+	}
+	return owners, nil
+}
+
+// Owners returns the Argo CD Applications, Flux Kustomizations and HelmReleases that
+// reconcile w. Only a label-tracked Argo CD Application costs a request: the instance label
+// is also what every Helm chart sets, so it counts only where the Application says so (its
+// status lists the workload among its resources). An Application the function may not read
+// is not counted (give it deploy/cluster-wide/gitops.yaml).
+func (g *Guard) Owners(ctx context.Context, w Workload) ([]Owner, error) {
+	var owners []Owner
+	add := func(o Owner) {
+		for _, x := range owners {
+			if x.Kind == o.Kind && x.Namespace == o.Namespace && x.Name == o.Name {
+				return
+			}
+		}
+		owners = append(owners, o)
+	}
+	if id := w.Annotations[ArgoCDTrackingID]; id != "" {
+		if app, ok := g.fromTrackingID(id, w); ok {
+			add(app)
+		}
+	}
+	if v := w.Labels[InstanceLabel]; v != "" {
+		app := g.application(v, "label "+InstanceLabel+"="+v)
+		listed, err := g.lists(ctx, app, w)
+		if err != nil {
+			return nil, err
+		}
+		if listed {
+			add(app)
+		}
+	}
+	for _, f := range []struct{ kind, name, ns string }{
+		{Kustomization, KustomizeName, KustomizeNS},
+		{HelmRelease, HelmName, HelmNS},
+	} {
+		name := w.Labels[f.name]
+		if name == "" {
+			continue
+		}
+		ns := w.Labels[f.ns]
+		if ns == "" {
+			ns = w.Namespace
+		}
+		add(Owner{Kind: f.kind, Namespace: ns, Name: name, Via: "label " + f.name})
+	}
+	return owners, nil
+}
+
+// fromTrackingID reads Argo CD's annotation tracking, <app>:<group>/<kind>:<namespace>/<name>.
+// The id must name w itself: Argo CD ignores a copied annotation, and so does this.
+func (g *Guard) fromTrackingID(id string, w Workload) (Owner, bool) {
+	parts := strings.SplitN(id, ":", 3)
+	if len(parts) != 3 {
+		return Owner{}, false
+	}
+	gk, nn := parts[1], parts[2]
+	if gk != w.Group+"/"+w.Kind || nn != w.Namespace+"/"+w.Name {
+		return Owner{}, false
+	}
+	return g.application(parts[0], "annotation "+ArgoCDTrackingID), true
+}
+
+// application turns Argo CD's name for an Application into the Application: <name> in Argo
+// CD's namespace, or <namespace>_<name> when it lives elsewhere (apps in any namespace;
+// neither a namespace nor a name may hold "_", so the split is unambiguous).
+func (g *Guard) application(appName, via string) Owner {
+	if ns, name, ok := strings.Cut(appName, "_"); ok {
+		return Owner{Kind: Application, Namespace: ns, Name: name, Via: via}
+	}
+	return Owner{Kind: Application, Namespace: g.argoNamespace, Name: appName, Via: via}
+}
+
+// lists reports whether the Application app says it manages w.
+func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (bool, error) {
+	obj, err := g.client.Resource(ApplicationResource).Namespace(app.Namespace).Get(ctx, app.Name, metav1.GetOptions{})
+	switch {
+	// No such Application, or no Argo CD at all (the resource type is unknown: also
+	// NotFound), or the function may not read it.
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read Argo CD Application %s/%s: %w", app.Namespace, app.Name, err)
+	}
+	resources, _, _ := unstructured.NestedSlice(obj.Object, "status", "resources")
+	for _, r := range resources {
+		m, ok := r.(map[string]any)
+		if !ok {
+			continue
+		}
+		if m["group"] == w.Group && m["kind"] == w.Kind && m["namespace"] == w.Namespace && m["name"] == w.Name {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// HelmNote returns, for a workload Helm installed, a note that the next `helm upgrade`
+// supersedes the rollback; "" for any other.
+func HelmNote(w Workload) string {
+	if w.Labels[ManagedByLabel] != "Helm" {
+		return ""
+	}
+	release := w.Annotations[HelmReleaseName]
+	if release == "" {
+		release = w.Labels[InstanceLabel]
+	}
+	if ns := w.Annotations[HelmReleaseNS]; ns != "" && release != "" {
+		release = ns + "/" + release
+	}
+	if release == "" {
+		return "managed by Helm: the next `helm upgrade` puts the chart's template back and supersedes this rollback"
+	}
+	return fmt.Sprintf("managed by Helm release %s: the next `helm upgrade` puts the chart's template back and supersedes this rollback", release)
+}
+
+// ObjectReference points an Event at an owner.
+func objectReference(o Owner, obj *unstructured.Unstructured) corev1.ObjectReference {
+	r := o.resource()
+	return corev1.ObjectReference{
+		APIVersion: r.GroupVersion().String(), Kind: o.Kind, Namespace: o.Namespace, Name: o.Name,
+		UID: obj.GetUID(), ResourceVersion: obj.GetResourceVersion(),
+	}
+}
