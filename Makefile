@@ -117,7 +117,12 @@ $(IMAGES)/rollback.tar: $(FUNCTION_SRC) $(BIN)/mkimage
 $(IMAGES)/func.tar: $(FUNCTION_SRC) tools/func/main.go tools/func/go.mod tools/func/go.sum $(BIN)/mkimage
 	@echo "==> image dev.local/alert-rollback-func:e2e (func's scaffold, knative.dev/func-go v0.22.0)"
 	@mkdir -p $(IMAGES)/bin
-	cd tools/func && CGO_ENABLED=0 go build -trimpath -o $(IMAGES)/bin/f .
+	@# As func's host builder does: the scaffold in a build folder of its own, tidied against the
+	@# function's current go.mod (it replaces the function's module with this folder).
+	@rm -rf $(BIN)/build/func && mkdir -p $(BIN)/build/func && cp tools/func/main.go tools/func/go.mod tools/func/go.sum $(BIN)/build/func/
+	cd $(BIN)/build/func && go mod edit -replace github.com/sre-kit/alert-rollback=$(CURDIR) && go mod tidy \
+		&& CGO_ENABLED=0 go build -trimpath -o $(IMAGES)/bin/f .
+	@rm -rf $(BIN)/build/func
 	$(BIN)/mkimage -o $@ -tag dev.local/alert-rollback-func:e2e -file $(IMAGES)/bin/f=/func/f -entrypoint /func/f -env LISTEN_ADDRESS=[::]:8080
 	@ls -l $@ | awk '{ printf "    %s: %.1f MB\n", "dev.local/alert-rollback-func:e2e", $$5/1e6 }'
 
