@@ -372,18 +372,22 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string) error {
 			"--endpoint-reconciler-type=none",
 		), nil
 	}
-	var client *http.Client
 	ready := func(ctx context.Context) error {
-		if client == nil {
-			// The certificate appears only once the apiserver has made it.
-			if _, err := os.Stat(c.CAFile); err != nil {
-				return fmt.Errorf("no certificate yet: %w", err)
-			}
-			var err error
-			if client, err = rest.HTTPClientFor(&rest.Config{Host: c.Host, TLSClientConfig: c.tlsConfig(), Dial: c.dial()}); err != nil {
-				return err
-			}
+		// The certificate appears only once the apiserver has made it. The client is made
+		// for each check: one made while the file was still being written (or by an
+		// earlier attempt of the apiserver) would distrust the apiserver for good.
+		// (client-go caches transports by CA file name, so the data is handed over.)
+		ca, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return fmt.Errorf("no certificate yet: %w", err)
 		}
+		tls := c.tlsConfig()
+		tls.CAFile, tls.CAData = "", ca
+		client, err := rest.HTTPClientFor(&rest.Config{Host: c.Host, TLSClientConfig: tls, Dial: c.dial()})
+		if err != nil {
+			return err
+		}
+		defer client.CloseIdleConnections()
 		body, err := get(ctx, client, c.Host+"/readyz", adminToken)
 		if err != nil {
 			return err
