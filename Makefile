@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make demo   the function rolling back a real broken Deployment on a local control plane
-#   make test   every test, including those on the real control plane and real Alertmanager
+#   make test   every test, including those on the real control plane and real Alertmanager,
+#               and on a real node with Knative Serving (as root)
+#   make demo-knative   the function woken from zero by Knative, on a real node
 # Both build the pinned tools they need into .bin/ first, once (later runs reuse them).
 
 SHELL := /bin/bash
@@ -26,7 +28,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools test unit e2e demo bench cluster vet fmt fuzz clean
+.PHONY: all build tools node-tools node-packages knative-tools test unit e2e demo demo-knative bench cluster vet fmt fuzz clean
 all: build
 
 build:
@@ -72,6 +74,128 @@ $(BIN)/rollback: $(shell find . -name '*.go' -not -path './tools/*' -not -path '
 	@mkdir -p $(BIN)
 	$(ROLLBACK_BUILD) -o $@ ./cmd/rollback
 
+# ---- The local node: containerd, runc and CNI from Debian; kubelet and kube-proxy (above);
+# CoreDNS; and OCI images built with go-containerregistry, imported with ctr (no registry).
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack util-linux iproute2
+IMAGES    := $(BIN)/images
+NODE_IMAGES := $(addprefix $(IMAGES)/,pause.tar app.tar app-crash.tar rollback.tar func.tar)
+NODE_TOOLS := $(addprefix $(BIN)/,kubelet kube-proxy coredns) $(NODE_IMAGES)
+node-tools: node-packages $(NODE_TOOLS)
+
+# Installed with apt-get when one is missing: containerd 1.6, runc 1.1 and the CNI plugins
+# (/usr/lib/cni) are what the node runs; iptables and conntrack are what kube-proxy drives.
+node-packages:
+	@missing=; for c in containerd containerd-shim-runc-v2 ctr runc iptables conntrack nsenter unshare ip; do \
+		command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ] || missing="$$missing cni-plugins"; \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing Debian packages for the node (missing:$$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NODE_PACKAGES) >/dev/null && echo "    done"; \
+	fi
+
+NODE_SRC := $(shell find tools/node -name '*.go') tools/node/go.mod tools/node/go.sum
+$(BIN)/mkimage $(BIN)/pause $(BIN)/app &: $(NODE_SRC)
+	@echo "==> building mkimage (go-containerregistry v0.22.1), pause and app"
+	@mkdir -p $(BIN)
+	@set -o pipefail; cd tools/node && CGO_ENABLED=0 go build -v -o $(BIN)/ ./cmd/mkimage ./cmd/pause ./cmd/app 2>&1 | $(progress)
+
+$(BIN)/coredns: tools/coredns/go.mod tools/coredns/go.sum tools/coredns/cmd/coredns/main.go
+	@echo "==> building CoreDNS v1.15.0 (kubernetes plugin; first time only: about 3 minutes)"
+	@mkdir -p $(BIN)
+	@set -o pipefail; cd tools/coredns && CGO_ENABLED=0 go build -v -o $(BIN)/ ./cmd/coredns 2>&1 | $(progress)
+
+FUNCTION_SRC := $(shell find . -name '*.go' -not -path './tools/*' -not -path './e2e/*' -not -path './.bin/*') go.mod go.sum
+
+# kservice.yaml's image: ./cmd/rollback, static, as ko builds it.
+$(IMAGES)/rollback.tar: $(FUNCTION_SRC) $(BIN)/mkimage
+	@echo "==> image dev.local/alert-rollback:e2e (static ./cmd/rollback)"
+	@mkdir -p $(IMAGES)/bin
+	CGO_ENABLED=0 go build -trimpath -o $(IMAGES)/bin/rollback ./cmd/rollback
+	$(BIN)/mkimage -o $@ -tag dev.local/alert-rollback:e2e -file $(IMAGES)/bin/rollback=/ko-app/rollback -entrypoint /ko-app/rollback
+	@ls -l $@ | awk '{ printf "    %s: %.1f MB\n", "dev.local/alert-rollback:e2e", $$5/1e6 }'
+
+# What `func deploy` builds with its host builder: the scaffold in tools/func (module s)
+# around the root package, run by knative.dev/func-go, static, at /func/f.
+$(IMAGES)/func.tar: $(FUNCTION_SRC) tools/func/main.go tools/func/go.mod tools/func/go.sum $(BIN)/mkimage
+	@echo "==> image dev.local/alert-rollback-func:e2e (func's scaffold, knative.dev/func-go v0.22.0)"
+	@mkdir -p $(IMAGES)/bin
+	@# As func's host builder does: the scaffold in a build folder of its own, tidied against the
+	@# function's current go.mod (it replaces the function's module with this folder).
+	@rm -rf $(BIN)/build/func && mkdir -p $(BIN)/build/func && cp tools/func/main.go tools/func/go.mod tools/func/go.sum $(BIN)/build/func/
+	cd $(BIN)/build/func && go mod edit -replace github.com/sre-kit/alert-rollback=$(CURDIR) && go mod tidy \
+		&& CGO_ENABLED=0 go build -trimpath -o $(IMAGES)/bin/f .
+	@rm -rf $(BIN)/build/func
+	$(BIN)/mkimage -o $@ -tag dev.local/alert-rollback-func:e2e -file $(IMAGES)/bin/f=/func/f -entrypoint /func/f -env LISTEN_ADDRESS=[::]:8080
+	@ls -l $@ | awk '{ printf "    %s: %.1f MB\n", "dev.local/alert-rollback-func:e2e", $$5/1e6 }'
+
+$(IMAGES)/pause.tar: $(BIN)/pause $(BIN)/mkimage
+	@mkdir -p $(IMAGES)
+	$(BIN)/mkimage -o $@ -tag dev.local/pause:3.10 -file $(BIN)/pause=/pause -entrypoint /pause
+
+$(IMAGES)/app.tar: $(BIN)/app $(BIN)/mkimage
+	@mkdir -p $(IMAGES)
+	$(BIN)/mkimage -o $@ -tag dev.local/app:v1 -file $(BIN)/app=/app -entrypoint /app
+
+# Revision 2 of the crash case: the same program told to exit at once.
+$(IMAGES)/app-crash.tar: $(BIN)/app $(BIN)/mkimage
+	@mkdir -p $(IMAGES)
+	$(BIN)/mkimage -o $@ -tag dev.local/app:v2-crash -file $(BIN)/app=/app -entrypoint /app -arg -crash
+
+# ---- Knative Serving v0.50.0 on the node: its five programs built from the module into local
+# images, its release YAMLs from the same module's source (plus the networking and caching CRDs
+# from the versions it pins), and Traefik v3.6.12's Knative provider as the ingress.
+KNATIVE_CMDS   := controller webhook activator autoscaler queue
+KNATIVE_BINS   := $(addprefix $(BIN)/knative/bin/,$(KNATIVE_CMDS))
+KNATIVE_IMAGES := $(addprefix $(IMAGES)/knative-,$(addsuffix .tar,$(KNATIVE_CMDS)))
+KNATIVE_YAML   := $(BIN)/knative/serving-crds.yaml $(BIN)/knative/serving-core.yaml
+KNATIVE_TOOLS  := $(KNATIVE_IMAGES) $(KNATIVE_YAML) $(BIN)/traefik
+knative-tools: node-tools $(KNATIVE_TOOLS)
+
+$(KNATIVE_BINS) &: tools/knative/go.mod tools/knative/go.sum
+	@echo "==> building Knative Serving v0.50.0: $(KNATIVE_CMDS) (first time only: about 4 minutes)"
+	@mkdir -p $(BIN)/knative/bin
+	@set -o pipefail; cd tools/knative && CGO_ENABLED=0 go build -v -trimpath -o $(BIN)/knative/bin/ \
+		$(addprefix knative.dev/serving/cmd/,$(KNATIVE_CMDS)) 2>&1 | $(progress)
+	@touch $(KNATIVE_BINS)
+
+# As ko lays them out: /ko-app/<name>, the path Knative's own manifests expect.
+$(IMAGES)/knative-%.tar: $(BIN)/knative/bin/% $(BIN)/mkimage
+	@mkdir -p $(IMAGES)
+	$(BIN)/mkimage -o $@ -tag dev.local/knative/$*:v0.50.0 -file $<=/ko-app/$* -entrypoint /ko-app/$*
+
+# The release YAMLs, in the order Knative's release concatenates them; the module zip drops
+# the symlinks serving's config/core has into knative.dev/networking and knative.dev/caching,
+# so those come from the modules themselves. Nothing is edited here: the harness changes only
+# the image names and the autoscaler's test timings when it applies them.
+$(KNATIVE_YAML) &: tools/knative/go.mod tools/knative/go.sum
+	@echo "==> Knative Serving v0.50.0 release YAMLs from the module source"
+	@mkdir -p $(BIN)/knative
+	@set -eo pipefail; cd tools/knative; go mod download knative.dev/serving knative.dev/networking knative.dev/caching; \
+	s=$$(go list -m -f '{{.Dir}}' knative.dev/serving)/config/core; \
+	n=$$(go list -m -f '{{.Dir}}' knative.dev/networking)/config; \
+	c=$$(go list -m -f '{{.Dir}}' knative.dev/caching)/config; \
+	for f in $$s/300-resources/*.yaml $$n/certificate.yaml $$n/domain-claim.yaml $$n/ingress.yaml \
+		$$n/serverlessservice.yaml $$c/image.yaml; do echo "---"; echo "# $${f#*/pkg/mod/}"; cat $$f; done > $(BIN)/knative/serving-crds.yaml; \
+	for f in $$s/100-namespace.yaml $$s/200-serviceaccount.yaml $$s/200-roles/*.yaml $$s/300-knativecertificate.yaml \
+		$$s/configmaps/*.yaml $$n/config-network.yaml $$s/999-cache.yaml $$s/deployments/activator.yaml \
+		$$s/deployments/autoscaler.yaml $$s/deployments/controller.yaml $$s/deployments/webhook.yaml \
+		$$s/webhooks/*.yaml; do echo "---"; echo "# $${f#*/pkg/mod/}"; cat $$f; done > $(BIN)/knative/serving-core.yaml
+	@echo "    $(BIN)/knative/serving-crds.yaml, $(BIN)/knative/serving-core.yaml"
+
+# Traefik is built as the main module from a copy of its module source (tools/traefik/README.md
+# says why), in a folder of its own that is removed afterwards.
+TRAEFIK := $(shell cat tools/traefik/version)
+$(BIN)/traefik: tools/traefik/version
+	@echo "==> building Traefik $(lastword $(subst @, ,$(TRAEFIK))) with its Knative provider (first time only: about 5 minutes)"
+	@mkdir -p $(BIN)/build
+	@set -eo pipefail; src=$(BIN)/build/traefik; rm -rf $$src; \
+	dir=$$(go mod download -json $(TRAEFIK) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	cp -r $$dir $$src; chmod -R u+w $$src; \
+	cd $$src && CGO_ENABLED=0 go build -v -trimpath \
+		-ldflags '-X github.com/traefik/traefik/v3/pkg/version.Version=$(lastword $(subst @, ,$(TRAEFIK)))' \
+		-o $(BIN)/traefik ./cmd/traefik 2>&1 | $(progress); \
+	rm -rf $$src
+
 vet:
 	go vet ./...
 	cd e2e && go vet ./...
@@ -84,12 +208,24 @@ unit:
 
 # ROLLBACK_REQUIRE_TOOLS turns a missing tool into a failure instead of a skip. -p 1: each
 # e2e package starts its own control plane; two at once on 2 cores only makes both slower.
-e2e: tools
-	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 40m ./...
+# The real-node and Knative packages (e2e/node, e2e/knative) need root, the node's Debian
+# packages (installed when missing) and their images.
+# The Knative package runs last and verbose, so its measurements (cold and warm answers, pod
+# start, image sizes) and the cluster's progress are printed; its whole log is kept in .bin/.
+KNATIVE_LOG := $(BIN)/knative-test.log
+define e2e_tests
+	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 40m $$(go list ./... | grep -v '/e2e/knative$$')
+	@echo "==> e2e/knative (verbose; full log in $(KNATIVE_LOG))"
+	@set -o pipefail; cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -count=1 -timeout 20m -v ./knative/ 2>&1 | tee $(KNATIVE_LOG) \
+		| grep --line-buffered -E '^(knative |\[ *[0-9.]+s\]|--- |ok |FAIL|PASS)'
+endef
 
-test: fmt vet tools
+e2e: tools knative-tools
+	$(e2e_tests)
+
+test: fmt vet tools knative-tools
 	go test -count=1 -race ./...
-	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 40m ./...
+	$(e2e_tests)
 
 # Native Go fuzzing, FUZZTIME per target (60s by default): `make fuzz FUZZTIME=10m`. The seed
 # corpora (and any crasher kept in testdata/fuzz) already run under `make test`. A crasher is
@@ -111,9 +247,20 @@ fuzz:
 demo: $(DEMO_TOOLS)
 	cd e2e && go run ./cmd/demo
 
-# A local control plane for trying the function by hand; Ctrl-C stops it.
+# A local control plane for trying the function by hand; Ctrl-C stops it. With KNATIVE=1, a
+# real node with Knative Serving in a private network namespace (root).
+ifeq ($(KNATIVE),1)
+cluster: $(addprefix $(BIN)/,$(KUBE_BINS)) knative-tools
+	cd e2e && go run ./cmd/cluster -knative
+else
 cluster: $(addprefix $(BIN)/,$(KUBE_BINS))
 	cd e2e && go run ./cmd/cluster
+endif
+
+# The product's claim on a real node with Knative Serving: scale to zero, an Alertmanager
+# alert wakes the function, it rolls back, scales to zero again. Ends with one summary line.
+demo-knative: $(DEMO_TOOLS) knative-tools
+	cd e2e && go run ./cmd/demo-knative
 
 # Benchmarks print numbers; they are not part of make test and never fail on a timing.
 # The side-by-side table: the function (built binary, over HTTP) and `kubectl rollout undo`

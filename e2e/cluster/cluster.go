@@ -2,9 +2,14 @@
 // kube-apiserver, kube-controller-manager and kube-scheduler, from the pinned
 // binaries `make tools` builds) for the end-to-end tests and the demo.
 //
-// There is no kubelet: pods are created, scheduled and bound to Nodes made by
-// CreateNode, but never run. That is enough for rollouts, ReplicaSets and
+// By default there is no kubelet: pods are created, scheduled and bound to Nodes
+// made by CreateNode, but never run. That is enough for rollouts, ReplicaSets and
 // revisions, the scheduler's verdicts, RBAC and `kubectl rollout undo`.
+//
+// With Options.Node, the same control plane runs with a real node: containerd, runc
+// and the bridge CNI, the kubelet, kube-proxy and CoreDNS, all inside a private
+// network namespace with no route out, so pods really run, with tokens the kubelet
+// mounts, and reach the apiserver through the kubernetes Service.
 package cluster
 
 import (
@@ -14,8 +19,10 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,6 +48,14 @@ type Options struct {
 	// Audit turns on the API server's audit log (every request, at the Metadata level), so
 	// tests and benchmarks can count the requests a client made (AuditSince).
 	Audit bool
+	// Node runs the control plane and a real node (NodeName) in a private network
+	// namespace (needs root, NodeTools and NodePrograms). Its addresses are reachable
+	// only through Cluster.HTTP, Cluster.Config and Cluster.Wrap, never from the main
+	// namespace.
+	Node bool
+	// Knative adds Knative Serving and its ingress (Traefik) to the node (implies Node;
+	// needs KnativeTools).
+	Knative bool
 }
 
 // Cluster is a running control plane. Its servers listen on 127.0.0.1 only.
@@ -53,7 +68,8 @@ type Cluster struct {
 	// Kubeconfig is the path of an admin kubeconfig file, for kubectl and for
 	// processes the tests start.
 	Kubeconfig string
-	// Host is the apiserver's URL, https://127.0.0.1:Port.
+	// Host is the apiserver's URL, https://127.0.0.1:Port (with a node, loopback inside
+	// its network namespace).
 	Host string
 	// Port is the apiserver's port.
 	Port int
@@ -62,6 +78,14 @@ type Cluster struct {
 	CAFile string
 	// Dir holds the servers' logs (<server>.log) and state.
 	Dir string
+	// HTTP reaches the cluster's addresses: loopback, or with a node the pod, Service and
+	// node addresses inside its network namespace (IP addresses only).
+	HTTP *http.Client
+	// Netns is the node's network namespace (`ip netns exec NAME ...`), empty without a node.
+	Netns string
+
+	node *node    // the real node, if Options.Node
+	wrap []string // runs a server inside the node's namespaces, if any
 
 	removeDir bool // Dir was made by Start, so Stop removes it
 	// auditLog is the API server's audit log, when Options.Audit is set.
@@ -109,11 +133,26 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	defer func() {
 		if err != nil {
-			c.stopProcesses()
+			c.stopAll()
 			err = fmt.Errorf("start control plane (logs in %s): %w", c.Dir, err)
 		}
 	}()
 
+	c.HTTP = http.DefaultClient
+	if opts.Node || opts.Knative {
+		if c.node, err = newNode(ctx, c.Dir); err != nil {
+			return nil, err
+		}
+		if opts.Knative {
+			if c.node.images, err = knativeImages(); err != nil {
+				return nil, err
+			}
+		}
+		c.wrap = c.node.anchor.wrap()
+		c.Netns = c.node.ns.name
+		c.HTTP = c.node.ns.httpClient()
+		logf("network namespace %s: node %s, no route out", c.Netns, NodeIP)
+	}
 	etcdURL, err := c.startEtcd(ctx)
 	if err != nil {
 		return nil, err
@@ -132,9 +171,28 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.startControllers(ctx); err != nil {
 		return nil, err
 	}
-	reapCtx, stopReaping := context.WithCancel(context.Background())
-	c.stopReaping = stopReaping
-	go c.reapDeletedPods(reapCtx)
+	if c.node != nil {
+		logf("kube-controller-manager and kube-scheduler running")
+		if err := c.node.start(ctx, c, logf); err != nil {
+			return nil, err
+		}
+		logf("node %s Ready: containerd, kubelet, kube-proxy, CoreDNS", NodeName)
+		if opts.Knative {
+			if err := c.installKnative(ctx, logf); err != nil {
+				return nil, err
+			}
+			logf("Knative Serving ready: controller, webhook, activator, autoscaler Available")
+		}
+	} else {
+		// Without a kubelet, deleted pods are finished off by the harness.
+		reapCtx, stopReaping := context.WithCancel(context.Background())
+		c.stopReaping = stopReaping
+		go c.reapDeletedPods(reapCtx)
+	}
+	if c.node != nil {
+		logf("cluster ready in %.1fs (logs in %s)", time.Since(began).Seconds(), c.Dir)
+		return c, nil
+	}
 	logf("kube-controller-manager and kube-scheduler running; control plane ready in %.1fs (logs in %s)", time.Since(began).Seconds(), c.Dir)
 	return c, nil
 }
@@ -183,12 +241,27 @@ func (c *Cluster) Stop() error {
 	if c.stopReaping != nil {
 		c.stopReaping()
 	}
-	c.stopProcesses()
+	err := c.stopAll()
 	if c.removeDir {
 		c.removeDir = false
-		return os.RemoveAll(c.Dir)
+		return errors.Join(err, os.RemoveAll(c.Dir))
 	}
-	return nil
+	return err
+}
+
+// stopAll stops the node's daemons and pods, then the control plane, then removes the
+// node's namespaces and cgroups (the control plane runs inside them).
+func (c *Cluster) stopAll() error {
+	var err error
+	if c.node != nil {
+		err = c.node.stopDaemons()
+	}
+	c.stopProcesses()
+	if c.node != nil {
+		err = errors.Join(err, c.node.release())
+		c.node = nil
+	}
+	return err
 }
 
 func (c *Cluster) stopProcesses() {
@@ -210,11 +283,7 @@ func (c *Cluster) add(p *Process) {
 func (c *Cluster) startEtcd(ctx context.Context) (string, error) {
 	var clientURL string
 	args := func() ([]string, error) {
-		clientPort, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		peerPort, err := FreePort()
+		clientPort, peerPort, err := c.ports(2379, 2380)
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +306,7 @@ func (c *Cluster) startEtcd(ctx context.Context) (string, error) {
 		}, nil
 	}
 	ready := func(ctx context.Context) error {
-		body, err := get(ctx, http.DefaultClient, clientURL+"/health", "")
+		body, err := get(ctx, c.HTTP, clientURL+"/health", "")
 		if err != nil {
 			return err
 		}
@@ -246,7 +315,7 @@ func (c *Cluster) startEtcd(ctx context.Context) (string, error) {
 		}
 		return nil
 	}
-	p, err := startToolServer(ctx, c.Dir, "etcd", etcdTimeout, args, ready)
+	p, err := c.startToolServer(ctx, "etcd", etcdTimeout, args, ready)
 	if err != nil {
 		return "", err
 	}
@@ -276,16 +345,14 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string, extra ...s
 	c.CAFile = filepath.Join(certDir, "apiserver.crt")
 
 	args := func() ([]string, error) {
-		port, err := FreePort()
+		port, _, err := c.ports(6443, 0)
 		if err != nil {
 			return nil, err
 		}
 		c.Port = port
 		c.Host = "https://127.0.0.1:" + strconv.Itoa(port)
-		return append([]string{
+		common := []string{
 			"--etcd-servers=" + etcdURL,
-			"--bind-address=127.0.0.1",
-			"--advertise-address=127.0.0.1",
 			"--secure-port=" + strconv.Itoa(port),
 			"--cert-dir=" + certDir,
 			"--token-auth-file=" + tokenFile,
@@ -293,25 +360,46 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string, extra ...s
 			"--service-account-issuer=https://kubernetes.default.svc",
 			"--service-account-key-file=" + keyFile,
 			"--service-account-signing-key-file=" + keyFile,
+		}
+		common = append(common, extra...)
+		if c.node != nil {
+			// Pods reach it through the kubernetes Service (ServiceCIDR's first
+			// address), whose endpoint is the node's address; loopback serves the
+			// node's own daemons. Its certificate names both.
+			return append(common,
+				"--bind-address=0.0.0.0",
+				"--advertise-address="+NodeIP,
+				"--service-cluster-ip-range="+ServiceCIDR,
+				// No DNS name for the node: kubectl logs and exec go to its address.
+				"--kubelet-preferred-address-types=InternalIP,Hostname",
+			), nil
+		}
+		return append(common,
+			"--bind-address=127.0.0.1",
+			"--advertise-address=127.0.0.1",
 			"--service-cluster-ip-range=10.0.0.0/24",
 			// The apiserver would publish 127.0.0.1 as the endpoint of the
 			// default/kubernetes Service, which validation refuses (loopback),
 			// logging an error every few seconds. No pod runs here to use it.
 			"--endpoint-reconciler-type=none",
-		}, extra...), nil
+		), nil
 	}
-	var client *http.Client
 	ready := func(ctx context.Context) error {
-		if client == nil {
-			// The certificate appears only once the apiserver has made it.
-			if _, err := os.Stat(c.CAFile); err != nil {
-				return fmt.Errorf("no certificate yet: %w", err)
-			}
-			var err error
-			if client, err = rest.HTTPClientFor(&rest.Config{Host: c.Host, TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile}}); err != nil {
-				return err
-			}
+		// The certificate appears only once the apiserver has made it. The client is made
+		// for each check: one made while the file was still being written (or by an
+		// earlier attempt of the apiserver) would distrust the apiserver for good.
+		// (client-go caches transports by CA file name, so the data is handed over.)
+		ca, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return fmt.Errorf("no certificate yet: %w", err)
 		}
+		tls := c.tlsConfig()
+		tls.CAFile, tls.CAData = "", ca
+		client, err := rest.HTTPClientFor(&rest.Config{Host: c.Host, TLSClientConfig: tls, Dial: c.dial()})
+		if err != nil {
+			return err
+		}
+		defer client.CloseIdleConnections()
 		body, err := get(ctx, client, c.Host+"/readyz", adminToken)
 		if err != nil {
 			return err
@@ -321,7 +409,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string, extra ...s
 		}
 		return nil
 	}
-	p, err := startToolServer(ctx, c.Dir, "kube-apiserver", apiserverTimeout, args, ready)
+	p, err := c.startToolServer(ctx, "kube-apiserver", apiserverTimeout, args, ready)
 	if err != nil {
 		return err
 	}
@@ -330,9 +418,10 @@ func (c *Cluster) startAPIServer(ctx context.Context, etcdURL string, extra ...s
 	c.Config = &rest.Config{
 		Host:            c.Host,
 		BearerToken:     adminToken,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile},
+		TLSClientConfig: c.tlsConfig(),
 		QPS:             100,
 		Burst:           200,
+		Dial:            c.dial(),
 	}
 	if c.Clientset, err = kubernetes.NewForConfig(c.Config); err != nil {
 		return err
@@ -350,7 +439,7 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	scheduler, err := startTool(c.Dir, "kube-scheduler",
+	scheduler, err := c.startTool("kube-scheduler",
 		"--kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
@@ -374,13 +463,20 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 
 // startControllerManager starts kube-controller-manager and adds it to the cluster.
 func (c *Cluster) startControllerManager() (*Process, error) {
-	cm, err := startTool(c.Dir, "kube-controller-manager",
+	// deployment and replicaset make rollouts and revisions; statefulset and
+	// daemonset make the ControllerRevisions their undo uses; serviceaccount
+	// makes the default ServiceAccount pods need; garbagecollector removes
+	// what a deleted owner owned. A real node needs what a real cluster runs:
+	// every controller on by default (node lifecycle lifts the not-ready taint,
+	// the root CA publisher makes the ConfigMap token volumes mount, endpoints
+	// feed kube-proxy and CoreDNS, pod GC, resource quotas, RBAC aggregation).
+	controllers := "deployment,replicaset,statefulset,daemonset,garbagecollector,serviceaccount,serviceaccount-token"
+	if c.node != nil {
+		controllers = "*"
+	}
+	cm, err := c.startTool("kube-controller-manager",
 		"--kubeconfig="+c.Kubeconfig,
-		// deployment and replicaset make rollouts and revisions; statefulset and
-		// daemonset make the ControllerRevisions their undo uses; serviceaccount
-		// makes the default ServiceAccount pods need; garbagecollector removes
-		// what a deleted owner owned.
-		"--controllers=deployment,replicaset,statefulset,daemonset,garbagecollector,serviceaccount,serviceaccount-token",
+		"--controllers="+controllers,
 		"--service-account-private-key-file="+filepath.Join(c.Dir, "service-account.key"),
 		"--root-ca-file="+c.CAFile,
 		"--leader-elect=false",
@@ -445,4 +541,43 @@ func get(ctx context.Context, client *http.Client, url, token string) (string, e
 		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return strings.TrimSpace(string(body)), nil
+}
+
+// ports returns the ports a server listens on: fixed ones inside the node's private
+// namespace, where nothing else listens, or free loopback ports from the kernel.
+func (c *Cluster) ports(fixed1, fixed2 int) (int, int, error) {
+	if c.node != nil {
+		return fixed1, fixed2, nil
+	}
+	p1, err := FreePort()
+	if err != nil {
+		return 0, 0, err
+	}
+	p2, err := FreePort()
+	return p1, p2, err
+}
+
+// dial is the dialer of clients of the cluster: nil (the default) on loopback, or one
+// that connects from inside the node's namespace.
+func (c *Cluster) dial() func(ctx context.Context, network, address string) (net.Conn, error) {
+	if c.node == nil {
+		return nil
+	}
+	return c.node.ns.dial
+}
+
+// Wrap is the command prefix that runs a program inside the node's network and mount
+// namespaces (its DNS is the cluster's), or nil without a node.
+func (c *Cluster) Wrap() []string { return c.wrap }
+
+// tlsConfig verifies the apiserver against its certificate. With a node, clients connect to
+// loopback inside the namespace (a client that is not there reaches nothing, not the node's
+// address from the main namespace), and the certificate names the node's address, the one
+// it advertises.
+func (c *Cluster) tlsConfig() rest.TLSClientConfig {
+	cfg := rest.TLSClientConfig{CAFile: c.CAFile}
+	if c.node != nil {
+		cfg.ServerName = NodeIP
+	}
+	return cfg
 }

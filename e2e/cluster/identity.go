@@ -37,7 +37,8 @@ func (c *Cluster) ConfigFor(ctx context.Context, namespace, serviceAccount strin
 	return &rest.Config{
 		Host:            c.Host,
 		BearerToken:     token,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile},
+		TLSClientConfig: c.tlsConfig(),
+		Dial:            c.Config.Dial,
 		QPS:             c.Config.QPS,
 		Burst:           c.Config.Burst,
 	}, nil
@@ -49,7 +50,7 @@ func (c *Cluster) ConfigFor(ctx context.Context, namespace, serviceAccount strin
 func (c *Cluster) WriteKubeconfig(path, namespace, token string) error {
 	const name = "local"
 	cfg := clientcmdapi.Config{
-		Clusters:       map[string]*clientcmdapi.Cluster{name: {Server: c.Host, CertificateAuthority: c.CAFile}},
+		Clusters:       map[string]*clientcmdapi.Cluster{name: {Server: c.Host, CertificateAuthority: c.CAFile, TLSServerName: c.tlsConfig().ServerName}},
 		AuthInfos:      map[string]*clientcmdapi.AuthInfo{name: {Token: token}},
 		Contexts:       map[string]*clientcmdapi.Context{name: {Cluster: name, AuthInfo: name, Namespace: namespace}},
 		CurrentContext: name,

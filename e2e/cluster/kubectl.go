@@ -17,7 +17,12 @@ func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
 		return "", err
 	}
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, append([]string{"--kubeconfig=" + c.Kubeconfig}, args...)...)
+	argv := append([]string{path, "--kubeconfig=" + c.Kubeconfig}, args...)
+	if c.Netns != "" {
+		// The apiserver listens inside the node's network namespace only.
+		argv = append([]string{"nsenter", "--net=/run/netns/" + c.Netns, "--"}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -87,14 +87,30 @@ func StartProcess(spec ProcessSpec) (*Process, error) {
 	return p, nil
 }
 
-// startTool starts the tool name (from the tools folder) with args, logging to
-// <dir>/<name>.log.
-func startTool(dir, name string, args ...string) (*Process, error) {
+// startWrapped starts the program at path with args, logging to <dir>/<name>.log: inside
+// the node's namespaces when wrap (nsenter ...) is set, with env added to this process's
+// environment when set.
+func startWrapped(dir string, wrap, env []string, name, path string, args ...string) (*Process, error) {
+	spec := ProcessSpec{Name: name, Args: wrapped(wrap, path, args), LogPath: filepath.Join(dir, name+".log")}
+	if env != nil {
+		spec.Env = append(os.Environ(), env...)
+	}
+	return StartProcess(spec)
+}
+
+// wrapped is the command line wrap + path + args.
+func wrapped(wrap []string, path string, args []string) []string {
+	return append(append(append([]string{}, wrap...), path), args...)
+}
+
+// startTool starts the tool name (from the tools folder) with args, in the cluster's
+// namespaces if it has a node, logging to <Dir>/<name>.log.
+func (c *Cluster) startTool(name string, args ...string) (*Process, error) {
 	path, err := ToolPath(name)
 	if err != nil {
 		return nil, err
 	}
-	return StartProcess(ProcessSpec{Name: name, Args: append([]string{path}, args...), LogPath: filepath.Join(dir, name+".log")})
+	return startWrapped(c.Dir, c.wrap, nil, name, path, args...)
 }
 
 // Exited reports whether the process has ended.
@@ -221,26 +237,33 @@ func StartServer(ctx context.Context, timeout time.Duration, spec func() (Proces
 	}
 }
 
-// startToolServer is StartServer for a tool of the tools folder, logging to <dir>/<name>.log.
-func startToolServer(ctx context.Context, dir, name string, timeout time.Duration, args func() ([]string, error), ready func(context.Context) error) (*Process, error) {
+// startToolServer is StartServer for a tool of the tools folder, in the cluster's
+// namespaces if it has a node, logging to <Dir>/<name>.log.
+func (c *Cluster) startToolServer(ctx context.Context, name string, timeout time.Duration, args func() ([]string, error), ready func(context.Context) error) (*Process, error) {
 	path, err := ToolPath(name)
 	if err != nil {
 		return nil, err
 	}
 	return StartServer(ctx, timeout, func() (ProcessSpec, error) {
 		a, err := args()
-		return ProcessSpec{Name: name, Args: append([]string{path}, a...), LogPath: filepath.Join(dir, name+".log")}, err
+		return ProcessSpec{Name: name, Args: wrapped(c.wrap, path, a), LogPath: filepath.Join(c.Dir, name+".log")}, err
 	}, ready)
 }
 
 // HTTPReady is a readiness check: a GET of url answers 200.
 func HTTPReady(url string) func(context.Context) error {
+	return HTTPReadyVia(http.DefaultClient, url)
+}
+
+// HTTPReadyVia is HTTPReady asked with client (Cluster.HTTP, for a server in the node's
+// network namespace).
+func HTTPReadyVia(client *http.Client, url string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -31,7 +32,9 @@ func lookPath(name string) (string, error) {
 	}
 	path := filepath.Join(dir, name)
 	info, err := os.Stat(path)
-	if err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
+	// Programs must be executable; image tarballs and YAMLs are plain files.
+	program := !strings.HasSuffix(name, ".tar") && !strings.HasSuffix(name, ".yaml")
+	if err != nil || info.IsDir() || (program && info.Mode()&0o111 == 0) {
 		return "", fmt.Errorf("%s is not built in %s", name, dir)
 	}
 	return path, nil

@@ -18,6 +18,7 @@ import (
 type Alertmanager struct {
 	URL        string
 	ConfigPath string
+	client     *http.Client
 	*cluster.Process
 }
 
@@ -38,6 +39,11 @@ type AlertmanagerOptions struct {
 	WebhookURL      string
 	CredentialsFile string
 	Timers          *Timers
+	// Wrap, when set, runs Alertmanager inside the node's namespaces (cluster.Cluster.Wrap),
+	// where it resolves cluster-local names with the cluster's DNS; HTTP then reaches it
+	// there (cluster.Cluster.HTTP).
+	Wrap []string
+	HTTP *http.Client
 }
 
 // ShippedConfig is the path of the repository's Alertmanager configuration.
@@ -100,18 +106,21 @@ func StartAlertmanager(ctx context.Context, o AlertmanagerOptions) (*Alertmanage
 	if err != nil {
 		return nil, err
 	}
-	a := &Alertmanager{ConfigPath: filepath.Join(o.Dir, o.Name+".yml")}
+	a := &Alertmanager{ConfigPath: filepath.Join(o.Dir, o.Name+".yml"), client: o.HTTP}
+	if a.client == nil {
+		a.client = http.DefaultClient
+	}
 	if err := os.WriteFile(a.ConfigPath, cfg, 0o644); err != nil {
 		return nil, err
 	}
 	a.Process, err = cluster.StartServer(ctx, readyTimeout, func() (cluster.ProcessSpec, error) {
 		port, err := cluster.FreePort()
 		a.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-		return cluster.ProcessSpec{Name: o.Name, LogPath: filepath.Join(o.Dir, o.Name+".log"), Args: []string{
+		return cluster.ProcessSpec{Name: o.Name, LogPath: filepath.Join(o.Dir, o.Name+".log"), Args: append(append([]string{}, o.Wrap...),
 			bin, "--config.file", a.ConfigPath, "--storage.path", filepath.Join(o.Dir, o.Name+"-data"),
 			"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=debug",
-		}}, err
-	}, func(ctx context.Context) error { return cluster.HTTPReady(a.URL + "/-/ready")(ctx) })
+		)}, err
+	}, func(ctx context.Context) error { return cluster.HTTPReadyVia(a.client, a.URL+"/-/ready")(ctx) })
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +149,7 @@ func (a *Alertmanager) Fire(ctx context.Context, alerts ...Alert) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.client.Do(req)
 	if err != nil {
 		return err
 	}

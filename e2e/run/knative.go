@@ -1,0 +1,380 @@
+package run
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
+)
+
+// KnativeStory is the product's claim played on a real node with Knative Serving: the
+// function, applied from kservice.yaml (only its image replaced), scales to zero; a real
+// Alertmanager, on the shipped configuration, sends the seed's alert to its cluster-local
+// address through the ingress; that wakes it (0 -> 1), it rolls the broken Deployment back,
+// and it scales to zero again; later alerts wake it again and are skipped, because its
+// state lives on the workload, not in the pod. Every step is checked on the cluster; an
+// error says which failed.
+type KnativeStory struct {
+	Kube *cluster.Cluster
+	// Dir holds Alertmanager's files and the edited kservice.yaml.
+	Dir string
+	// KService is the path of kservice.yaml; Image replaces its image.
+	KService, Image string
+	// Namespace is where it all happens; it must not exist yet.
+	Namespace string
+	// Logf receives one line per step and every change of the function's pod count.
+	Logf func(format string, args ...any)
+	// EndAtZero waits, at the end, for the function to scale to zero once more.
+	EndAtZero bool
+}
+
+// KnativeResult is what the story measured (not asserted: timings vary with the machine).
+type KnativeResult struct {
+	// Pods is every pod count of the function seen, in order (0 1 0 1 ...).
+	Pods []int
+	// Ready is how long kservice.yaml took to become Ready after apply.
+	Ready time.Duration
+	// ColdAnswer and WarmAnswer are Alertmanager's own measure of its notifications to the
+	// function (its "Notify success" duration): woken from zero, and with a pod running.
+	ColdAnswer, WarmAnswer time.Duration
+	// ColdAgain is the second cold answer, after the function scaled to zero once more.
+	ColdAgain time.Duration
+	// PodStart is from the woken pod's creation to its Ready condition (API timestamps:
+	// whole seconds).
+	PodStart time.Duration
+	// Action is the function's action for the broken Deployment, from its log.
+	Action string
+}
+
+// knativeTimeout bounds each wait of the story on Knative: scale to zero takes the 6 s
+// stable window, the 6 s grace period and the pod's shutdown.
+const knativeTimeout = 3 * time.Minute
+
+// serviceLabel selects the function's pods, which Knative labels with its Service's name.
+const serviceLabel = "serving.knative.dev/service=alert-rollback"
+
+// Run plays the story and returns what it measured.
+func (s *KnativeStory) Run(ctx context.Context) (res KnativeResult, err error) {
+	k, ns, token := s.Kube, s.Namespace, "knative-token-"+s.Namespace
+	if err := k.CreateNamespace(ctx, ns); err != nil {
+		return res, err
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "alert-rollback-auth"}, StringData: map[string]string{"token": token}}
+	if _, err := k.Clientset.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		return res, err
+	}
+
+	// The pod count, watched from the start, so every 0 -> 1 -> 0 is seen as it happens.
+	watch := &podWatch{}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watch.run(watchCtx, k, ns, s.Logf)
+	defer func() { res.Pods = watch.history() }()
+
+	began := time.Now()
+	if err := s.apply(ctx); err != nil {
+		return res, err
+	}
+	if out, err := k.Kubectl(ctx, "wait", "-n", ns, "--for=condition=Ready", "--timeout=180s", "ksvc/alert-rollback"); err != nil {
+		return res, fmt.Errorf("kservice.yaml not Ready: %w: %s", err, out)
+	}
+	res.Ready = time.Since(began)
+	s.Logf("kservice.yaml (image %s) Ready in %s", s.Image, res.Ready.Round(time.Millisecond))
+
+	pod, rev1, err := BrokenDeployment(ctx, k, ns, "checkout-api", func(c *corev1.Container) {
+		c.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("64")
+	})
+	if err != nil {
+		return res, err
+	}
+	s.Logf("Deployment checkout-api: revision 1 Running, revision 2's pod %s Unschedulable", pod)
+
+	if err := watch.waitFor(ctx, 0); err != nil {
+		return res, fmt.Errorf("the function did not scale to zero: %w", err)
+	}
+	s.Logf("the function scaled to zero")
+
+	am, err := s.alertmanager(ctx, token)
+	if err != nil {
+		return res, err
+	}
+	defer am.Stop()
+
+	// 1. Cold: the seed's alert wakes the function, which rolls the Deployment back.
+	labels := map[string]string{"alertname": "KubePodUnschedulable", "namespace": ns, "pod": pod, "severity": "rollback"}
+	woken := watch.seen()
+	if err := am.Fire(ctx, Alert{Labels: labels, StartsAt: time.Now()}); err != nil {
+		return res, err
+	}
+	s.Logf("alert fired into Alertmanager: KubePodUnschedulable for pod %s", pod)
+	if res.ColdAnswer, err = am.waitNotified(ctx, 1); err != nil {
+		return res, err
+	}
+	if err := watch.waitSeenSince(ctx, woken, 1); err != nil {
+		return res, fmt.Errorf("the alert did not wake the function: %w", err)
+	}
+	if _, err := fixture.WaitEvents(ctx, k.Clientset, ns, "Deployment", "checkout-api", "RolledBack", 1); err != nil {
+		return res, err
+	}
+	if res.Action, err = s.actionInLog(ctx, "checkout-api"); err != nil {
+		return res, err
+	}
+	if res.Action != "rolled-back" {
+		return res, fmt.Errorf("the function's action for checkout-api is %q; want rolled-back", res.Action)
+	}
+	if err := fixture.WaitDeploymentRevision(ctx, k.Clientset, ns, "checkout-api", 3); err != nil {
+		return res, err
+	}
+	if _, err := WaitOnlyRevisionRunning(ctx, k.Clientset, ns, "checkout-api", rev1); err != nil {
+		return res, err
+	}
+	if res.PodStart, err = podStart(ctx, k, ns); err != nil {
+		return res, err
+	}
+	s.Logf("answered %s in %s (cold); Event RolledBack on the Deployment; revision 1's pods Running", res.Action, ms(res.ColdAnswer))
+
+	// 2. Back to zero, then a second alert wakes it again: skipped, because the function
+	// keeps its guard state on the Deployment, which outlived the pod.
+	if err := watch.waitFor(ctx, 0); err != nil {
+		return res, fmt.Errorf("the function did not scale back to zero: %w", err)
+	}
+	s.Logf("the function scaled back to zero")
+	woken = watch.seen()
+	again := copyLabels(labels, "attempt", "2")
+	if err := am.Fire(ctx, Alert{Labels: again, StartsAt: time.Now()}); err != nil {
+		return res, err
+	}
+	if res.ColdAgain, err = am.waitNotified(ctx, 2); err != nil {
+		return res, err
+	}
+	if err := watch.waitSeenSince(ctx, woken, 1); err != nil {
+		return res, fmt.Errorf("the second alert did not wake the function: %w", err)
+	}
+	if _, err := fixture.WaitEvents(ctx, k.Clientset, ns, "Deployment", "checkout-api", "RollbackSkipped", 1); err != nil {
+		return res, err
+	}
+	s.Logf("a second alert woke it again: answered in %s (cold), skipped (the state survived zero)", ms(res.ColdAgain))
+
+	// 3. Warm: a third alert while the pod runs.
+	if err := am.Fire(ctx, Alert{Labels: copyLabels(labels, "attempt", "3"), StartsAt: time.Now()}); err != nil {
+		return res, err
+	}
+	if res.WarmAnswer, err = am.waitNotified(ctx, 3); err != nil {
+		return res, err
+	}
+	s.Logf("a third alert, warm: answered in %s, skipped", ms(res.WarmAnswer))
+	d, err := k.Clientset.AppsV1().Deployments(ns).Get(ctx, "checkout-api", metav1.GetOptions{})
+	if err != nil {
+		return res, err
+	}
+	if rev := d.Annotations["deployment.kubernetes.io/revision"]; rev != "3" {
+		return res, fmt.Errorf("checkout-api is at revision %s after the skipped alerts; want 3 (no second undo)", rev)
+	}
+	if s.EndAtZero {
+		if err := watch.waitFor(ctx, 0); err != nil {
+			return res, fmt.Errorf("the function did not scale back to zero: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// apply applies kservice.yaml as a user would, with only its image line changed.
+func (s *KnativeStory) apply(ctx context.Context) error {
+	b, err := os.ReadFile(s.KService)
+	if err != nil {
+		return err
+	}
+	re := regexp.MustCompile(`(?m)^(\s+image: )ko://\S+$`)
+	if len(re.FindAll(b, -1)) != 1 {
+		return fmt.Errorf("%s: want exactly one ko:// image line", s.KService)
+	}
+	path := filepath.Join(s.Dir, "kservice.yaml")
+	if err := os.WriteFile(path, re.ReplaceAll(b, []byte("${1}"+s.Image)), 0o644); err != nil {
+		return err
+	}
+	if out, err := s.Kube.Kubectl(ctx, "apply", "-n", s.Namespace, "-f", path); err != nil {
+		return fmt.Errorf("kubectl apply -f kservice.yaml: %w: %s", err, out)
+	}
+	return nil
+}
+
+// alertmanager starts Alertmanager on the node with the shipped configuration, its url the
+// Service's cluster-local address (through the ingress), and test timers.
+func (s *KnativeStory) alertmanager(ctx context.Context, token string) (*notifyingAlertmanager, error) {
+	creds := filepath.Join(s.Dir, "token")
+	if err := os.WriteFile(creds, []byte(token), 0o600); err != nil {
+		return nil, err
+	}
+	am, err := StartAlertmanager(ctx, AlertmanagerOptions{
+		Dir: s.Dir, Name: "alertmanager-" + s.Namespace,
+		WebhookURL:      "http://alert-rollback." + s.Namespace + ".svc.cluster.local/",
+		CredentialsFile: creds,
+		Timers:          &Timers{GroupWait: "1s", GroupInterval: "1s", RepeatInterval: "1h"},
+		Wrap:            s.Kube.Wrap(), HTTP: s.Kube.HTTP,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &notifyingAlertmanager{am}, nil
+}
+
+// actionInLog returns the action the function logged for the workload name (its pod's log).
+func (s *KnativeStory) actionInLog(ctx context.Context, name string) (string, error) {
+	out, err := s.Kube.Kubectl(ctx, "logs", "-n", s.Namespace, "-l", serviceLabel, "-c", "rollback", "--tail=-1")
+	if err != nil {
+		return "", err
+	}
+	re := regexp.MustCompile(`"action":"([a-z-]+)".*"name":"` + regexp.QuoteMeta(name) + `"`)
+	m := re.FindStringSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("no action for %s in the function's log:\n%s", name, out)
+	}
+	return m[1], nil
+}
+
+// notifyingAlertmanager reads Alertmanager's log for its deliveries to the function.
+type notifyingAlertmanager struct{ *Alertmanager }
+
+var notifySuccess = regexp.MustCompile(`msg="Notify success".*receiver=alert-rollback.*duration=(\S+)`)
+
+// waitNotified waits until Alertmanager has delivered its n-th notification to the function
+// with a 2xx answer, and returns how long that delivery took, by Alertmanager's measure.
+func (a *notifyingAlertmanager) waitNotified(ctx context.Context, n int) (time.Duration, error) {
+	var took time.Duration
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, knativeTimeout, true, func(context.Context) (bool, error) {
+		b, _ := os.ReadFile(a.LogPath)
+		m := notifySuccess.FindAllStringSubmatch(string(b), -1)
+		if len(m) < n {
+			return false, nil
+		}
+		d, err := time.ParseDuration(m[n-1][1])
+		if err != nil {
+			return false, fmt.Errorf("Alertmanager's duration %q: %w", m[n-1][1], err)
+		}
+		took = d
+		return true, nil
+	})
+	if err != nil {
+		b, _ := os.ReadFile(a.LogPath)
+		return 0, fmt.Errorf("Alertmanager's notification %d to the function did not succeed: %w\n--- Alertmanager's log (end) ---\n%s", n, err, lastLines(string(b), 15))
+	}
+	return took, nil
+}
+
+// podWatch follows the number of the function's pods (not terminating).
+type podWatch struct {
+	mu     sync.Mutex
+	counts []int
+}
+
+func (w *podWatch) run(ctx context.Context, k *cluster.Cluster, ns string, logf func(string, ...any)) {
+	last := -1
+	for ctx.Err() == nil {
+		pods, err := k.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: serviceLabel})
+		if err == nil {
+			n := 0
+			for _, p := range pods.Items {
+				if p.DeletionTimestamp == nil {
+					n++
+				}
+			}
+			if n != last {
+				w.mu.Lock()
+				w.counts = append(w.counts, n)
+				w.mu.Unlock()
+				logf("function pods: %d", n)
+				last = n
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (w *podWatch) history() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]int(nil), w.counts...)
+}
+
+// seen is how many counts have been seen so far, a mark for waitSeenSince.
+func (w *podWatch) seen() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.counts)
+}
+
+// waitFor waits until the latest count is n.
+func (w *podWatch) waitFor(ctx context.Context, n int) error {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, knativeTimeout, true, func(context.Context) (bool, error) {
+		h := w.history()
+		return len(h) > 0 && h[len(h)-1] == n, nil
+	})
+}
+
+// waitSeenSince waits until a count of at least n has been seen after the mark.
+func (w *podWatch) waitSeenSince(ctx context.Context, mark, n int) error {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, knativeTimeout, true, func(context.Context) (bool, error) {
+		for _, c := range w.history()[mark:] {
+			if c >= n {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// podStart is how long the newest function pod took from creation to Ready.
+func podStart(ctx context.Context, k *cluster.Cluster, ns string) (time.Duration, error) {
+	pods, err := k.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: serviceLabel})
+	if err != nil {
+		return 0, err
+	}
+	var newest *corev1.Pod
+	for i := range pods.Items {
+		if p := &pods.Items[i]; newest == nil || p.CreationTimestamp.After(newest.CreationTimestamp.Time) {
+			newest = p
+		}
+	}
+	if newest == nil {
+		return 0, fmt.Errorf("no function pod in %s", ns)
+	}
+	for _, c := range newest.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return c.LastTransitionTime.Sub(newest.CreationTimestamp.Time), nil
+		}
+	}
+	return 0, fmt.Errorf("function pod %s is not Ready (%s)", newest.Name, PodState(newest))
+}
+
+func copyLabels(labels map[string]string, k, v string) map[string]string {
+	out := map[string]string{k: v}
+	for key, val := range labels {
+		out[key] = val
+	}
+	return out
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
