@@ -110,7 +110,7 @@ FUNCTION_SRC := $(shell find . -name '*.go' -not -path './tools/*' -not -path '.
 $(IMAGES)/rollback.tar: $(FUNCTION_SRC) $(BIN)/mkimage
 	@echo "==> image dev.local/alert-rollback:e2e (static ./cmd/rollback)"
 	@mkdir -p $(IMAGES)/bin
-	CGO_ENABLED=0 go build -trimpath -o $(IMAGES)/bin/rollback ./cmd/rollback
+	$(ROLLBACK_BUILD) -o $(IMAGES)/bin/rollback ./cmd/rollback
 	$(BIN)/mkimage -o $@ -tag dev.local/alert-rollback:e2e -file $(IMAGES)/bin/rollback=/ko-app/rollback -entrypoint /ko-app/rollback
 	@ls -l $@ | awk '{ printf "    %s: %.1f MB\n", "dev.local/alert-rollback:e2e", $$5/1e6 }'
 
