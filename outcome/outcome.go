@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -131,7 +132,7 @@ func Classify(err error) (Action, Reason) {
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		apierrors.IsTimeout(err), apierrors.IsServerTimeout(err):
+		apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), throttledPastDeadline(err):
 		return Failed, ReasonTimeout
 	case apierrors.IsNotFound(err):
 		// The workload went away between the alert and the undo.
@@ -156,6 +157,14 @@ func Classify(err error) (Action, Reason) {
 		return Failed, ReasonAPIUnavailable
 	}
 	return Failed, ReasonInternal
+}
+
+// throttledPastDeadline reports whether client-go's rate limiter refused to wait past the
+// call's deadline: golang.org/x/time/rate says so in words only ("rate: Wait(n=1) would
+// exceed context deadline"), wrapping no sentinel. Seen when retries after connection resets
+// used up ROLLBACK_API_TIMEOUT: a timeout, which a later delivery may get past.
+func throttledPastDeadline(err error) bool {
+	return strings.Contains(err.Error(), "would exceed context deadline")
 }
 
 // Retryable reports whether a failure may go away if Alertmanager sends the notification
