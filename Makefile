@@ -99,7 +99,7 @@ test: fmt vet tools
 FUZZTIME ?= 60s
 FUZZMINIMIZETIME ?= 5s
 FUZZFLAGS ?=
-FUZZ_TARGETS := ./alert:FuzzDecode .:FuzzDecodeHTTP .:FuzzHandle ./undo:FuzzState
+FUZZ_TARGETS := ./alert:FuzzDecode .:FuzzDecodeHTTP .:FuzzHandle .:FuzzHandleAlert ./undo:FuzzState
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -226,91 +226,119 @@ func FuzzHandle(f *testing.F) {
 		f.Add(uint8(0), b)
 	}
 
-	f.Fuzz(func(t *testing.T, setting uint8, body []byte) {
-		s := handleSettings[int(setting)%len(handleSettings)]
-		objs, _ := handleFixture()
-		client := fake.NewClientset(objs...)
-		if s.faults != nil {
-			s.faults(client)
-		}
-		fn := newFunction(t, client, map[string]string{
-			"ROLLBACK_NAMESPACES":  s.namespaces,
-			"ROLLBACK_API_TIMEOUT": "1s",
-			"ROLLBACK_MAX_TARGETS": "3",
-		})
-		rec := httptest.NewRecorder()
-		// A notification that hangs the handler is a finding too: the fuzzing engine has no
-		// timeout of its own, so give up (and keep the input) well past the 20 s budget.
-		handled := make(chan struct{})
-		go func() {
-			defer close(handled)
-			fn.Handle(rec, post(body))
-			// Stop flushes the asynchronous Event recorder, so its writes are checked too.
-			stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = fn.Stop(stop)
-		}()
-		select {
-		case <-handled:
-		case <-time.After(30 * time.Second):
-			buf := make([]byte, 1<<20)
-			t.Fatalf("Handle() and Stop() still running after 30s; goroutines:\n%s", buf[:goruntime.Stack(buf, true)])
-		}
+	f.Fuzz(checkHandle)
+}
 
-		status := rec.Code
-		// Refused before any work (bad request, credentials, method, size, type): Alertmanager
-		// drops these for good, and nothing may have touched the cluster, not even a read.
-		refused := status >= 400 && status < 500 && status != http.StatusUnprocessableEntity
-		var resp outcome.Response
-		if !refused {
-			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
-				t.Fatalf("Handle() = %d with a body that is not a report: %v: %s", status, err, rec.Body)
+// FuzzHandleAlert is FuzzHandle with the alert's labels as the fuzzed values, so the search
+// spends its time on what the labels name (kinds, names, namespaces) rather than on JSON
+// syntax.
+func FuzzHandleAlert(f *testing.F) {
+	_, alerts := handleFixture()
+	for i, a := range alerts {
+		l := a.Labels
+		f.Add(uint8(i), l["namespace"], l["pod"], l["replicaset"], l["deployment"], l["statefulset"], l["daemonset"], "", "")
+	}
+	f.Add(uint8(0), "", "checkout-api-6b38f6dcb-x7k2p", "", "checkout-api", "", "", "job", "x")
+	f.Add(uint8(1), "payments", "", "", "", "orders-db", "log-agent", "", "")
+	f.Fuzz(func(t *testing.T, setting uint8, namespace, pod, replicaset, deployment, statefulset, daemonset, key, value string) {
+		labels := map[string]string{"alertname": "KubePodUnschedulable", "severity": "rollback"}
+		for k, v := range map[string]string{"namespace": namespace, "pod": pod, "replicaset": replicaset,
+			"deployment": deployment, "statefulset": statefulset, "daemonset": daemonset, key: value} {
+			if k != "" && v != "" {
+				labels[k] = v
 			}
 		}
-		// 422 and 503 are answers about work done: each must carry the failure that earns it
-		// (final for 422, retryable for 503), whatever else in the notification was undone.
-		final, retryable := 0, 0
-		for _, r := range resp.Results {
-			if r.Action == outcome.Failed && r.Retryable {
-				retryable++
-			} else if r.Action == outcome.Failed {
-				final++
-			}
-		}
-		switch {
-		case status == http.StatusServiceUnavailable && retryable == 0,
-			status == http.StatusUnprocessableEntity && (final == 0 || retryable > 0),
-			status == http.StatusOK && final+retryable > 0,
-			status >= 500 && status != http.StatusServiceUnavailable:
-			t.Fatalf("Handle() = %d with %d final and %d retryable failures: %s", status, final, retryable, rec.Body)
-		}
-		for _, a := range client.Actions() {
-			ns, verb, res := a.GetNamespace(), a.GetVerb(), a.GetResource().Resource
-			call := fmt.Sprintf("%s %s in %q", verb, res, ns)
-			if !contains(s.allowed, ns) {
-				t.Errorf("%s: outside the allowed namespaces %v (answer %d %s)", call, s.allowed, status, rec.Body)
-			}
-			if refused {
-				t.Errorf("%s, yet the request was refused with %d: %s", call, status, rec.Body)
-			}
-			if verb == "get" || verb == "list" || verb == "watch" {
-				continue
-			}
-			if res == "events" {
-				continue
-			}
-			name := ""
-			if p, ok := a.(interface{ GetName() string }); ok {
-				name = p.GetName()
-			}
-			if verb != "patch" || !patchable[res+"/"+name] {
-				t.Errorf("%s %q: not a patch of a fixture workload", call, name)
-			}
-			if _, bait := victims[res+"/"+name]; bait && !namedLegitimately(body, res+"/"+name) {
-				t.Errorf("%s %q: reached through an object that does not belong to it (answer %d %s)", call, name, status, rec.Body)
-			}
-		}
+		a := alert.Alert{Status: "firing", Labels: labels, StartsAt: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)}
+		checkHandle(t, setting, notification(a))
 	})
+}
+
+// checkHandle posts body to a function started on the fuzz fixture with setting, and
+// checks every invariant of FuzzHandle.
+func checkHandle(t *testing.T, setting uint8, body []byte) {
+	s := handleSettings[int(setting)%len(handleSettings)]
+	objs, _ := handleFixture()
+	client := fake.NewClientset(objs...)
+	if s.faults != nil {
+		s.faults(client)
+	}
+	fn := newFunction(t, client, map[string]string{
+		"ROLLBACK_NAMESPACES":  s.namespaces,
+		"ROLLBACK_API_TIMEOUT": "1s",
+		"ROLLBACK_MAX_TARGETS": "3",
+	})
+	rec := httptest.NewRecorder()
+	// A notification that hangs the handler is a finding too: the fuzzing engine has no
+	// timeout of its own, so give up (and keep the input) well past the 20 s budget.
+	handled := make(chan struct{})
+	go func() {
+		defer close(handled)
+		fn.Handle(rec, post(body))
+		// Stop flushes the asynchronous Event recorder, so its writes are checked too.
+		stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = fn.Stop(stop)
+	}()
+	select {
+	case <-handled:
+	case <-time.After(30 * time.Second):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("Handle() and Stop() still running after 30s; goroutines:\n%s", buf[:goruntime.Stack(buf, true)])
+	}
+
+	status := rec.Code
+	// Refused before any work (bad request, credentials, method, size, type): Alertmanager
+	// drops these for good, and nothing may have touched the cluster, not even a read.
+	refused := status >= 400 && status < 500 && status != http.StatusUnprocessableEntity
+	var resp outcome.Response
+	if !refused {
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+			t.Fatalf("Handle() = %d with a body that is not a report: %v: %s", status, err, rec.Body)
+		}
+	}
+	// 422 and 503 are answers about work done: each must carry the failure that earns it
+	// (final for 422, retryable for 503), whatever else in the notification was undone.
+	final, retryable := 0, 0
+	for _, r := range resp.Results {
+		if r.Action == outcome.Failed && r.Retryable {
+			retryable++
+		} else if r.Action == outcome.Failed {
+			final++
+		}
+	}
+	switch {
+	case status == http.StatusServiceUnavailable && retryable == 0,
+		status == http.StatusUnprocessableEntity && (final == 0 || retryable > 0),
+		status == http.StatusOK && final+retryable > 0,
+		status >= 500 && status != http.StatusServiceUnavailable:
+		t.Fatalf("Handle() = %d with %d final and %d retryable failures: %s", status, final, retryable, rec.Body)
+	}
+	for _, a := range client.Actions() {
+		ns, verb, res := a.GetNamespace(), a.GetVerb(), a.GetResource().Resource
+		call := fmt.Sprintf("%s %s in %q", verb, res, ns)
+		if !contains(s.allowed, ns) {
+			t.Errorf("%s: outside the allowed namespaces %v (answer %d %s)", call, s.allowed, status, rec.Body)
+		}
+		if refused {
+			t.Errorf("%s, yet the request was refused with %d: %s", call, status, rec.Body)
+		}
+		if verb == "get" || verb == "list" || verb == "watch" {
+			continue
+		}
+		if res == "events" {
+			continue
+		}
+		name := ""
+		if p, ok := a.(interface{ GetName() string }); ok {
+			name = p.GetName()
+		}
+		if verb != "patch" || !patchable[res+"/"+name] {
+			t.Errorf("%s %q: not a patch of a fixture workload", call, name)
+		}
+		if _, bait := victims[res+"/"+name]; bait && !namedLegitimately(body, res+"/"+name) {
+			t.Errorf("%s %q: reached through an object that does not belong to it (answer %d %s)", call, name, status, rec.Body)
+		}
+	}
 }
 
 func contains(list []string, s string) bool {

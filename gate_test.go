@@ -116,6 +116,23 @@ func TestBudgetGate(t *testing.T) {
 			t.Errorf("%d units spent; want 1", n)
 		}
 	})
+	t.Run("a skipped re-send asks nothing of the budget", func(t *testing.T) {
+		kube := fake.NewClientset(broken(nil, "web")...)
+		send := gated(t, kube, newDynamic(), nil)
+		send("web")
+		kube.ClearActions()
+		if _, resp := send("web"); !cmp.Equal(results(resp), []string{"web skipped already-handled"}) {
+			t.Fatalf("re-send: results %v", results(resp))
+		}
+		// This process saw the occurrence settle: its copy is answered from memory, with no
+		// API call at all, let alone the budget's.
+		if diff := cmp.Diff([]string{}, actions(kube)); diff != "" {
+			t.Errorf("API actions of the re-send (-want +got):\n%s", diff)
+		}
+		if n := unitsSpent(t, kube); n != 1 {
+			t.Errorf("%d units spent; want 1", n)
+		}
+	})
 	t.Run("spent: refused, says how many and until when", func(t *testing.T) {
 		kube := fake.NewClientset(broken(nil, "web", "api", "cart")...)
 		send := gated(t, kube, newDynamic(), map[string]string{"ROLLBACK_BUDGET": "2/1h"})

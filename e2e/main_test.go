@@ -81,15 +81,15 @@ func prepare(ctx context.Context) error {
 	if out, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
 		return fmt.Errorf("apply Knative's Service CRD: %v: %s", err, out)
 	}
-	// kubectl wait fails at once, instead of waiting, while the new CRD has no conditions
-	// at all yet (seen: ".status.conditions accessor error"): ask again until it answers.
-	var last error
+	// Polled rather than `kubectl wait`: right after the apply the CRD may have no
+	// conditions yet, which kubectl wait reports as an error instead of waiting.
+	var last string
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, last = kube.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev")
-		return last == nil, nil
+		last, _ = kube.Kubectl(ctx, "get", "crd/services.serving.knative.dev", "-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
+		return strings.TrimSpace(last) == "True", nil
 	})
 	if err != nil {
-		return fmt.Errorf("wait for Knative's Service CRD: %v (last: %v)", err, last)
+		return fmt.Errorf("wait for Knative's Service CRD to be Established (last %q): %w", last, err)
 	}
 	return nil
 }

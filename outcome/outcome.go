@@ -227,3 +227,11 @@ func HTTPStatus(err error, results []Result) int {
 	}
 	return status
 }
+
+// throttledPastDeadline recognises client-go's own rate limiter giving up because the wait
+// for a token would pass the request's deadline. client-go wraps the limiter's error, which
+// does not wrap context.DeadlineExceeded, so its text is the only sign; it is a timeout,
+// and a retry helps like any other.
+func throttledPastDeadline(err error) bool {
+	return strings.Contains(err.Error(), "client rate limiter Wait returned an error")
+}

@@ -65,6 +65,8 @@ func TestClassify(t *testing.T) {
 		{"deadline", fmt.Errorf("get: %w", context.DeadlineExceeded), Failed, ReasonTimeout, true},
 		{"rate limiter would wait past the deadline", throttled(), Failed, ReasonTimeout, true},
 		{"server timeout", apierrors.NewServerTimeout(gr, "get", 1), Failed, ReasonTimeout, true},
+		// client-go's own words when its rate limiter would wait past the deadline.
+		{"throttled past the deadline", fmt.Errorf("get deployment shop/web: %w", fmt.Errorf("client rate limiter Wait returned an error: %w", errors.New("rate: Wait(n=1) would exceed context deadline"))), Failed, ReasonTimeout, true},
 		{"conflict", apierrors.NewConflict(gr, "web", errors.New("modified")), Failed, ReasonConflict, true},
 		{"unavailable", apierrors.NewServiceUnavailable("etcd"), Failed, ReasonAPIUnavailable, true},
 		{"throttled", apierrors.NewTooManyRequests("slow down", 1), Failed, ReasonAPIUnavailable, true},
