@@ -159,14 +159,6 @@ func Classify(err error) (Action, Reason) {
 	return Failed, ReasonInternal
 }
 
-// throttledPastDeadline reports whether client-go's rate limiter refused to wait past the
-// call's deadline: golang.org/x/time/rate says so in words only ("rate: Wait(n=1) would
-// exceed context deadline"), wrapping no sentinel. Seen when retries after connection resets
-// used up ROLLBACK_API_TIMEOUT: a timeout, which a later delivery may get past.
-func throttledPastDeadline(err error) bool {
-	return strings.Contains(err.Error(), "would exceed context deadline")
-}
-
 // Retryable reports whether a failure may go away if Alertmanager sends the notification
 // again: the API server was unreachable, slow, overloaded or kept conflicting, or the
 // controller had not recorded the rollout yet. Forbidden, invalid and the like will be the

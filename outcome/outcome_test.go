@@ -8,30 +8,14 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
-
-// throttled is the error client-go's request returns when its rate limiter (the real one)
-// would have to wait past the call's deadline.
-func throttled() error {
-	l := flowcontrol.NewTokenBucketRateLimiter(0.001, 1)
-	l.Accept()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	err := l.Wait(ctx)
-	if err == nil {
-		panic("the rate limiter waited")
-	}
-	return fmt.Errorf("get pod shop/p: client rate limiter Wait returned an error: %w", err)
-}
 
 func TestClassify(t *testing.T) {
 	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
@@ -63,7 +47,6 @@ func TestClassify(t *testing.T) {
 		{"rollout pending", undo.ErrRolloutPending, Failed, ReasonRolloutPending, true},
 		{"targets unknown", ErrTargetsUnknown, Failed, ReasonTargetsUnknown, true},
 		{"deadline", fmt.Errorf("get: %w", context.DeadlineExceeded), Failed, ReasonTimeout, true},
-		{"rate limiter would wait past the deadline", throttled(), Failed, ReasonTimeout, true},
 		{"server timeout", apierrors.NewServerTimeout(gr, "get", 1), Failed, ReasonTimeout, true},
 		// client-go's own words when its rate limiter would wait past the deadline.
 		{"throttled past the deadline", fmt.Errorf("get deployment shop/web: %w", fmt.Errorf("client rate limiter Wait returned an error: %w", errors.New("rate: Wait(n=1) would exceed context deadline"))), Failed, ReasonTimeout, true},
