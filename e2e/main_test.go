@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
-
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 )
 
@@ -81,15 +79,8 @@ func prepare(ctx context.Context) error {
 	if out, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
 		return fmt.Errorf("apply Knative's Service CRD: %v: %s", err, out)
 	}
-	// Polled rather than `kubectl wait`: right after the apply the CRD may have no
-	// conditions yet, which kubectl wait reports as an error instead of waiting.
-	var last string
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		last, _ = kube.Kubectl(ctx, "get", "crd/services.serving.knative.dev", "-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
-		return strings.TrimSpace(last) == "True", nil
-	})
-	if err != nil {
-		return fmt.Errorf("wait for Knative's Service CRD to be Established (last %q): %w", last, err)
+	if err := kube.WaitEstablished(ctx, "services.serving.knative.dev"); err != nil {
+		return fmt.Errorf("Knative's Service CRD: %w", err)
 	}
 	return nil
 }

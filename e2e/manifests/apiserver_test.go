@@ -43,7 +43,9 @@ func TestRBACOnAPIServer(t *testing.T) {
 		return out
 	}
 	kubectl(t, "apply", "-f", crd)
-	kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev")
+	if err := c.WaitEstablished(ctx, "services.serving.knative.dev"); err != nil {
+		t.Fatal(err)
+	}
 	// shop is where the function is installed; batch is another team's namespace.
 	const home, other = "shop", "batch"
 	for _, ns := range []string{home, other} {

@@ -241,7 +241,7 @@ func applyKService(ctx context.Context, kube *cluster.Cluster, dir string) error
 		if _, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
 			return err
 		}
-		if _, err := kube.Kubectl(ctx, "wait", "--for=condition=Established", "crd/services.serving.knative.dev"); err != nil {
+		if err := kube.WaitEstablished(ctx, "services.serving.knative.dev"); err != nil {
 			return err
 		}
 		return kubectl(ctx, kube, "apply", "-n", ns, "-f", "../kservice.yaml")
