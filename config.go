@@ -33,6 +33,9 @@ type config struct {
 	maxAge           time.Duration
 	maxTargets       int
 	dryRun           bool
+	// readPods reads every pod an alert names instead of trusting a name its
+	// Deployment's ReplicaSet list confirms (target.Resolver.ReadPods).
+	readPods bool
 	// budget bounds the undos across all workloads and replicas (ROLLBACK_BUDGET).
 	budget budget.Spec
 	// gitops is what to do with a workload Argo CD or Flux owns; argoCDNamespace is where
@@ -143,6 +146,8 @@ func parseConfig(env map[string]string) (config, error) {
 	}
 	c.dryRun, err = parseBool(env, "ROLLBACK_DRY_RUN")
 	check("ROLLBACK_DRY_RUN", err)
+	c.readPods, err = parseBool(env, "ROLLBACK_READ_PODS")
+	check("ROLLBACK_READ_PODS", err)
 	spec := budget.Default
 	if v := env["ROLLBACK_BUDGET"]; v != "" {
 		spec = v

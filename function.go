@@ -77,7 +77,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	}
 	client, ownNamespace := cs.kube, cs.namespace
 	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
-		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace}
+		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace, ReadPods: c.readPods}
 	// The budget's Lease lives in the function's own namespace, shared by its replicas.
 	g := gate{budget: budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
 		gitops: gitops.New(cs.dynamic, c.gitops, c.argoCDNamespace), log: f.log}
@@ -88,7 +88,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
 	}
 	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
-		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets,
+		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets, "readPods", c.readPods,
 		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace)
 	return nil
 }

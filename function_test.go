@@ -195,6 +195,9 @@ func TestHandle(t *testing.T) {
 	// ReplicaSet's pods: only the pod's controller reference tells them apart.
 	jobPod := fixture.Pod(rss[1], "jb7k2")
 	jobPod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: rss[1].Name, UID: "job-uid", Controller: ptr.To(true)}}
+	// A Job named like one of the Deployment's ReplicaSets might have been, but is not.
+	otherJobPod := jobPod.DeepCopy()
+	otherJobPod.Name = "checkout-api-" + fixture.Hash("job") + "-jb7k2"
 	// A ReplicaSet recreated under the same name is not the one the pod belonged to.
 	stalePod := fixture.Pod(rss[1], "q8w2z")
 	stalePod.OwnerReferences[0].UID = "an-older-replicaset"
@@ -217,8 +220,8 @@ func TestHandle(t *testing.T) {
 		manyAlerts[i] = firing("pod", gonePod, "container", fmt.Sprint("c", i))
 	}
 	deadline := func(c *fake.Clientset) {
-		c.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, fmt.Errorf("get: %w", context.DeadlineExceeded)
+		c.PrependReactor("list", "replicasets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, fmt.Errorf("list: %w", context.DeadlineExceeded)
 		})
 	}
 	longName := strings.Repeat("A", 5000)
@@ -242,7 +245,8 @@ func TestHandle(t *testing.T) {
 			request:     func() *http.Request { return post(notification(firing("pod", badPod))) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
-			wantActions: concat(viaPod, undoDeployment),
+			// The pod's name and the Deployment's ReplicaSet list agree: the pod is not read.
+			wantActions: undoDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -279,7 +283,7 @@ func TestHandle(t *testing.T) {
 			request:     func() *http.Request { return post(notification(firing("pod", gonePod))) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
-			wantActions: concat(viaPod, undoDeployment),
+			wantActions: undoDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -288,7 +292,7 @@ func TestHandle(t *testing.T) {
 			request:     func() *http.Request { return post(notification(manyAlerts...)) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
-			wantActions: concat(viaPod, undoDeployment),
+			wantActions: undoDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -319,8 +323,19 @@ func TestHandle(t *testing.T) {
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
-			name:        "a pod whose ReplicaSet was replaced under the same name is refused",
+			name:        "seed alert on a pod with ROLLBACK_READ_PODS: the pod is read, and its Deployment at once",
+			objects:     objs,
+			env:         map[string]string{"ROLLBACK_READ_PODS": "true"},
+			request:     func() *http.Request { return post(notification(firing("pod", badPod))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: concat(viaPod, undoDeployment),
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
+		},
+		{
+			name:        "with ROLLBACK_READ_PODS, a pod whose ReplicaSet was replaced under the same name is refused",
 			objects:     append(objs, stalePod),
+			env:         map[string]string{"ROLLBACK_READ_PODS": "true"},
 			request:     func() *http.Request { return post(notification(firing("pod", stalePod.Name))) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"refused", "not-found", "", "", 0, 0}},
@@ -329,8 +344,9 @@ func TestHandle(t *testing.T) {
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
-			name:        "a Job's pod named like a ReplicaSet's pod is refused: the pod is read, never guessed",
+			name:        "with ROLLBACK_READ_PODS, a Job's pod named exactly like a ReplicaSet's pod is refused",
 			objects:     append(objs, jobPod),
+			env:         map[string]string{"ROLLBACK_READ_PODS": "true"},
 			request:     func() *http.Request { return post(notification(firing("pod", jobPod.Name))) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"refused", "unsupported-owner", "", "", 0, 0}},
@@ -339,12 +355,21 @@ func TestHandle(t *testing.T) {
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
+			name:        "a Job's pod whose name no ReplicaSet of that Deployment confirms is read and refused",
+			objects:     append(objs, otherJobPod),
+			request:     func() *http.Request { return post(notification(firing("pod", otherJobPod.Name))) },
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "unsupported-owner", "", "", 0, 0}},
+			wantActions: concat(readDeployment, viaPod),
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
 			name:        "a gone pod whose name leads to a Deployment without that ReplicaSet is refused",
 			objects:     objs,
 			request:     func() *http.Request { return post(notification(firing("pod", "checkout-api-7f8d9c6b5-zz9q4"))) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"refused", "not-found", "", "", 0, 0}},
-			wantActions: concat(viaPod, readDeployment, []string{"get replicasets"}),
+			wantActions: concat(readDeployment, viaPod, []string{"get replicasets"}),
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{
@@ -413,7 +438,7 @@ func TestHandle(t *testing.T) {
 			objects: append(objs, otherObjs...),
 			env:     map[string]string{"ROLLBACK_NAMESPACES": "shop,payments", "ROLLBACK_MAX_TARGETS": "1"},
 			reactors: func(c *fake.Clientset) {
-				c.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				c.PrependReactor("list", "replicasets", func(a k8stesting.Action) (bool, runtime.Object, error) {
 					if a.GetNamespace() == "payments" {
 						return true, nil, apierrors.NewServiceUnavailable("apiserver overloaded")
 					}
@@ -471,7 +496,7 @@ func TestHandle(t *testing.T) {
 			request:     func() *http.Request { return post(notification(firingNoNamespace("pod", badPod))) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
-			wantActions: concat(viaPod, undoDeployment),
+			wantActions: undoDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{

@@ -136,7 +136,7 @@ func TestCopiesAnsweredFromMemory(t *testing.T) {
 			then:        notification(later),
 			wantFirst:   []string{"skipped already-handled"},
 			wantThen:    []string{"refused cooldown"},
-			wantActions: concat(viaPod, readDeployment),
+			wantActions: readDeployment,
 			wantEvents:  map[outcome.Reason]int{outcome.ReasonCooldown: 1},
 		},
 		{
@@ -155,7 +155,7 @@ func TestCopiesAnsweredFromMemory(t *testing.T) {
 			then:        notification(seed),
 			wantFirst:   []string{"rolled-back dry-run"},
 			wantThen:    []string{"rolled-back dry-run"},
-			wantActions: concat(viaPod, undoDeployment),
+			wantActions: undoDeployment,
 			wantEvents:  map[outcome.Reason]int{outcome.ReasonDryRun: 2},
 		},
 	}
@@ -206,7 +206,7 @@ func TestCopiesInFlightWait(t *testing.T) {
 	client := fake.NewClientset(objs...)
 	entered, proceed := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+	client.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 		once.Do(func() { close(entered); <-proceed })
 		return false, nil, nil
 	})
@@ -218,7 +218,12 @@ func TestCopiesInFlightWait(t *testing.T) {
 	results := make([][]string, copies)
 	var wg sync.WaitGroup
 	wg.Go(func() { _, results[0] = handle(t, f, body) })
-	<-entered // the first holds the occurrence, blocked in its pod read
+	select { // the first holds the occurrence, blocked in its Deployment read
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		close(proceed)
+		t.Fatal("the first notification never read the Deployment")
+	}
 	for i := 1; i < copies; i++ {
 		wg.Go(func() { _, results[i] = handle(t, f, body) })
 	}
@@ -247,7 +252,7 @@ func TestCopiesInFlightWait(t *testing.T) {
 	if rolledBack != 1 || skipped != copies-1 {
 		t.Errorf("%d rolled back, %d skipped; want 1 and %d", rolledBack, skipped, copies-1)
 	}
-	if diff := cmp.Diff(concat(viaPod, undoDeployment), actions(client), sorted); diff != "" {
+	if diff := cmp.Diff(undoDeployment, actions(client), sorted); diff != "" {
 		t.Errorf("API actions of the burst (-want +got):\n%s", diff)
 	}
 }
@@ -312,7 +317,7 @@ func TestPodAndDeploymentReadAtOnce(t *testing.T) {
 	if status, got := handle(t, f, notification(firing("pod", badPod))); status != http.StatusOK || !cmp.Equal(got, []string{"rolled-back rolled-back"}) {
 		t.Fatalf("Handle() = %d %v; want 200 rolled-back", status, got)
 	}
-	if diff := cmp.Diff(concat(viaPod, undoDeployment), actions(client), sorted); diff != "" {
+	if diff := cmp.Diff(undoDeployment, actions(client), sorted); diff != "" {
 		t.Errorf("API actions (-want +got):\n%s", diff)
 	}
 }

@@ -73,22 +73,31 @@ func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[str
 	return Target{}, fmt.Errorf("%w: want one of the labels deployment, statefulset, daemonset, replicaset, pod", ErrNoWorkloadLabel)
 }
 
-// fromPod reads the pod and follows its controller reference.
+// fromPod finds the workload of the pod name.
 //
-// The pod is always read, although its name alone would lead to the Deployment in most
-// cases: only the pod's controller reference says that a ReplicaSet made it. Names cannot:
-// a Job's pods (and a CronJob's, a DaemonSet's, a bare pod's from generateName) are named
-// <name>-<5 characters> just as a ReplicaSet's are, and a Job may be named exactly like a
-// ReplicaSet (<deployment>-<hash>); trusting the name would then roll a Deployment back for
-// an alert about the Job. Only a pod that is gone is resolved from its name, and only as
-// far as the Deployment's own ReplicaSet list confirms it (fromGonePod).
+// A pod of a Deployment is named <replicaset>-<5 characters>, and its ReplicaSet
+// <deployment>-<pod-template-hash>. The undo reads that Deployment and lists its
+// ReplicaSets anyway; when the list holds a ReplicaSet of exactly the pod's name less its
+// suffix, controlled by that very Deployment (by UID), the name is taken as confirmed and
+// the pod is not read: the undo then costs the workload's three requests and nothing more.
+// What the name cannot rule out is a Job or a bare pod named <deployment>-<hash>-<5
+// characters> on purpose, hash and all; only someone who can create pods in that namespace
+// can do that, and ReadPods closes it at the cost of one request per pod.
 //
-// The name is still useful: while the pod is read, the Deployment it points at is read too
-// (through reads, which the undo then uses), so a pod of a Deployment costs the round trips
-// of the workload alone. That read is never trusted; when the pod says otherwise it was only
+// Otherwise (ReadPods, a name of another shape, or one the list does not confirm) the pod
+// is read and its controller reference decides. The Deployment its name points at is then
+// read at the same time, so a pod of a Deployment still costs the round trips of the
+// workload alone; that read is never trusted, and when the pod says otherwise it was only
 // wasted.
 func (r *Resolver) fromPod(ctx context.Context, ns, name string, reads DeploymentReader) (Target, error) {
-	if d, ok := deploymentOfPodName(name); ok && reads != nil {
+	d, ok := deploymentOfPodName(name)
+	if ok && reads != nil && !r.ReadPods {
+		t, confirmed, err := ownReplicaSet(ctx, reads, ns, d, name[:strings.LastIndexByte(name, '-')], "")
+		if confirmed || err != nil {
+			return t, err
+		}
+	}
+	if ok && reads != nil {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -174,22 +183,37 @@ func (r *Resolver) fromGonePod(ctx context.Context, ns, name string, reads Deplo
 // reference decides, as if no guess had been made.
 func (r *Resolver) fromReplicaSet(ctx context.Context, ns, name string, uid types.UID, reads DeploymentReader) (Target, error) {
 	if i := strings.LastIndexByte(name, '-'); reads != nil && i > 0 {
-		dep, rss, err := reads.Deployment(ctx, ns, name[:i])
-		if err != nil && !apierrors.IsNotFound(err) {
-			return Target{}, err
-		}
-		for j := range rss {
-			rs := &rss[j]
-			if rs.Name == name && metav1.IsControlledBy(rs, dep) && (uid == "" || rs.UID == uid) {
-				return Target{
-					Ref:      Ref{Deployment, ns, dep.Name},
-					Revision: rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
-					UID:      dep.UID,
-				}, nil
-			}
+		t, confirmed, err := ownReplicaSet(ctx, reads, ns, name[:i], name, uid)
+		if confirmed || err != nil {
+			return t, err
 		}
 	}
 	return r.readReplicaSet(ctx, ns, name, uid)
+}
+
+// ownReplicaSet reads Deployment ns/dep through reads and reports whether its ReplicaSet
+// list holds ReplicaSet rs (of UID uid, when set) controlled by it: then the Target is that
+// Deployment, at rs's revision. A Deployment that is not there confirms nothing, and is no
+// error.
+func ownReplicaSet(ctx context.Context, reads DeploymentReader, ns, dep, rs string, uid types.UID) (Target, bool, error) {
+	d, rss, err := reads.Deployment(ctx, ns, dep)
+	if apierrors.IsNotFound(err) {
+		return Target{}, false, nil
+	}
+	if err != nil {
+		return Target{}, false, err
+	}
+	for i := range rss {
+		r := &rss[i]
+		if r.Name == rs && metav1.IsControlledBy(r, d) && (uid == "" || r.UID == uid) {
+			return Target{
+				Ref:      Ref{Deployment, ns, d.Name},
+				Revision: r.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
+				UID:      d.UID,
+			}, true, nil
+		}
+	}
+	return Target{}, false, nil
 }
 
 // readReplicaSet reads the ReplicaSet and follows its controller reference.

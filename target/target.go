@@ -1,7 +1,9 @@
 // Package target finds the workload an alert is about, from its labels: a Deployment,
 // StatefulSet or DaemonSet named directly, or reached from a ReplicaSet or a Pod through
-// controller ownership. Names are never split on "-" to guess; ownership decides, and an
-// owner counts only if it is of the apps group and kind this function can roll back.
+// controller ownership. A name is never split on "-" to guess: a Deployment a name points
+// at counts only when its own ReplicaSet list confirms it (by controller UID); otherwise
+// ownership decides, and an owner counts only if it is of the apps group and kind this
+// function can roll back.
 package target
 
 import (
@@ -55,8 +57,9 @@ type Target struct {
 }
 
 // Resolver turns alert labels into Targets with as few API reads as it can: none for a
-// named workload, none of its own for a ReplicaSet of a Deployment (the Deployment's
-// ReplicaSet list, which the undo needs anyway, confirms it), one for a pod (the pod).
+// named workload, and none of its own for a ReplicaSet or a pod of a Deployment (the
+// Deployment's ReplicaSet list, which the undo needs anyway, confirms it); the pods of
+// other workloads are read.
 type Resolver struct {
 	Client kube.Client
 	// Allowed decides which namespaces may be acted in; checked before any API call.
@@ -68,6 +71,10 @@ type Resolver struct {
 	// pod) without a namespace label; when empty they are refused, because a rule that
 	// aggregates the namespace away would otherwise hit a same-named workload here.
 	DefaultNamespace string
+	// ReadPods, when set, reads every pod an alert names and follows its controller
+	// reference, even when the pod's name and its Deployment's ReplicaSet list agree
+	// (see fromPod): one more request per pod, and no trust in names at all.
+	ReadPods bool
 }
 
 // label names, in the order they are looked at: the most precise first.

@@ -25,8 +25,13 @@ import (
 // forwards to it. Every client from the network meets our server's limits first; the
 // framework's server only ever sees well-formed requests that got through them, at most
 // maxConcurrent at a time.
-func frameworkHandler(ctx context.Context, maxConcurrent int) (http.Handler, error) {
-	addr, err := startFramework(ctx)
+//
+// probe is a path only this process's function answers (routes mounts it): the framework is
+// taken to be up once a GET of it through the loopback port answers 204, so a port that
+// another process took between our choosing it and the framework binding it is never
+// mistaken for ours.
+func frameworkHandler(ctx context.Context, maxConcurrent int, probe string) (http.Handler, error) {
+	addr, err := startFramework(ctx, probe)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +62,7 @@ func frameworkHandler(ctx context.Context, maxConcurrent int) (http.Handler, err
 // startFramework starts functions-framework-go's server on a free loopback port and
 // returns its address once it accepts connections. A port the kernel just handed out can be
 // taken by another process before the framework binds it: then it tries once more.
-func startFramework(ctx context.Context) (string, error) {
+func startFramework(ctx context.Context, probe string) (string, error) {
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		var addr string
@@ -67,7 +72,7 @@ func startFramework(ctx context.Context) (string, error) {
 		host, port, _ := net.SplitHostPort(addr)
 		served := make(chan error, 1)
 		go func() { served <- funcframework.StartHostPort(host, port) }()
-		if err = waitListening(ctx, addr, served); err == nil {
+		if err = waitServing(ctx, "http://"+addr+probe, served); err == nil {
 			return addr, nil
 		}
 	}
@@ -83,20 +88,15 @@ func freeLoopbackAddr() (string, error) {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port)), nil
 }
 
-// waitListening returns once addr accepts a connection, or the server has failed.
-func waitListening(ctx context.Context, addr string, served <-chan error) error {
+// waitServing returns once a GET of url answers 204, or the server has failed. The
+// framework binds within a millisecond or two of starting, and every millisecond here is a
+// millisecond of a cold start (Knative holds the first notification until readiness): so
+// it asks at once and then every half millisecond, not on a coarser tick.
+func waitServing(ctx context.Context, url string, served <-chan error) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		// A failed bind is reported at once; checking it before dialing keeps a dial to
-		// whoever took the port from counting as success.
 		select {
 		case err := <-served:
 			if err == nil {
@@ -105,10 +105,20 @@ func waitListening(ctx context.Context, addr string, served <-chan error) error 
 			return err
 		default:
 		}
-		var d net.Dialer
-		if c, err := d.DialContext(ctx, "tcp", addr); err == nil {
-			c.Close()
-			return nil
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Microsecond):
 		}
 	}
 }

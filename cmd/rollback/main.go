@@ -12,6 +12,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -69,11 +71,15 @@ func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listen
 	if err := f.Start(ctx, env); err != nil {
 		return err
 	}
-	functions.HTTP(target, routes(f).ServeHTTP)
+	probe, err := probePath()
+	if err != nil {
+		return err
+	}
+	functions.HTTP(target, routes(f, probe).ServeHTTP)
 	if os.Getenv("FUNCTION_TARGET") == "" {
 		os.Setenv("FUNCTION_TARGET", target)
 	}
-	h, err := frameworkHandler(ctx, lim.maxConcurrent)
+	h, err := frameworkHandler(ctx, lim.maxConcurrent, probe)
 	if err != nil {
 		return err
 	}
@@ -95,10 +101,12 @@ func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listen
 	return errors.Join(srv.Shutdown(drain), f.Stop(drain))
 }
 
-// routes puts the health endpoints beside the function, as func's own scaffolding does.
-func routes(f *function.Function) http.Handler {
+// routes puts the health endpoints beside the function, as func's own scaffolding does, and
+// probe, which answers 204 and tells frameworkHandler that the framework serving it is ours.
+func routes(f *function.Function, probe string) http.Handler {
 	mux := http.NewServeMux()
-	probe := func(check func(context.Context) (bool, error)) http.HandlerFunc {
+	mux.HandleFunc("GET "+probe, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	health := func(check func(context.Context) (bool, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if ok, err := check(r.Context()); !ok {
 				http.Error(w, fmt.Sprint("not ready: ", err), http.StatusServiceUnavailable)
@@ -107,10 +115,19 @@ func routes(f *function.Function) http.Handler {
 			fmt.Fprintln(w, "OK")
 		}
 	}
-	mux.Handle("/health/readiness", probe(f.Ready))
-	mux.Handle("/health/liveness", probe(f.Alive))
+	mux.Handle("/health/readiness", health(f.Ready))
+	mux.Handle("/health/liveness", health(f.Alive))
 	mux.HandleFunc("/", f.Handle)
 	return mux
+}
+
+// probePath is a path no other process can guess.
+func probePath() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "/.alert-rollback/" + hex.EncodeToString(b), nil
 }
 
 // listenAddress follows func's convention (LISTEN_ADDRESS) and Knative's ($PORT, on all

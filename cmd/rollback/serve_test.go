@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -206,5 +207,38 @@ func waitReady(t *testing.T, client *http.Client, url string, done <-chan error)
 	})
 	if err != nil {
 		t.Fatalf("%s not ready: %v", url, err)
+	}
+}
+
+// The framework counts as up only when our probe path answers 204: a server that another
+// process started on the port (answering anything else) is never taken for it, and a bind
+// that failed is reported.
+func TestWaitServing(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		served  error
+		wantErr bool
+	}{
+		{name: "ours", handler: func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }},
+		{name: "a stranger on the port", handler: func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "OK") }, wantErr: true},
+		{name: "bind failed", handler: func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) },
+			served: errors.New("listen tcp: address already in use"), wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.handler)
+			defer srv.Close()
+			served := make(chan error, 1)
+			if tt.served != nil {
+				served <- tt.served
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			err := waitServing(ctx, srv.URL+"/.alert-rollback/x", served)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("waitServing: %v, want error %v", err, tt.wantErr)
+			}
+		})
 	}
 }
