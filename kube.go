@@ -39,6 +39,9 @@ func kubeClient(c config) (clients, error) {
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.Timeout = c.apiTimeout
 	rc.UserAgent = "alert-rollback"
+	// A just-restarted API server refuses requests until its RBAC caches fill: ask again
+	// before a 401 or 403 counts (see kube.RetryAuthz).
+	rc.Wrap(kube.RetryAuthz)
 	client, err := kube.New(rc)
 	if err != nil {
 		return clients{}, err

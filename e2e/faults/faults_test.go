@@ -151,6 +151,16 @@ func TestFaults(t *testing.T) {
 			retryable: true, wantStatus: http.StatusOK, want: []want{alreadyHandled}, undos: 1,
 		},
 		{
+			// What a kube-apiserver answers for a moment after it starts, before its RBAC
+			// caches fill ("RBAC: clusterrole ... not found"): the function asks again
+			// within a second instead of dropping the notification with a 422.
+			name: "403 on the first two requests, as from a just-started apiserver",
+			inject: func(h *harness, c *faultRun) {
+				h.proxy.Add(&Rule{Name: "403 while RBAC caches fill", Status: 403, Times: 2})
+			},
+			wantStatus: http.StatusOK, want: []want{rolledBack}, undos: 1,
+		},
+		{
 			name: "403 on the write (final)",
 			inject: func(h *harness, c *faultRun) {
 				h.proxy.Add(&Rule{Name: "403 on PATCH", Match: patchDeployment, Status: 403})
