@@ -2,11 +2,10 @@ package function
 
 import (
 	"context"
+	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"k8s.io/client-go/kubernetes/fake"
 )
 
 // BenchmarkHandle measures the function's own cost per notification (decode, pick targets,
@@ -20,7 +19,7 @@ func BenchmarkHandle(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			b.StopTimer()
-			f := newFunction(b, fake.NewClientset(objs...), nil)
+			f := newFunction(b, fixture.Clientset(objs...), nil)
 			b.StartTimer()
 			rec := httptest.NewRecorder()
 			f.Handle(rec, post(body))
@@ -33,7 +32,7 @@ func BenchmarkHandle(b *testing.B) {
 		}
 	})
 	b.Run("resend-skipped", func(b *testing.B) {
-		f := start(b, fake.NewClientset(objs...), nil)
+		f := start(b, fixture.Clientset(objs...), nil)
 		f.Handle(httptest.NewRecorder(), post(body))
 		b.ReportAllocs()
 		for b.Loop() {

@@ -66,7 +66,7 @@ func TestHandleCapturedNotifications(t *testing.T) {
 			// The pod is gone; its ReplicaSet remains, named and labelled by its hash.
 			hash := rsName[len(deployName)+1:]
 			rss[1].Name, rss[1].Labels["pod-template-hash"], rss[1].Spec.Template.Labels["pod-template-hash"] = rsName, hash, hash
-			client := fake.NewClientset(append(fixture.Objects(rss...), d)...)
+			client := fixture.Clientset(append(fixture.Objects(rss...), d)...)
 			f := start(t, client, map[string]string{"ROLLBACK_NAMESPACES": ns})
 
 			r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(c.Body))
@@ -120,7 +120,7 @@ func TestHandlePodsOfStatefulSetsAndDaemonSets(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset(objs...)
+			client := fixture.Clientset(objs...)
 			f := start(t, client, nil)
 			rec := httptest.NewRecorder()
 			f.Handle(rec, post(notification(tc.alert)))

@@ -665,7 +665,7 @@ func TestHandle(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset(tc.objects...)
+			client := fixture.Clientset(tc.objects...)
 			if tc.reactors != nil {
 				tc.reactors(client)
 			}
@@ -762,7 +762,7 @@ func TestHandleCloudEvent(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset(objs...)
+			client := fixture.Clientset(objs...)
 			f := start(t, client, nil)
 			rec := httptest.NewRecorder()
 			f.Handle(rec, tc.request())
@@ -799,7 +799,7 @@ func TestHandleCloudEvent(t *testing.T) {
 // reads again and succeeds.
 func TestHandleConflictThenSuccess(t *testing.T) {
 	objs, badPod := brokenDeployment(ownNamespace)
-	client := fake.NewClientset(objs...)
+	client := fixture.Clientset(objs...)
 	patches := 0
 	client.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 		patches++
@@ -844,7 +844,7 @@ func TestStartRefusesWithoutCredentials(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := New()
 			f.newClient = func(config) (clients, error) {
-				return clients{kube: clientset.Wrap(fake.NewClientset()), dynamic: newDynamic(), namespace: "default"}, nil
+				return clients{kube: clientset.Wrap(fixture.Clientset()), dynamic: newDynamic(), namespace: "default"}, nil
 			}
 			err := f.Start(context.Background(), tc.env)
 			if (err != nil) != tc.wantErr {
@@ -859,7 +859,7 @@ func TestStartRefusesWithoutCredentials(t *testing.T) {
 
 func TestStopDrains(t *testing.T) {
 	objs, badPod := brokenDeployment(ownNamespace)
-	f := start(t, fake.NewClientset(objs...), nil)
+	f := start(t, fixture.Clientset(objs...), nil)
 	if ok, _ := f.Ready(context.Background()); !ok {
 		t.Fatal("Ready() = false after Start")
 	}
@@ -938,7 +938,7 @@ func TestTokenFileRotation(t *testing.T) {
 	}
 	now := time.Now()
 	write("first", now)
-	f := start(t, fake.NewClientset(objs...), map[string]string{"ROLLBACK_AUTH_TOKEN": "", "ROLLBACK_AUTH_TOKEN_FILE": path})
+	f := start(t, fixture.Clientset(objs...), map[string]string{"ROLLBACK_AUTH_TOKEN": "", "ROLLBACK_AUTH_TOKEN_FILE": path})
 	status := func(token string) int {
 		r := post([]byte(`{"version":"4","alerts":[{"status":"resolved"}]}`))
 		r.Header.Set("Authorization", "Bearer "+token)

@@ -49,7 +49,7 @@ func FuzzDecodeHTTP(f *testing.F) {
 	} {
 		f.Add(s.method, s.contentType, s.ceSpecversion, s.auth, []byte(s.body))
 	}
-	fn := newFunction(f, fake.NewClientset(), map[string]string{"ROLLBACK_MAX_BODY_BYTES": "65536"})
+	fn := newFunction(f, fixture.Clientset(), map[string]string{"ROLLBACK_MAX_BODY_BYTES": "65536"})
 	f.Cleanup(func() { _ = fn.Stop(context.Background()) })
 
 	f.Fuzz(func(t *testing.T, method, contentType, ceSpecversion, auth string, body []byte) {
@@ -258,7 +258,7 @@ func FuzzHandleAlert(f *testing.F) {
 func checkHandle(t *testing.T, setting uint8, body []byte) {
 	s := handleSettings[int(setting)%len(handleSettings)]
 	objs, _ := handleFixture()
-	client := fake.NewClientset(objs...)
+	client := fixture.Clientset(objs...)
 	if s.faults != nil {
 		s.faults(client)
 	}

@@ -103,7 +103,7 @@ func results(resp outcome.Response) []string {
 // unit back; one whose fate is unknown keeps it; a dry run spends nothing.
 func TestBudgetGate(t *testing.T) {
 	t.Run("default: one unit per undo", func(t *testing.T) {
-		kube := fake.NewClientset(broken(nil, "web")...)
+		kube := fixture.Clientset(broken(nil, "web")...)
 		send := gated(t, kube, newDynamic(), nil)
 		if _, resp := send("web"); !cmp.Equal(results(resp), []string{"web rolled-back rolled-back"}) {
 			t.Fatalf("results %v", results(resp))
@@ -117,7 +117,7 @@ func TestBudgetGate(t *testing.T) {
 		}
 	})
 	t.Run("a skipped re-send asks nothing of the budget", func(t *testing.T) {
-		kube := fake.NewClientset(broken(nil, "web")...)
+		kube := fixture.Clientset(broken(nil, "web")...)
 		send := gated(t, kube, newDynamic(), nil)
 		send("web")
 		kube.ClearActions()
@@ -134,7 +134,7 @@ func TestBudgetGate(t *testing.T) {
 		}
 	})
 	t.Run("spent: refused, says how many and until when", func(t *testing.T) {
-		kube := fake.NewClientset(broken(nil, "web", "api", "cart")...)
+		kube := fixture.Clientset(broken(nil, "web", "api", "cart")...)
 		send := gated(t, kube, newDynamic(), map[string]string{"ROLLBACK_BUDGET": "2/1h"})
 		for _, n := range []string{"web", "api"} {
 			if _, resp := send(n); len(resp.Results) != 1 || resp.Results[0].Action != outcome.RolledBack {
@@ -172,7 +172,7 @@ func TestBudgetGate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			kube := fake.NewClientset(broken(nil, "web")...)
+			kube := fixture.Clientset(broken(nil, "web")...)
 			if tt.patchErr != nil {
 				kube.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 					return true, nil, tt.patchErr
@@ -261,7 +261,7 @@ func TestGitOpsGate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			kube := fake.NewClientset(broken(tt.labels, "web")...)
+			kube := fixture.Clientset(broken(tt.labels, "web")...)
 			dyn := newDynamic(kustomization(false), helmRelease())
 			if tt.suspendErr != nil {
 				on := tt.suspendOn

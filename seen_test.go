@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -20,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/internal/kube"
@@ -168,7 +168,7 @@ func TestCopiesAnsweredFromMemory(t *testing.T) {
 					tc.handled, time.Now().UTC().Format(time.RFC3339))
 				objs = append(append([]runtime.Object{}, objs[:len(objs)-2]...), d, objs[len(objs)-1])
 			}
-			client := fake.NewClientset(objs...)
+			client := fixture.Clientset(objs...)
 			// The fake clientset applies dry-run patches; the API server does not.
 			client.PrependReactor("patch", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
 				if p, ok := a.(k8stesting.PatchActionImpl); ok && len(p.PatchOptions.DryRun) > 0 {
@@ -203,7 +203,7 @@ func TestCopiesAnsweredFromMemory(t *testing.T) {
 // costs the API requests of one undo.
 func TestCopiesInFlightWait(t *testing.T) {
 	objs, badPod := brokenDeployment(ownNamespace)
-	client := fake.NewClientset(objs...)
+	client := fixture.Clientset(objs...)
 	entered, proceed := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	client.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -302,7 +302,7 @@ func TestClaimWaitsAndTimesOut(t *testing.T) {
 // other, it would time out.
 func TestPodAndDeploymentReadAtOnce(t *testing.T) {
 	objs, badPod := brokenDeployment(ownNamespace)
-	client := fake.NewClientset(objs...)
+	client := fixture.Clientset(objs...)
 	gated := &gatedClient{Client: clientset.Wrap(client), deploymentRead: make(chan struct{})}
 	f := New()
 	f.newClient = func(config) (clients, error) {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/keymutex"
+	"k8s.io/utils/lru"
 
 	"github.com/sre-kit/alert-rollback/target"
 )
@@ -83,7 +84,13 @@ type Undoer struct {
 	// fixed set of hashed locks keeps memory bounded whatever names alerts carry; two
 	// workloads sharing a lock only wait for each other.
 	locks keymutex.KeyMutex
+	// selectors remembers the selectors of the Deployments read (see readDeployment),
+	// bounded: a forgotten one costs a round trip, nothing else.
+	selectors *lru.Cache
 }
+
+// selectorCapacity bounds the Deployment selectors remembered: a few hundred bytes each.
+const selectorCapacity = 1024
 
 // New returns an Undoer acting through client.
 func New(client kube.Client, opts Options) *Undoer {
@@ -93,7 +100,7 @@ func New(client kube.Client, opts Options) *Undoer {
 	if opts.Backoff.Steps == 0 {
 		opts.Backoff = retry.DefaultRetry
 	}
-	return &Undoer{client: client, opts: opts, locks: keymutex.NewHashed(64)}
+	return &Undoer{client: client, opts: opts, locks: keymutex.NewHashed(64), selectors: lru.New(selectorCapacity)}
 }
 
 // revision is one entry of a workload's rollout history, whatever its kind.

@@ -389,7 +389,7 @@ func TestUndo(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset(tc.objects()...)
+			client := fixture.Clientset(tc.objects()...)
 			if tc.reactors != nil {
 				tc.reactors(client)
 			}
@@ -459,7 +459,7 @@ func TestUndoWritesStateWithTheUndo(t *testing.T) {
 	rss[0].Annotations["kubernetes.io/change-cause"] = "deploy v1"
 	// A stale copy of the state, as the controller copied it onto the ReplicaSet.
 	rss[0].Annotations[StateAnnotation] = `{"handled":["old@1"]}`
-	client := fake.NewClientset(append(fixture.Objects(rss...), d)...)
+	client := fixture.Clientset(append(fixture.Objects(rss...), d)...)
 
 	if _, err := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end")); err != nil {
 		t.Fatalf("Undo() = %v", err)
@@ -516,7 +516,7 @@ func TestRevisionPatchHasThePrecondition(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset(tc.objects...)
+			client := fixture.Clientset(tc.objects...)
 			if _, err := undoer(client, false).Undo(context.Background(), tc.req); err != nil {
 				t.Fatalf("Undo() = %v", err)
 			}
@@ -576,7 +576,7 @@ func TestMaxAge(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset(tc.objects...)
+			client := fixture.Clientset(tc.objects...)
 			u := New(clientset.Wrap(client), Options{MaxAge: tc.maxAge, Now: func() time.Time { return now }})
 			_, err := u.Undo(context.Background(), tc.req)
 			if !errors.Is(err, tc.wantErr) {
@@ -614,7 +614,7 @@ func TestUndoTimeouts(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, objs := deployment("app:v1", "app:v2")
-			client := fake.NewClientset(objs...)
+			client := fixture.Clientset(objs...)
 			client.PrependReactor(tc.verb, tc.resource, func(k8stesting.Action) (bool, runtime.Object, error) {
 				return true, nil, &url.Error{Op: tc.verb, URL: "https://127.0.0.1/" + tc.resource, Err: tc.err}
 			})

@@ -67,10 +67,10 @@ func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listen
 	if err != nil {
 		return err
 	}
+	// The framework starts while the function does: nothing reaches either until our
+	// server serves, and a cold start (Knative holds the first notification until
+	// readiness) is the longer of the two instead of their sum.
 	f := function.New()
-	if err := f.Start(ctx, env); err != nil {
-		return err
-	}
 	probe, err := probePath()
 	if err != nil {
 		return err
@@ -79,11 +79,24 @@ func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listen
 	if os.Getenv("FUNCTION_TARGET") == "" {
 		os.Setenv("FUNCTION_TARGET", target)
 	}
-	h, err := frameworkHandler(ctx, lim.maxConcurrent, probe)
-	if err != nil {
+	type framework struct {
+		h   http.Handler
+		err error
+	}
+	started := make(chan framework, 1)
+	go func() {
+		h, err := frameworkHandler(ctx, lim.maxConcurrent, probe)
+		started <- framework{h, err}
+	}()
+	if err := f.Start(ctx, env); err != nil {
 		return err
 	}
-	srv := newServer(lim, f.Authorized, h)
+	fw := <-started
+	if fw.err != nil {
+		return fw.err
+	}
+	h := fw.h
+	srv := newServer(lim, f.Authorized, withHealth(f, h))
 	fmt.Fprintf(os.Stderr, "alert-rollback: serving on %s; %s; limits: headers %d bytes, read header %s, read %s, write %s, idle %s, %d notifications at once\n",
 		ln.Addr(), memory, lim.maxHeaderBytes, lim.readHeaderTimeout, lim.readTimeout, lim.writeTimeout, lim.idleTimeout, lim.maxConcurrent)
 
@@ -101,11 +114,21 @@ func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listen
 	return errors.Join(srv.Shutdown(drain), f.Stop(drain))
 }
 
-// routes puts the health endpoints beside the function, as func's own scaffolding does, and
-// probe, which answers 204 and tells frameworkHandler that the framework serving it is ours.
+// routes is what functions-framework-go serves: the function, and probe, which answers 204
+// and tells frameworkHandler that the framework serving it is ours.
 func routes(f *function.Function, probe string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+probe, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("/", f.Handle)
+	return mux
+}
+
+// withHealth answers the health endpoints beside h, as func's own scaffolding does. They
+// are answered here, in front of the framework: a probe is not a notification, and a cold
+// start (Knative holds the first notification until readiness) should not wait for a hop
+// through the framework's loopback port to say what the function knows by itself.
+func withHealth(f *function.Function, h http.Handler) http.Handler {
+	mux := http.NewServeMux()
 	health := func(check func(context.Context) (bool, error)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if ok, err := check(r.Context()); !ok {
@@ -117,7 +140,7 @@ func routes(f *function.Function, probe string) http.Handler {
 	}
 	mux.Handle("/health/readiness", health(f.Ready))
 	mux.Handle("/health/liveness", health(f.Alive))
-	mux.HandleFunc("/", f.Handle)
+	mux.Handle("/", h)
 	return mux
 }
 
