@@ -42,8 +42,8 @@ func (x recordingReplicaSets) List(ctx context.Context, opts metav1.ListOptions)
 	return x.Object.List(ctx, opts)
 }
 
-// Once a Deployment has been read, its ReplicaSets are listed while it is read again (from
-// the watch cache, "0"), and that list is used only when it is of the same Deployment and
+// Once a Deployment has been read, its ReplicaSets are listed while it is read again (a
+// consistent list), and that list is used only when it is of the same Deployment and
 // not older than it: otherwise they are listed again as on a first read.
 func TestReadDeploymentListsAtOnceWhenTheSelectorIsKnown(t *testing.T) {
 	d, rss := fixture.Deployment(ns, "web", "shop/web:v1", "shop/web:v2")
@@ -57,7 +57,7 @@ func TestReadDeploymentListsAtOnceWhenTheSelectorIsKnown(t *testing.T) {
 		{
 			name:    "the same Deployment: one list, made while it is read",
 			between: func(*fake.Clientset) {},
-			want:    []string{"app=web rv=0 "},
+			want:    []string{"app=web rv= "},
 			wantUID: d.UID,
 		},
 		{
@@ -70,7 +70,7 @@ func TestReadDeploymentListsAtOnceWhenTheSelectorIsKnown(t *testing.T) {
 					return true, obj, err
 				})
 			},
-			want:    []string{"app=web rv=0 ", first},
+			want:    []string{"app=web rv= ", first},
 			wantUID: d.UID,
 		},
 		{
@@ -83,7 +83,7 @@ func TestReadDeploymentListsAtOnceWhenTheSelectorIsKnown(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:    []string{"app=web rv=0 ", "app=web,track=new rv=100 NotOlderThan"},
+			want:    []string{"app=web rv= ", "app=web,track=new rv=100 NotOlderThan"},
 			wantUID: "uid-again",
 		},
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -101,6 +100,10 @@ func newServer(l limits, admit func(*http.Request) bool, h http.Handler) *http.S
 	}
 }
 
+// healthPaths are the probes' paths: only these are answered whatever the load. Any other
+// path, /health/-something included, is the function's, and takes a slot.
+var healthPaths = map[string]bool{"/health/readiness": true, "/health/liveness": true}
+
 // errBusy is the answer beyond maxConcurrent, in the function's own error format.
 const errBusy = `{"error":"too many notifications at once (ROLLBACK_SERVER_MAX_CONCURRENT): send again"}` + "\n"
 
@@ -109,7 +112,7 @@ const errBusy = `{"error":"too many notifications at once (ROLLBACK_SERVER_MAX_C
 func bounded(n int, admit func(*http.Request) bool, h http.Handler) http.Handler {
 	slots := make(chan struct{}, n)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/health/") || !admit(r) {
+		if healthPaths[r.URL.Path] || !admit(r) {
 			h.ServeHTTP(w, r)
 			return
 		}

@@ -256,6 +256,8 @@ func TestMaxConcurrent(t *testing.T) {
 		{"wrong token while full", "/", "Bearer guess", http.StatusUnauthorized, ""},
 		{"readiness while full", "/health/readiness", "", http.StatusOK, ""},
 		{"liveness while full", "/health/liveness", "", http.StatusOK, ""},
+		// The function answers POSTs on any path: only the probes' own skip the bound.
+		{"a notification to another /health/ path while full", "/health/x", "Bearer t", http.StatusServiceUnavailable, "1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

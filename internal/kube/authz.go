@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// authzWaits are the pauses before asking again after a 401 or 403: about a second in all.
+// authzWaits are the pauses before asking again after a 403: about a second in all.
 var authzWaits = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond}
 
-// RetryAuthz wraps a transport to the API server so that a request answered 401 or 403 is
-// sent again a few times within about a second before that answer counts.
+// RetryAuthz wraps a transport to the API server so that a request answered 403 is sent
+// again a few times within about a second before that answer counts.
 //
 // A kube-apiserver that has just started answers with its authenticator and authorizer
 // caches still empty: the function's first reads were refused 403 (`RBAC: clusterrole ...
@@ -18,7 +18,12 @@ var authzWaits = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond,
 // notification for good (Alertmanager does not retry a 4xx). Authentication and
 // authorization come before anything is changed, so sending a refused write again cannot
 // apply it twice. A refusal that stands (RBAC that really lacks the verb) still ends as
-// 403, a second later.
+// 403, a second later; and so does one when the request's deadline would not leave room to
+// ask again, so that a refusal never turns into a timeout, which would be retried.
+//
+// A 401 is left alone: this transport sits inside client-go's token layer, which renews a
+// rotated token only once a 401 reaches it, so asking again here would only repeat the
+// stale token.
 func RetryAuthz(next http.RoundTripper) http.RoundTripper {
 	return authzRetry{next: next, waits: authzWaits}
 }
@@ -31,8 +36,11 @@ type authzRetry struct {
 func (t authzRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	for _, wait := range t.waits {
-		if err != nil || resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+		if err != nil || resp.StatusCode != http.StatusForbidden {
 			return resp, err
+		}
+		if deadline, ok := req.Context().Deadline(); ok && time.Until(deadline) < 2*wait {
+			return resp, nil // no room to ask again and hear back
 		}
 		if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
 			return resp, nil // a body that cannot be sent again
@@ -41,8 +49,7 @@ func (t authzRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 		select {
 		case <-req.Context().Done():
 			timer.Stop()
-			resp.Body.Close()
-			return nil, req.Context().Err()
+			return resp, nil
 		case <-timer.C:
 		}
 		again := req.Clone(req.Context())
