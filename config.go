@@ -44,8 +44,11 @@ type config struct {
 	argoCDNamespace string
 	apiTimeout      time.Duration
 	requestTimeout  time.Duration
-	qps             float32
-	burst           int
+	// maxConcurrent notifications (with the right token) are handled at once; the next
+	// get 503 before their body is read.
+	maxConcurrent int
+	qps           float32
+	burst         int
 }
 
 // Defaults, documented in the README.
@@ -59,8 +62,10 @@ const (
 	defaultAPITimeout = 5 * time.Second
 	// func's HTTP server has a 30 s write timeout: answer well inside it.
 	defaultRequestTimeout = 20 * time.Second
-	defaultQPS            = 50
-	defaultBurst          = 100
+	// kservice.yaml's and func.yaml's containerConcurrency.
+	defaultMaxConcurrent = 10
+	defaultQPS           = 50
+	defaultBurst         = 100
 )
 
 // errConfig marks a setting the function cannot start with.
@@ -74,6 +79,7 @@ func parseConfig(env map[string]string) (config, error) {
 		maxTargets:     defaultMaxTargets,
 		apiTimeout:     defaultAPITimeout,
 		requestTimeout: defaultRequestTimeout,
+		maxConcurrent:  defaultMaxConcurrent,
 		qps:            defaultQPS,
 		burst:          defaultBurst,
 	}
@@ -143,6 +149,13 @@ func parseConfig(env map[string]string) (config, error) {
 			err = errors.New("must be positive")
 		}
 		check("ROLLBACK_MAX_TARGETS", err)
+	}
+	if v := env["ROLLBACK_SERVER_MAX_CONCURRENT"]; v != "" {
+		c.maxConcurrent, err = strconv.Atoi(v)
+		if err == nil && (c.maxConcurrent < 1 || c.maxConcurrent > 1000) {
+			err = errors.New("must be between 1 and 1000")
+		}
+		check("ROLLBACK_SERVER_MAX_CONCURRENT", err)
 	}
 	c.dryRun, err = parseBool(env, "ROLLBACK_DRY_RUN")
 	check("ROLLBACK_DRY_RUN", err)

@@ -37,6 +37,9 @@ type Function struct {
 	undoer   *undo.Undoer
 	events   events
 	inflight inflight
+	// slots bounds the notifications handled at once, whatever server runs the function:
+	// cmd/rollback bounds them in front as well, func's runtime does not.
+	slots chan struct{}
 	// seen remembers the alert occurrences this process saw handled (see seen).
 	seen *seen
 	// newClient builds the Kubernetes clients and finds the function's own namespace;
@@ -84,6 +87,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
 	f.events = report.NewEvents(client, "alert-rollback")
 	f.seen = newSeen(seenCapacity)
+	f.slots = make(chan struct{}, c.maxConcurrent)
 	if c.authToken == "" {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
 	}
@@ -130,6 +134,17 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.inflight.end()
+	// Only a caller with the token takes a slot (others get 401 from decode, at once), and
+	// it takes it before its body is read, so a burst cannot pile bodies up in memory.
+	if f.slots != nil && f.authorized(r) {
+		select {
+		case f.slots <- struct{}{}:
+			defer func() { <-f.slots }()
+		default:
+			f.fail(w, outcome.ErrBusy)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), f.cfg.requestTimeout)
 	defer cancel()
 

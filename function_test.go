@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -834,6 +836,9 @@ func TestStartRefusesWithoutCredentials(t *testing.T) {
 		{"budget", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "3/30m"}, false},
 		{"budget off", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "off"}, false},
 		{"bad budget", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "5 per hour"}, true},
+		{"notifications at once", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_SERVER_MAX_CONCURRENT": "20"}, false},
+		{"no notification at once", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_SERVER_MAX_CONCURRENT": "0"}, true},
+		{"notifications at once not a number", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_SERVER_MAX_CONCURRENT": "ten"}, true},
 		{"budget of zero", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "0/1h"}, true},
 		{"gitops suspend", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_GITOPS": "suspend"}, false},
 		{"bad gitops", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_GITOPS": "pause"}, true},
@@ -1014,4 +1019,69 @@ func newDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
 		gitops.KustomizationResource: "KustomizationList",
 		gitops.HelmReleaseResource:   "HelmReleaseList",
 	}, objs...)
+}
+
+// TestMaxConcurrent: beyond ROLLBACK_SERVER_MAX_CONCURRENT notifications at once, the next
+// is answered 503 with Retry-After before its body is read, whatever server runs the
+// function (func's runtime has no bound of its own); a caller without the token never takes
+// a slot, and a slot is free again once its notification is answered.
+func TestMaxConcurrent(t *testing.T) {
+	objs, badPod := brokenDeployment(ownNamespace)
+	client := fixture.Clientset(objs...)
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	client.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() { close(entered); <-proceed })
+		return false, nil, nil
+	})
+	f := start(t, client, map[string]string{"ROLLBACK_SERVER_MAX_CONCURRENT": "1"})
+	body := notification(firing("pod", badPod))
+	first := make(chan int, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		f.Handle(rec, post(body))
+		first <- rec.Code
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		close(proceed)
+		t.Fatal("the first notification never read the Deployment")
+	}
+
+	unread := &countingReader{r: bytes.NewReader(body)}
+	busy := httptest.NewRequest(http.MethodPost, "/", unread)
+	busy.Header.Set("Content-Type", "application/json")
+	busy.Header.Set("Authorization", "Bearer "+testToken)
+	rec := httptest.NewRecorder()
+	f.Handle(rec, busy)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || unread.n != 0 {
+		t.Errorf("a second notification at once = %d, Retry-After %q, %d bytes read; want 503, \"1\", 0", rec.Code, rec.Header().Get("Retry-After"), unread.n)
+	}
+	noToken := post(body)
+	noToken.Header.Del("Authorization")
+	rec = httptest.NewRecorder()
+	f.Handle(rec, noToken)
+	if rec.Code != http.StatusUnauthorized {
+		t.Errorf("without a token while full = %d; want 401", rec.Code)
+	}
+
+	close(proceed)
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("the first notification = %d; want 200", code)
+	}
+	if code, got := handle(t, f, body); code != http.StatusOK || !cmp.Equal(got, []string{"skipped already-handled"}) {
+		t.Errorf("once the first was answered = %d %v; want 200 skipped", code, got)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
