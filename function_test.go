@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -1028,12 +1027,7 @@ func newDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
 func TestMaxConcurrent(t *testing.T) {
 	objs, badPod := brokenDeployment(ownNamespace)
 	client := fixture.Clientset(objs...)
-	entered, proceed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	client.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
-		once.Do(func() { close(entered); <-proceed })
-		return false, nil, nil
-	})
+	hold := holdFirstDeploymentRead(client)
 	f := start(t, client, map[string]string{"ROLLBACK_SERVER_MAX_CONCURRENT": "1"})
 	body := notification(firing("pod", badPod))
 	first := make(chan int, 1)
@@ -1042,12 +1036,7 @@ func TestMaxConcurrent(t *testing.T) {
 		f.Handle(rec, post(body))
 		first <- rec.Code
 	}()
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		close(proceed)
-		t.Fatal("the first notification never read the Deployment")
-	}
+	hold.waitEntered(t)
 
 	unread := &countingReader{r: bytes.NewReader(body)}
 	busy := httptest.NewRequest(http.MethodPost, "/", unread)
@@ -1066,7 +1055,7 @@ func TestMaxConcurrent(t *testing.T) {
 		t.Errorf("without a token while full = %d; want 401", rec.Code)
 	}
 
-	close(proceed)
+	hold.release()
 	if code := <-first; code != http.StatusOK {
 		t.Fatalf("the first notification = %d; want 200", code)
 	}

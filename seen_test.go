@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/internal/kube"
@@ -71,6 +72,36 @@ func handle(t *testing.T, f *Function, body []byte) (int, []string) {
 	}
 	return rec.Code, got
 }
+
+// heldRead holds the first Deployment read of a fake until release, so a test can act while
+// a notification is in the middle of its undo.
+type heldRead struct {
+	entered, proceed chan struct{}
+	once             sync.Once
+}
+
+func holdFirstDeploymentRead(c *fake.Clientset) *heldRead {
+	h := &heldRead{entered: make(chan struct{}), proceed: make(chan struct{})}
+	var first sync.Once
+	c.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		first.Do(func() { close(h.entered); <-h.proceed })
+		return false, nil, nil
+	})
+	return h
+}
+
+// waitEntered returns once the held read has begun; it fails the test if none does.
+func (h *heldRead) waitEntered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-h.entered:
+	case <-time.After(10 * time.Second):
+		h.release()
+		t.Fatal("no notification read the Deployment")
+	}
+}
+
+func (h *heldRead) release() { h.once.Do(func() { close(h.proceed) }) }
 
 // sorted compares API actions as multisets: a pod and the Deployment its name points at
 // are read at once, in either order.
@@ -204,12 +235,7 @@ func TestCopiesAnsweredFromMemory(t *testing.T) {
 func TestCopiesInFlightWait(t *testing.T) {
 	objs, badPod := brokenDeployment(ownNamespace)
 	client := fixture.Clientset(objs...)
-	entered, proceed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	client.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
-		once.Do(func() { close(entered); <-proceed })
-		return false, nil, nil
-	})
+	hold := holdFirstDeploymentRead(client)
 	f := start(t, client, nil)
 	f.events = &countingEvents{n: map[outcome.Reason]int{}}
 	body := notification(firing("pod", badPod))
@@ -218,12 +244,7 @@ func TestCopiesInFlightWait(t *testing.T) {
 	results := make([][]string, copies)
 	var wg sync.WaitGroup
 	wg.Go(func() { _, results[0] = handle(t, f, body) })
-	select { // the first holds the occurrence, blocked in its Deployment read
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		close(proceed)
-		t.Fatal("the first notification never read the Deployment")
-	}
+	hold.waitEntered(t) // the first holds the occurrence, blocked in its Deployment read
 	for i := 1; i < copies; i++ {
 		wg.Go(func() { _, results[i] = handle(t, f, body) })
 	}
@@ -235,7 +256,7 @@ func TestCopiesInFlightWait(t *testing.T) {
 	if err != nil {
 		t.Fatalf("copies waiting: %d; want %d", f.seen.waits, copies-1)
 	}
-	close(proceed)
+	hold.release()
 	wg.Wait()
 
 	rolledBack, skipped := 0, 0

@@ -27,44 +27,9 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	for _, name := range tools {
-		if _, err := cluster.ToolPath(name); err != nil {
-			if os.Getenv("ROLLBACK_REQUIRE_TOOLS") == "1" {
-				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-				return 1
-			}
-			fmt.Fprintf(os.Stderr, "skipping the end-to-end tests: %v; run `make test` to build the tools and run them\n", err)
-			return 0
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "rollback-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	// The audit log lets tests count the API requests the function makes.
-	kube, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stderr, Audit: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		return 1
-	}
-	code := 1
-	defer func() {
-		_ = kube.Stop()
-		if code == 0 {
-			os.RemoveAll(dir)
-		} else {
-			fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
-		}
-	}()
-	if err := prepare(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		return 1
-	}
-	code = m.Run()
-	return code
+	return cluster.PackageMain(m, "end-to-end", tools, 2*time.Minute, cluster.Options{Audit: true},
+		func(ctx context.Context, c *cluster.Cluster) error { kube = c; return prepare(ctx) })
 }
 
 // prepare gives the cluster a schedulable Node and Knative's Service CRD, once.

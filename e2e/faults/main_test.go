@@ -27,47 +27,24 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	for _, name := range tools {
-		if _, err := cluster.ToolPath(name); err != nil {
-			if os.Getenv("ROLLBACK_REQUIRE_TOOLS") == "1" {
-				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-				return 1
+	if os.Getenv("ROLLBACK_REQUIRE_TOOLS") != "1" {
+		for _, name := range tools {
+			if _, err := cluster.ToolPath(name); err != nil {
+				// The proxy's own tests need no tools; TestFaults skips, saying why.
+				return m.Run()
 			}
-			// The proxy's own tests need no tools; TestFaults skips, saying why.
-			return m.Run()
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "rollback-faults-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	kube, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stderr})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		return 1
-	}
-	code := 1
-	defer func() {
-		_ = kube.Stop()
-		if code == 0 {
-			os.RemoveAll(dir)
-		} else {
-			fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
-		}
-	}()
-	if err := kube.CreateNode(ctx, "node-1"); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		return 1
-	}
-	if rbacFile, err = writeRBAC(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		return 1
-	}
-	code = m.Run()
-	return code
+	return cluster.PackageMain(m, "fault", tools, 2*time.Minute, cluster.Options{},
+		func(ctx context.Context, c *cluster.Cluster) error {
+			kube = c
+			if err := c.CreateNode(ctx, "node-1"); err != nil {
+				return err
+			}
+			var err error
+			rbacFile, err = writeRBAC(c.Dir)
+			return err
+		})
 }
 
 // writeRBAC writes kservice.yaml's documents but the Knative Service (no Knative here) into

@@ -5,7 +5,6 @@ package guards
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -28,36 +26,8 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	for _, name := range cluster.ControlPlaneTools {
-		if _, err := cluster.ToolPath(name); err != nil {
-			if os.Getenv("ROLLBACK_REQUIRE_TOOLS") == "1" {
-				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-				return 1
-			}
-			fmt.Fprintf(os.Stderr, "skipping the guards' end-to-end tests: %v; run `make test` to build the tools and run them\n", err)
-			return 0
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "rollback-guards-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	kube, err = cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stderr})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		return 1
-	}
-	code := m.Run()
-	_ = kube.Stop()
-	if code == 0 {
-		os.RemoveAll(dir)
-	} else {
-		fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
-	}
-	return code
+	return cluster.PackageMain(m, "guards", cluster.ControlPlaneTools, 2*time.Minute, cluster.Options{},
+		func(_ context.Context, c *cluster.Cluster) error { kube = c; return nil })
 }
 
 // repoFile is a file of the repository, from this package's folder.
@@ -148,16 +118,8 @@ func applyCRDs(t *testing.T, c *cluster.Cluster) {
 		if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", path); err != nil {
 			t.Fatalf("apply %s: %v: %s", f.file, err, out)
 		}
-		// Right after the apply the CRD may have no conditions at all, which kubectl wait
-		// takes for an error: ask again until it is Established.
-		var out string
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			var err error
-			out, err = c.Kubectl(ctx, "get", "crd/"+f.name, "-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
-			return err == nil && strings.TrimSpace(out) == "True", nil
-		})
-		if err != nil {
-			t.Fatalf("CRD %s not Established (%q): %v", f.name, out, err)
+		if err := c.WaitEstablished(ctx, f.name); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
