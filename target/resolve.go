@@ -85,10 +85,10 @@ func (r *Resolver) Resolve(ctx context.Context, namespace string, labels map[str
 // can do that, and ReadPods closes it at the cost of one request per pod.
 //
 // Otherwise (ReadPods, a name of another shape, or one the list does not confirm) the pod
-// is read and its controller reference decides. The Deployment its name points at is then
-// read at the same time, so a pod of a Deployment still costs the round trips of the
-// workload alone; that read is never trusted, and when the pod says otherwise it was only
-// wasted.
+// is read and its controller reference decides. With ReadPods, the Deployment its name
+// points at is read at the same time, so a pod of a Deployment still costs the round trips
+// of the workload alone; that read is never trusted, and when the pod says otherwise it was
+// only wasted.
 func (r *Resolver) fromPod(ctx context.Context, ns, name string, reads DeploymentReader) (Target, error) {
 	d, ok := deploymentOfPodName(name)
 	if ok && reads != nil && !r.ReadPods {
@@ -97,7 +97,7 @@ func (r *Resolver) fromPod(ctx context.Context, ns, name string, reads Deploymen
 			return t, err
 		}
 	}
-	if ok && reads != nil {
+	if ok && reads != nil && r.ReadPods {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
