@@ -13,7 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/memlimit"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/report"
 	"github.com/sre-kit/alert-rollback/target"
@@ -47,6 +50,9 @@ type Function struct {
 	newClient func(config) (clients, error)
 	// newLogger builds the logger; tests replace it to keep their output quiet.
 	newLogger func() *zap.SugaredLogger
+	// cgroupRoot is the file system holding proc/ and sys/, where the container's memory
+	// limit is found; tests replace it.
+	cgroupRoot fs.FS
 }
 
 // events records what happened as Kubernetes Events (report.Events); tests count them.
@@ -58,7 +64,7 @@ type events interface {
 
 // New returns an unstarted Function. func calls it once per process.
 func New() *Function {
-	return &Function{newClient: kubeClient, newLogger: func() *zap.SugaredLogger {
+	return &Function{newClient: kubeClient, cgroupRoot: os.DirFS("/"), newLogger: func() *zap.SugaredLogger {
 		log, _ := logging.NewLogger("", "info")
 		return log.Named("alert-rollback")
 	}}
@@ -69,6 +75,11 @@ func New() *Function {
 // for callers unless ROLLBACK_ALLOW_UNAUTHENTICATED=true.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	c, err := parseConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// The heap is bounded here rather than in a main, so it holds under func's runtime too.
+	memory, err := memlimit.Set(cfg, f.cgroupRoot)
 	if err != nil {
 		return err
 	}
@@ -93,7 +104,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	}
 	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
 		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets, "readPods", c.readPods,
-		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace)
+		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace, "memory", memory)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
@@ -43,6 +44,7 @@ func gated(t *testing.T, kube *fake.Clientset, dyn *dynamicfake.FakeDynamicClien
 		return clients{kube: clientset.Wrap(kube), dynamic: dyn, namespace: ownNamespace}, nil
 	}
 	f.newLogger = zap.NewNop().Sugar
+	f.cgroupRoot = fstest.MapFS{}
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
 	}

@@ -105,7 +105,7 @@ func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
 		}
 		if err != nil {
 			r := outcome.Of(l.alerts, l.target.Ref, undo.Change{}, err)
-			r.Namespace = l.namespace
+			r.Namespace = alert.Clip(l.namespace) // the caller's, when it is no namespace
 			p.settled = append(p.settled, r)
 			continue
 		}

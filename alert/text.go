@@ -13,10 +13,17 @@ import (
 // megabytes of logs or push a workload's annotations toward the API server's 256 KiB cap.
 const maxText = 128
 
+// MaxMessage bounds a result's message: it may quote a few names of the cluster (each up to
+// 253 bytes) and must still stay a line, whatever the caller sent.
+const MaxMessage = 1024
+
 // Clip returns s made safe to store and log: control characters replaced, and cut to at
 // most maxText bytes (on a rune boundary) with "…" marking the cut.
-func Clip(s string) string {
-	if len(s) <= maxText && strings.IndexFunc(s, unicode.IsControl) < 0 && utf8.ValidString(s) {
+func Clip(s string) string { return ClipTo(s, maxText) }
+
+// ClipTo is Clip with a bound of max bytes.
+func ClipTo(s string, max int) string {
+	if len(s) <= max && strings.IndexFunc(s, unicode.IsControl) < 0 && utf8.ValidString(s) {
 		return s
 	}
 	var b strings.Builder
@@ -24,7 +31,7 @@ func Clip(s string) string {
 		if unicode.IsControl(r) {
 			r = '�'
 		}
-		if b.Len()+utf8.RuneLen(r) > maxText-len("…") {
+		if b.Len()+utf8.RuneLen(r) > max-len("…") {
 			b.WriteString("…")
 			break
 		}

@@ -37,7 +37,7 @@ func prepare(ctx context.Context) error {
 	if err := kube.CreateNode(ctx, "node-1"); err != nil {
 		return err
 	}
-	crd, err := sharedFile("knative/service-crd.yaml")
+	crd, err := cluster.SharedFile("knative/service-crd.yaml")
 	if err != nil {
 		return err
 	}
@@ -52,23 +52,6 @@ func prepare(ctx context.Context) error {
 
 // repoFile is a file of the repository, from the e2e folder.
 func repoFile(name string) string { return filepath.Join("..", name) }
-
-// sharedFile finds a file of ../shared (beside the repository), as CI has it.
-func sharedFile(name string) (string, error) {
-	dir, err := filepath.Abs("..")
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		p := filepath.Join(d, "shared", name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		if d == filepath.Dir(d) {
-			return "", fmt.Errorf("shared/%s not found beside the repository", name)
-		}
-	}
-}
 
 // namespaceFor turns a test name into a namespace name of its own.
 func namespaceFor(t testing.TB) string {

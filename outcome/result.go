@@ -75,6 +75,8 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 	if len(c.Notes) > 0 {
 		r.Message += "; " + strings.Join(c.Notes, "; ")
 	}
+	// Errors quote what the lookup was given; whatever a caller sent, a message stays a line.
+	r.Message = alert.ClipTo(r.Message, alert.MaxMessage)
 	return r
 }
 

@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/sre-kit/alert-rollback/internal/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // The workload kinds this function can roll back, spelled as Kubernetes spells them.
@@ -117,6 +119,8 @@ func Key(labels map[string]string) string {
 	return ""
 }
 
+// wrapName says why a name from an alert is no name; the name is the caller's, so it is
+// clipped before it reaches an answer, a log line or an Event.
 func wrapName(kind, name string, problems []string) error {
-	return fmt.Errorf("%w: %s %q: %v", ErrInvalidName, kind, name, problems)
+	return fmt.Errorf("%w: %s %q: %v", ErrInvalidName, kind, alert.Clip(name), problems)
 }

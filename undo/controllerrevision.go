@@ -3,7 +3,9 @@ package undo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -23,7 +25,7 @@ import (
 type revisionKind struct {
 	u    *Undoer
 	kind string
-	get  func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error)
+	get  func(ctx context.Context, ns, name string) (*object, error)
 	// patch sends a strategic merge patch.
 	patch func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error
 }
@@ -32,12 +34,12 @@ func statefulSets(u *Undoer) revisionKind {
 	c := u.client
 	return revisionKind{
 		u: u, kind: "StatefulSet",
-		get: func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error) {
+		get: func(ctx context.Context, ns, name string) (*object, error) {
 			s, err := c.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
-			return s, s.Spec.Selector, &s.Spec.Template, nil
+			return &object{s, s.Spec.Selector, &s.Spec.Template, s.Status.UpdateRevision}, nil
 		},
 		patch: func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error {
 			_, err := c.StatefulSets(ns).Patch(ctx, name, types.StrategicMergePatchType, data, opts)
@@ -50,12 +52,12 @@ func daemonSets(u *Undoer) revisionKind {
 	c := u.client
 	return revisionKind{
 		u: u, kind: "DaemonSet",
-		get: func(ctx context.Context, ns, name string) (metav1.Object, *metav1.LabelSelector, *corev1.PodTemplateSpec, error) {
+		get: func(ctx context.Context, ns, name string) (*object, error) {
 			d, err := c.DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
-			return d, d.Spec.Selector, &d.Spec.Template, nil
+			return &object{d, d.Spec.Selector, &d.Spec.Template, ""}, nil
 		},
 		patch: func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error {
 			_, err := c.DaemonSets(ns).Patch(ctx, name, types.StrategicMergePatchType, data, opts)
@@ -64,17 +66,27 @@ func daemonSets(u *Undoer) revisionKind {
 	}
 }
 
+// object is what the undo needs of a StatefulSet or DaemonSet.
+type object struct {
+	metav1.Object
+	selector *metav1.LabelSelector
+	template *corev1.PodTemplateSpec
+	// current names the ControllerRevision of the current template, where the object's
+	// status says it (a StatefulSet's updateRevision); "" for a DaemonSet.
+	current string
+}
+
 // load reads the object and its ControllerRevisions; reads is for Deployments only.
 func (k revisionKind) load(ctx context.Context, ns, name string, _ *Reads) (*workload, error) {
-	obj, sel, tmpl, err := k.get(ctx, ns, name)
+	obj, err := k.get(ctx, ns, name)
 	if err != nil {
 		return nil, getError(strings.ToLower(k.kind), ns, name, err)
 	}
-	return k.u.withHistory(ctx, obj, k.kind, sel, tmpl)
+	return k.u.withHistory(ctx, obj, k.kind)
 }
 
 func (k revisionKind) resourceVersion(ctx context.Context, ns, name string) (string, error) {
-	obj, _, _, err := k.get(ctx, ns, name)
+	obj, err := k.get(ctx, ns, name)
 	if err != nil {
 		return "", err
 	}
@@ -93,10 +105,19 @@ func (k revisionKind) restore(ctx context.Context, w *workload, to revision, sta
 }
 
 // withHistory lists the ControllerRevisions the object controls (the same fresh-enough read
-// as for ReplicaSets) and returns the object as a workload.
-func (u *Undoer) withHistory(ctx context.Context, obj metav1.Object, kind string, sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec) (*workload, error) {
+// as for ReplicaSets) and returns the object as a workload. Only what the object's controller
+// made counts as history, and the newest entry is the object's current revision:
+//   - each entry is named <object>-<its controller.kubernetes.io/hash label>, as the
+//     controllers name them, and its data replaces spec.template and nothing else (an entry
+//     that also set, say, spec.replicas would be applied as it is);
+//   - numbers and templates are unique: the controllers reuse the entry of a template they
+//     already have, so two of either mean someone else wrote one of them;
+//   - the current revision is the one the object's status names (a StatefulSet's
+//     updateRevision) or, for a DaemonSet, the one holding its template; entries numbered
+//     above it are not history (someone wrote them, or the list ran ahead of the read).
+func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*workload, error) {
 	ns, name := obj.GetNamespace(), obj.GetName()
-	selector, err := metav1.LabelSelectorAsSelector(sel)
+	selector, err := metav1.LabelSelectorAsSelector(obj.selector)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s/%s: selector: %w", kind, ns, name, err)
 	}
@@ -114,7 +135,10 @@ func (u *Undoer) withHistory(ctx context.Context, obj metav1.Object, kind string
 		resourceVersion: obj.GetResourceVersion(),
 		labels:          obj.GetLabels(),
 		annotations:     obj.GetAnnotations(),
-		template:        tmpl,
+		template:        obj.template,
+	}
+	foreign := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s of %s %s/%s", ErrForeignHistory, fmt.Sprintf(format, args...), kind, ns, name)
 	}
 	seen := map[int64]string{}
 	for i := range list.Items {
@@ -122,35 +146,82 @@ func (u *Undoer) withHistory(ctx context.Context, obj metav1.Object, kind string
 		if !metav1.IsControlledBy(cr, obj) {
 			continue
 		}
-		// The controllers number their revisions uniquely; two entries with one number
-		// mean someone else wrote one of them.
+		if hash := cr.Labels[revisionHashLabel]; hash == "" || cr.Name != revisionName(name, hash) {
+			return nil, foreign("controllerrevision %s is not named and labelled as the controller names its revisions", cr.Name)
+		}
 		if other, dup := seen[cr.Revision]; dup {
-			return nil, fmt.Errorf("%w: controllerrevisions %s and %s both claim revision %d of %s %s/%s", ErrForeignHistory, other, cr.Name, cr.Revision, kind, ns, name)
+			return nil, foreign("controllerrevisions %s and %s both claim revision %d", other, cr.Name, cr.Revision)
 		}
 		seen[cr.Revision] = cr.Name
 		t, err := revisionTemplate(cr.Data.Raw)
 		if err != nil {
-			return nil, fmt.Errorf("controllerrevision %s/%s: %w", ns, cr.Name, err)
+			return nil, foreign("controllerrevision %s: %v", cr.Name, err)
 		}
 		w.history = append(w.history, revision{number: cr.Revision, id: cr.Name, template: t, patch: cr.Data.Raw, created: cr.CreationTimestamp.Time})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
+	if err := uniqueTemplates(w.history); err != nil {
+		return nil, foreign("%v", err)
+	}
+	cur := slices.IndexFunc(w.history, func(r revision) bool {
+		if obj.current != "" {
+			return r.id == obj.current
+		}
+		return equalIgnoreHash(r.template, obj.template)
+	})
+	switch {
+	case cur > 0:
+		w.ahead = true
+		w.history = w.history[cur:]
+	case cur < 0 && obj.current != "" && len(w.history) > 0:
+		return nil, foreign("no controllerrevision holds its current revision %s", obj.current)
+	}
+	// cur < 0 otherwise: the controller has not recorded the current template yet, and the
+	// undo answers that a retry may help (ErrRolloutPending).
 	return w, nil
 }
 
-// revisionTemplate reads the pod template a ControllerRevision restores.
-func revisionTemplate(raw []byte) (*corev1.PodTemplateSpec, error) {
-	var data struct {
-		Spec struct {
-			Template json.RawMessage `json:"template"`
-		} `json:"spec"`
+// The controllers' naming of ControllerRevisions (k8s.io/kubernetes/pkg/controller/history):
+// <object name, cut to fit>-<hash>, the hash also in a label.
+const (
+	revisionHashLabel = "controller.kubernetes.io/hash"
+	maxRevisionPrefix = 223
+)
+
+func revisionName(object, hash string) string {
+	if len(object) > maxRevisionPrefix {
+		object = object[:maxRevisionPrefix]
 	}
+	return object + "-" + hash
+}
+
+// uniqueTemplates refuses history in which two entries hold one template.
+func uniqueTemplates(history []revision) error {
+	for i := range history {
+		for j := i + 1; j < len(history); j++ {
+			if equalIgnoreHash(history[i].template, history[j].template) {
+				return fmt.Errorf("revisions %d and %d hold the same template", history[i].number, history[j].number)
+			}
+		}
+	}
+	return nil
+}
+
+// revisionTemplate reads the pod template a ControllerRevision restores. Its data must be
+// what the controllers write, {"spec":{"template":{...,"$patch":"replace"}}}: the patch is
+// applied as it is, so anything else in it would change more than the template.
+func revisionTemplate(raw []byte) (*corev1.PodTemplateSpec, error) {
+	var data map[string]map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &data); err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
+	spec, ok := data["spec"]
+	if len(data) != 1 || !ok || len(spec) != 1 || spec["template"] == nil {
+		return nil, errors.New("data changes more than spec.template")
+	}
 	var t corev1.PodTemplateSpec
 	// The "$patch": "replace" directive in the template is not a field; it is ignored here.
-	if err := json.Unmarshal(data.Spec.Template, &t); err != nil {
+	if err := json.Unmarshal(spec["template"], &t); err != nil {
 		return nil, fmt.Errorf("data.spec.template: %w", err)
 	}
 	return &t, nil

@@ -561,6 +561,11 @@ func TestMaxAge(t *testing.T) {
 		crs[1].CreationTimestamp = created
 		return append(fixture.Objects(crs...), s)
 	}
+	daemonSetAt := func(created metav1.Time) []runtime.Object {
+		d, crs := fixture.DaemonSet(ns, "agent", "agent:v1", "agent:v2")
+		crs[1].CreationTimestamp = created
+		return append(fixture.Objects(crs...), d)
+	}
 	tests := []struct {
 		name    string
 		objects []runtime.Object
@@ -573,6 +578,8 @@ func TestMaxAge(t *testing.T) {
 		{"three weeks old, guard off", deploymentAt(weeksAgo), request(target.Deployment, "web-front-end"), 0, nil},
 		{"statefulset three weeks old", statefulSetAt(weeksAgo), request(target.StatefulSet, "db"), time.Hour, ErrTooOld},
 		{"statefulset recent", statefulSetAt(minutesAgo), request(target.StatefulSet, "db"), time.Hour, nil},
+		{"daemonset three weeks old", daemonSetAt(weeksAgo), request(target.DaemonSet, "agent"), time.Hour, ErrTooOld},
+		{"daemonset recent", daemonSetAt(minutesAgo), request(target.DaemonSet, "agent"), time.Hour, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

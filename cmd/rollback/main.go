@@ -6,7 +6,7 @@
 //
 // Its own http.Server faces the network with explicit limits (server.go): header size,
 // header/read/write/idle timeouts, notifications at once; the Go heap is bounded by the
-// container's memory limit (memlimit.go). functions-framework-go's handler sits behind it
+// container's memory limit (Function.Start, package internal/memlimit). functions-framework-go's handler sits behind it
 // (framework.go).
 package main
 
@@ -16,7 +16,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -51,18 +50,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, environ(), os.DirFS("/"), ln)
+	return serve(ctx, environ(), ln)
 }
 
 // serve runs the function behind our own server on ln until ctx ends, then shuts down:
 // the server first (no new connections; those in flight finish), then the function.
-// root is where it looks for the container's cgroup files.
-func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listener) error {
+func serve(ctx context.Context, env map[string]string, ln net.Listener) error {
 	defer ln.Close()
-	memory, err := setMemoryLimit(env, root)
-	if err != nil {
-		return err
-	}
 	lim, err := parseLimits(env)
 	if err != nil {
 		return err
@@ -97,8 +91,8 @@ func serve(ctx context.Context, env map[string]string, root fs.FS, ln net.Listen
 	}
 	h := fw.h
 	srv := newServer(lim, f.Authorized, withHealth(f, h))
-	fmt.Fprintf(os.Stderr, "alert-rollback: serving on %s; %s; limits: headers %d bytes, read header %s, read %s, write %s, idle %s, %d notifications at once\n",
-		ln.Addr(), memory, lim.maxHeaderBytes, lim.readHeaderTimeout, lim.readTimeout, lim.writeTimeout, lim.idleTimeout, lim.maxConcurrent)
+	fmt.Fprintf(os.Stderr, "alert-rollback: serving on %s; limits: headers %d bytes, read header %s, read %s, write %s, idle %s, %d notifications at once\n",
+		ln.Addr(), lim.maxHeaderBytes, lim.readHeaderTimeout, lim.readTimeout, lim.writeTimeout, lim.idleTimeout, lim.maxConcurrent)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

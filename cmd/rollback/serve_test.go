@@ -15,10 +15,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/sre-kit/alert-rollback/internal/memlimit"
 )
 
 // kubeconfigFor is a kubeconfig for the API server at url, in namespace shop.
@@ -86,13 +87,13 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, env, fstest.MapFS{}, ln) }()
+	go func() { done <- serve(ctx, env, ln) }()
 	url := "http://" + ln.Addr().String()
 	client := &http.Client{Timeout: clientPatience}
 	waitReady(t, client, url+"/health/readiness", done)
 
 	limit := float64(134217728)
-	if got, want := debug.SetMemoryLimit(-1), int64(limit*memLimitShare); got != want {
+	if got, want := debug.SetMemoryLimit(-1), int64(limit*memlimit.Share); got != want {
 		t.Errorf("runtime memory limit = %d; want %d (90%% of ROLLBACK_MEMORY_LIMIT)", got, want)
 	}
 

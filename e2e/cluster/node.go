@@ -48,6 +48,7 @@ const (
 // node is the real node: containerd, kubelet, kube-proxy and CoreDNS, in the network
 // namespace ns and the mount namespace the anchor holds.
 type node struct {
+	id         string // names its network namespaces and cgroup folders (nodePrefix)
 	dir        string
 	ns         *netns
 	anchor     *anchor
@@ -55,6 +56,9 @@ type node struct {
 	socket     string     // containerd's
 	processes  []*Process // in start order
 	images     []string   // extra image tarballs to import (Knative's)
+	// sysctls are the host's settings before the node was made; release checks that they
+	// are the same after.
+	sysctls map[string]string
 }
 
 // requireNodePrograms says which of the node's Debian programs are missing.
@@ -90,8 +94,11 @@ func newNode(ctx context.Context, dir string) (_ *node, err error) {
 	if _, err := rand.Read(suffix); err != nil {
 		return nil, err
 	}
-	id := "rbnode-" + hex.EncodeToString(suffix)
-	n := &node{dir: filepath.Join(dir, "node"), cgroupRoot: "/" + id}
+	for _, what := range sweepStale() {
+		fmt.Fprintf(os.Stderr, "removed what an earlier run left behind: %s\n", what)
+	}
+	id := nodePrefix + hex.EncodeToString(suffix)
+	n := &node{id: id, dir: filepath.Join(dir, "node"), cgroupRoot: "/" + id, sysctls: readSysctls()}
 	n.socket = filepath.Join(n.dir, "containerd", "containerd.sock")
 	defer func() {
 		if err != nil {
@@ -470,6 +477,9 @@ func (n *node) release() error {
 			errs = append(errs, err)
 		}
 		n.ns = nil
+	}
+	if len(errs) == 0 {
+		errs = append(errs, n.leftovers(n.sysctls))
 	}
 	return errors.Join(errs...)
 }

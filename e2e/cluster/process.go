@@ -293,3 +293,37 @@ func RepoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// SharedFile finds rel (such as "knative/service-crd.yaml") in the shared/ folder beside the
+// repository (../shared, in CI as on a developer's machine) or in a folder above it. The
+// project does not copy these files.
+func SharedFile(rel string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	for dir := filepath.Dir(root); ; dir = filepath.Dir(dir) {
+		if p := filepath.Join(dir, "shared", filepath.FromSlash(rel)); isFile(p) {
+			return p, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("shared/%s not found in any folder above %s (it belongs in the shared/ folder beside the repository)", rel, root)
+		}
+	}
+}
+
+// LogDir makes a temporary folder for a run's logs. finish removes it after a run that
+// succeeded and keeps it, saying where, after one that failed, for a person to read.
+func LogDir(prefix string) (dir string, finish func(ok bool), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func(ok bool) {
+		if ok {
+			os.RemoveAll(dir)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
+	}, nil
+}

@@ -28,7 +28,7 @@ func PackageMain(m *testing.M, name string, tools []string, timeout time.Duratio
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "rollback-"+name+"-")
+	dir, finish, err := LogDir("rollback-" + name + "-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -37,7 +37,7 @@ func PackageMain(m *testing.M, name string, tools []string, timeout time.Duratio
 	c, err := Start(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
+		finish(false)
 		return 1
 	}
 	code = 1
@@ -46,11 +46,7 @@ func PackageMain(m *testing.M, name string, tools []string, timeout time.Duratio
 			fmt.Fprintln(os.Stderr, "FAIL: stop the cluster:", err)
 			code = 1
 		}
-		if code == 0 {
-			os.RemoveAll(dir)
-		} else {
-			fmt.Fprintf(os.Stderr, "logs of the failed run kept in %s\n", dir)
-		}
+		finish(code == 0)
 	}()
 	if err := ready(ctx, c); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)

@@ -2,14 +2,12 @@ package faults
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
 // kube is the control plane of this package's tests. It is their own: they stop and restart
@@ -42,27 +40,7 @@ func runMain(m *testing.M) int {
 				return err
 			}
 			var err error
-			rbacFile, err = writeRBAC(c.Dir)
+			rbacFile, err = run.RBACManifest(c.Dir)
 			return err
 		})
-}
-
-// writeRBAC writes kservice.yaml's documents but the Knative Service (no Knative here) into
-// dir, and returns the file's path.
-func writeRBAC(dir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "kservice.yaml"))
-	if err != nil {
-		return "", err
-	}
-	var keep []string
-	for _, doc := range strings.Split(string(b), "\n---") {
-		if !strings.Contains(doc, "apiVersion: serving.knative.dev/") {
-			keep = append(keep, doc)
-		}
-	}
-	if len(keep) < 3 {
-		return "", fmt.Errorf("kservice.yaml: %d documents besides the Knative Service; want its ServiceAccount, Role and RoleBinding", len(keep))
-	}
-	path := filepath.Join(dir, "kservice-rbac.yaml")
-	return path, os.WriteFile(path, []byte(strings.Join(keep, "\n---")), 0o644)
 }

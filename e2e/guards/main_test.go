@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/run"
 )
 
 // kube is the control plane every test here shares; each works in namespaces of its own.
@@ -35,27 +36,16 @@ func repoFile(name string) string { return filepath.Join("..", "..", name) }
 
 // install applies the function's identity from kservice.yaml to a new namespace ns, as
 // `func deploy`'s preparation step does: the objects labelled component=rbac (the
-// ServiceAccount, its Role and binding, and the budget's Lease). The Knative Service is left
-// out of the file first: kubectl must know every kind of a file it filters by label, and no
-// Knative CRD is installed here.
+// ServiceAccount, its Role and binding, and the budget's Lease), from the file without the
+// Knative Service (no Knative CRD is installed here).
 func install(t *testing.T, c *cluster.Cluster, ns string) {
 	t.Helper()
 	ctx := context.Background()
 	if err := c.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(repoFile("kservice.yaml"))
+	rbac, err := run.RBACManifest(t.TempDir())
 	if err != nil {
-		t.Fatal(err)
-	}
-	var keep []string
-	for _, doc := range strings.Split(string(b), "\n---") {
-		if !strings.Contains(doc, "apiVersion: serving.knative.dev/") {
-			keep = append(keep, doc)
-		}
-	}
-	rbac := filepath.Join(t.TempDir(), "kservice-rbac.yaml")
-	if err := os.WriteFile(rbac, []byte(strings.Join(keep, "\n---")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := c.Kubectl(ctx, "apply", "-n", ns, "-l", "app.kubernetes.io/component=rbac", "-f", rbac); err != nil {

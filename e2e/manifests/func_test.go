@@ -3,7 +3,6 @@ package manifests
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,25 +11,22 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/sre-kit/alert-rollback/e2e/cluster"
 )
 
 // funcSchemaRel is func.yaml's JSON schema, in the shared folder.
 const funcSchemaRel = "shared/schemas/func_yaml-schema.json"
 
-// sharedFile returns the path of rel (starting "shared/") in the shared/ folder that sits beside
-// the repository root (../shared, in CI as on a developer's machine), or in a folder above.
-// The project does not copy these files; without them the test cannot run.
+// sharedFile returns the path of rel (starting "shared/") in the shared/ folder beside the
+// repository; without it the test cannot run.
 func sharedFile(t testing.TB, rel string) string {
 	t.Helper()
-	root := repoRoot(t)
-	for dir := filepath.Dir(root); ; dir = filepath.Dir(dir) {
-		if candidate := filepath.Join(dir, filepath.FromSlash(rel)); isRegular(candidate) {
-			return candidate
-		}
-		if filepath.Dir(dir) == dir {
-			missingPrerequisite(t, "%s not found in any folder above %s (it belongs in the shared/ folder beside the repository)", rel, root)
-		}
+	path, err := cluster.SharedFile(strings.TrimPrefix(rel, "shared/"))
+	if err != nil {
+		missingPrerequisite(t, "%v", err)
 	}
+	return path
 }
 
 // funcSchema compiles func.yaml's JSON schema. Formats (created's date-time) are asserted, not
@@ -57,11 +53,6 @@ func funcSchema(t testing.TB) *jsonschema.Schema {
 		t.Fatalf("compile %s: %v", path, err)
 	}
 	return sch
-}
-
-func isRegular(path string) bool {
-	info, err := os.Stat(path)
-	return err == nil && info.Mode().IsRegular()
 }
 
 // validateFuncYAML validates a func.yaml document against the schema, as JSON.

@@ -104,6 +104,17 @@ func startFunctionPod(t *testing.T, ns, image, token string) string {
 	if ready.Spec.ServiceAccountName != "alert-rollback" {
 		t.Fatalf("pod runs as %q; want alert-rollback", ready.Spec.ServiceAccountName)
 	}
+	// Whichever runtime serves it, the function bounds its heap by the container's memory
+	// limit (kservice.yaml's 128Mi), found in the cgroup the kubelet and runc made.
+	limit := ready.Spec.Containers[0].Resources.Limits.Memory().Value()
+	log, err := kube.Kubectl(ctx, "logs", "-n", ns, pod.Name)
+	if err != nil {
+		t.Fatalf("function's log: %v: %s", err, log)
+	}
+	want := fmt.Sprintf("GOMEMLIMIT=%d (90%% of %d bytes from /sys/fs/cgroup/", int64(float64(limit)*0.9), limit)
+	if limit == 0 || !strings.Contains(log, want) {
+		t.Fatalf("function's log does not say %q (limit %d):\n%s", want, limit, log)
+	}
 	return "http://" + net.JoinHostPort(ready.Status.PodIP, "8080") + "/"
 }
 

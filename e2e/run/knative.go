@@ -44,6 +44,9 @@ type KnativeStory struct {
 type KnativeResult struct {
 	// Pods is every pod count of the function seen, in order (0 1 0 1 ...).
 	Pods []int
+	// Woken is the index in Pods of the count when the first alert fired: the 0 it woke
+	// the function from.
+	Woken int
 	// Ready is how long kservice.yaml took to become Ready after apply.
 	Ready time.Duration
 	// ColdAnswer and WarmAnswer are Alertmanager's own measure of its notifications to the
@@ -115,6 +118,7 @@ func (s *KnativeStory) Run(ctx context.Context) (res KnativeResult, err error) {
 	// 1. Cold: the seed's alert wakes the function, which rolls the Deployment back.
 	labels := map[string]string{"alertname": "KubePodUnschedulable", "namespace": ns, "pod": pod, "severity": "rollback"}
 	woken := watch.seen()
+	res.Woken = woken - 1
 	if err := am.Fire(ctx, Alert{Labels: labels, StartsAt: time.Now()}); err != nil {
 		return res, err
 	}
@@ -128,7 +132,7 @@ func (s *KnativeStory) Run(ctx context.Context) (res KnativeResult, err error) {
 	if _, err := fixture.WaitEvents(ctx, k.Clientset, ns, "Deployment", "checkout-api", "RolledBack", 1); err != nil {
 		return res, err
 	}
-	if res.Action, err = s.actionInLog(ctx, "checkout-api"); err != nil {
+	if res.Action, err = s.waitOutcome(ctx, "checkout-api", 0); err != nil {
 		return res, err
 	}
 	if res.Action != "rolled-back" {
@@ -162,27 +166,35 @@ func (s *KnativeStory) Run(ctx context.Context) (res KnativeResult, err error) {
 	if err := watch.waitSeenSince(ctx, woken, 1); err != nil {
 		return res, fmt.Errorf("the second alert did not wake the function: %w", err)
 	}
-	// The notification carries both alerts of the group, the first already handled: the
-	// answer is skipped (already-handled), which makes no Event (copies must not spend the
-	// workload's Event budget), so the function's own log says it.
-	var again2 string
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, knativeTimeout, true, func(ctx context.Context) (bool, error) {
-		again2, err = s.actionInLog(ctx, "checkout-api")
-		return err == nil && again2 == "skipped", nil
-	})
-	if err != nil {
-		return res, fmt.Errorf("the second alert's answer for checkout-api is %q; want skipped: %w", again2, err)
+	// The notification carries both alerts of the group, the first already handled. The new
+	// pod has seen nothing (its process is new): only the state annotation on the Deployment
+	// can say already-handled, so that reason proves the state survived zero. A skip makes
+	// no Event (copies must not spend the workload's Event budget): the log says it.
+	if _, err := s.waitOutcome(ctx, "checkout-api", 0, "skipped", "already-handled"); err != nil {
+		return res, fmt.Errorf("the second alert: %w", err)
 	}
-	s.Logf("a second alert woke it again: answered in %s (cold), skipped (the state survived zero)", ms(res.ColdAgain))
+	s.Logf("a second alert woke it again: answered in %s (cold), skipped already-handled (the state survived zero)", ms(res.ColdAgain))
 
-	// 3. Warm: a third alert while the pod runs.
+	// 3. Warm: a third alert while the pod runs; the pod count must not move meanwhile, or
+	// the answer would not be a warm one.
+	warm := watch.seen()
+	before, err := s.outcomesInLog(ctx, "checkout-api")
+	if err != nil {
+		return res, err
+	}
 	if err := am.Fire(ctx, Alert{Labels: copyLabels(labels, "attempt", "3"), StartsAt: time.Now()}); err != nil {
 		return res, err
 	}
 	if res.WarmAnswer, err = am.waitNotified(ctx, 3); err != nil {
 		return res, err
 	}
-	s.Logf("a third alert, warm: answered in %s, skipped", ms(res.WarmAnswer))
+	if h := watch.history(); watch.seen() != warm || h[len(h)-1] == 0 {
+		return res, fmt.Errorf("the function's pods changed while the warm alert was answered (counts %v since %d)", h, warm)
+	}
+	if _, err := s.waitOutcome(ctx, "checkout-api", len(before), "skipped", "already-handled"); err != nil {
+		return res, fmt.Errorf("the third alert: %w", err)
+	}
+	s.Logf("a third alert, warm: answered in %s, skipped already-handled", ms(res.WarmAnswer))
 	d, err := k.Clientset.AppsV1().Deployments(ns).Get(ctx, "checkout-api", metav1.GetOptions{})
 	if err != nil {
 		return res, err
@@ -238,19 +250,51 @@ func (s *KnativeStory) alertmanager(ctx context.Context, token string) (*notifyi
 	return &notifyingAlertmanager{am}, nil
 }
 
-// actionInLog returns the action the function logged for the workload name (its pod's log).
-func (s *KnativeStory) actionInLog(ctx context.Context, name string) (string, error) {
+// outcomesInLog returns the actions and reason codes the function logged for the workload
+// name, in order, from the logs of its pods now listed (those of earlier wakes may be).
+func (s *KnativeStory) outcomesInLog(ctx context.Context, name string) ([][2]string, error) {
 	out, err := s.Kube.Kubectl(ctx, "logs", "-n", s.Namespace, "-l", serviceLabel, "-c", "rollback", "--tail=-1")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	re := regexp.MustCompile(`"action":"([a-z-]+)".*"name":"` + regexp.QuoteMeta(name) + `"`)
-	m := re.FindAllStringSubmatch(out, -1)
+	var outcomes [][2]string
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, `"name":"`+name+`"`) {
+			continue
+		}
+		if a := logField(line, "action"); a != "" {
+			outcomes = append(outcomes, [2]string{a, logField(line, "reason")})
+		}
+	}
+	return outcomes, nil
+}
+
+// waitOutcome waits until the function has logged more than since outcomes for the workload
+// name, and returns the last one's action; with want set, it must be that action and reason.
+func (s *KnativeStory) waitOutcome(ctx context.Context, name string, since int, want ...string) (string, error) {
+	var got [][2]string
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, knativeTimeout, true, func(ctx context.Context) (bool, error) {
+		var err error
+		got, err = s.outcomesInLog(ctx, name)
+		if err != nil || len(got) <= since {
+			return false, nil
+		}
+		last := got[len(got)-1]
+		return len(want) < 2 || (last[0] == want[0] && last[1] == want[1]), nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("the function's outcomes for %s are %v; want a new one %v: %w", name, got, want, err)
+	}
+	return got[len(got)-1][0], nil
+}
+
+// logField is the value of a string field of one JSON log line.
+func logField(line, key string) string {
+	m := regexp.MustCompile(`"` + key + `":"([a-z-]+)"`).FindStringSubmatch(line)
 	if m == nil {
-		return "", fmt.Errorf("no action for %s in the function's log:\n%s", name, out)
+		return ""
 	}
-	// The last one: the pods of earlier wakes may still be listed.
-	return m[len(m)-1][1], nil
+	return m[1]
 }
 
 // notifyingAlertmanager reads Alertmanager's log for its deliveries to the function.

@@ -38,18 +38,13 @@ func demo() error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "rollback-demo-knative-")
+	dir, finish, err := cluster.LogDir("rollback-demo-knative-")
 	if err != nil {
 		return err
 	}
 	ok := false
-	defer func() {
-		if ok {
-			os.RemoveAll(dir)
-		} else {
-			fmt.Fprintf(os.Stderr, "logs kept in %s\n", dir)
-		}
-	}()
+	defer func() { finish(ok) }()
+
 	logf("starting the control plane, a real node and Knative Serving (private network namespace)")
 	kube, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stdout, Knative: true})
 	if err != nil {
@@ -80,12 +75,12 @@ func demo() error {
 	ok = true
 	// The last line, for tools that read it.
 	fmt.Printf("knative: pods %s; cold answer %d ms; warm answer %d ms; %s\n",
-		firstCycle(res.Pods), res.ColdAnswer.Milliseconds(), res.WarmAnswer.Milliseconds(), res.Action)
+		firstCycle(res.Pods[res.Woken:]), res.ColdAnswer.Milliseconds(), res.WarmAnswer.Milliseconds(), res.Action)
 	return nil
 }
 
-// firstCycle is the pod counts from the first time at zero to the next time at zero,
-// "0 -> 1 -> 0" when one pod served the alert.
+// firstCycle is the pod counts from the first time at zero (when the alert fired) to the
+// next time at zero, "0 -> 1 -> 0" when one pod served the alert.
 func firstCycle(pods []int) string {
 	start := -1
 	for i, n := range pods {

@@ -48,18 +48,12 @@ func demo() error {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "rollback-demo-")
+	dir, finish, err := cluster.LogDir("rollback-demo-")
 	if err != nil {
 		return err
 	}
 	ok := false
-	defer func() {
-		if ok {
-			os.RemoveAll(dir)
-		} else {
-			fmt.Fprintf(os.Stderr, "logs kept in %s\n", dir)
-		}
-	}()
+	defer func() { finish(ok) }()
 
 	step("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) on 127.0.0.1")
 	kube, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: indent{os.Stdout}})
@@ -236,7 +230,7 @@ func demo() error {
 // the CRD is not at hand (no shared folder beside the repository), it applies every document
 // but the Knative Service: the ServiceAccount and Role are what the demo runs with.
 func applyKService(ctx context.Context, kube *cluster.Cluster, dir string) error {
-	crd, err := sharedFile("knative/service-crd.yaml")
+	crd, err := cluster.SharedFile("knative/service-crd.yaml")
 	if err == nil {
 		if _, err := kube.Kubectl(ctx, "apply", "-f", crd); err != nil {
 			return err
@@ -247,36 +241,11 @@ func applyKService(ctx context.Context, kube *cluster.Cluster, dir string) error
 		return kubectl(ctx, kube, "apply", "-n", ns, "-f", "../kservice.yaml")
 	}
 	say("(%v: applying kservice.yaml without its Knative Service)", err)
-	b, err := os.ReadFile("../kservice.yaml")
+	rbac, err := run.RBACManifest(dir)
 	if err != nil {
-		return err
-	}
-	var keep []string
-	for _, doc := range strings.Split(string(b), "\n---") {
-		if !strings.Contains(doc, "apiVersion: serving.knative.dev/") {
-			keep = append(keep, doc)
-		}
-	}
-	rbac := filepath.Join(dir, "kservice-rbac.yaml")
-	if err := os.WriteFile(rbac, []byte(strings.Join(keep, "\n---")), 0o644); err != nil {
 		return err
 	}
 	return kubectl(ctx, kube, "apply", "-n", ns, "-f", rbac)
-}
-
-// sharedFile finds a file of the shared folder beside the repository.
-func sharedFile(name string) (string, error) {
-	dir, err := filepath.Abs("..")
-	if err != nil {
-		return "", err
-	}
-	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
-		p := filepath.Join(d, "shared", name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("shared/%s not found beside the repository", name)
 }
 
 func kubectl(ctx context.Context, kube *cluster.Cluster, args ...string) error {

@@ -1,4 +1,7 @@
-package main
+// Package memlimit gives the Go runtime a soft memory limit from the container's own, so
+// the collector works harder before the kernel's OOM killer acts. Both runtimes the function
+// runs under (cmd/rollback and func's) start it through Function.Start, which calls Set.
+package memlimit
 
 import (
 	"bufio"
@@ -7,14 +10,15 @@ import (
 	"io/fs"
 	"path"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// memLimitShare is the part of the container's memory limit the Go heap may use before
+// Share is the part of the container's memory limit the Go heap may use before
 // the collector works harder: the rest is for stacks, the runtime and what the GC lets
 // pile up between cycles.
-const memLimitShare = 0.9
+const Share = 0.9
 
 // noLimit is cgroup v1's "unlimited": the largest page-aligned int64, or close to it.
 const noLimit = 1 << 62
@@ -80,19 +84,14 @@ func cgroupLimitFiles(root fs.FS) []string {
 }
 
 func hasController(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(strings.Split(list, ","), name)
 }
 
-// setMemoryLimit gives the Go runtime a soft memory limit of memLimitShare of the
+// Set gives the Go runtime a soft memory limit of Share of the
 // container's, unless GOMEMLIMIT is set (the runtime has then applied it already). Without
 // it the collector lets the heap double between cycles and a burst can reach the kernel's
 // OOM killer first. It returns what it did, for the log.
-func setMemoryLimit(env map[string]string, root fs.FS) (string, error) {
+func Set(env map[string]string, root fs.FS) (string, error) {
 	if v := env["GOMEMLIMIT"]; v != "" {
 		return "GOMEMLIMIT=" + v + " (from the environment)", nil
 	}
@@ -103,7 +102,7 @@ func setMemoryLimit(env map[string]string, root fs.FS) (string, error) {
 	if limit == 0 {
 		return "no container memory limit found: GOMEMLIMIT not set", nil
 	}
-	soft := int64(float64(limit) * memLimitShare)
+	soft := int64(float64(limit) * Share)
 	debug.SetMemoryLimit(soft)
-	return fmt.Sprintf("GOMEMLIMIT=%d (%.0f%% of %d bytes from %s)", soft, memLimitShare*100, limit, source), nil
+	return fmt.Sprintf("GOMEMLIMIT=%d (%.0f%% of %d bytes from %s)", soft, Share*100, limit, source), nil
 }

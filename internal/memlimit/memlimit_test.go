@@ -1,4 +1,4 @@
-package main
+package memlimit
 
 import (
 	"math"
@@ -89,7 +89,7 @@ func TestSetMemoryLimit(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			debug.SetMemoryLimit(math.MaxInt64)
-			if _, err := setMemoryLimit(tc.env, tc.files); err != nil {
+			if _, err := Set(tc.env, tc.files); err != nil {
 				t.Fatal(err)
 			}
 			// 90% of the limit, to the byte or rounded down by the float.

@@ -1,0 +1,128 @@
+package undo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/target"
+)
+
+// TestForeignHistory plants history entries that the workload's controller did not make,
+// as someone who can create ReplicaSets or ControllerRevisions in the namespace could, and
+// checks that none steers the undo: each is refused (ErrForeignHistory) or left out of the
+// history, and nothing is written unless the undo goes where kubectl's would on the
+// controller's own history.
+func TestForeignHistory(t *testing.T) {
+	// planted is a ControllerRevision of owner at revision number, running image, named
+	// and labelled as the controller would, with data set by the caller when given.
+	planted := func(crs []*appsv1.ControllerRevision, image string, number int64, data map[string]any) *appsv1.ControllerRevision {
+		cr := crs[0].DeepCopy()
+		cr.Name = cr.OwnerReferences[0].Name + "-" + fixture.Hash(image)
+		cr.Labels["controller.kubernetes.io/hash"] = fixture.Hash(image)
+		cr.Revision = number
+		if data == nil {
+			data = map[string]any{"spec": map[string]any{"template": fixture.Template(cr.OwnerReferences[0].Name, image)}}
+		}
+		cr.Data.Raw, _ = json.Marshal(data)
+		return cr
+	}
+	statefulSet := func(extra func([]*appsv1.ControllerRevision) []*appsv1.ControllerRevision, updateRevision bool) []runtime.Object {
+		s, crs := fixture.StatefulSet(ns, "db", "db:v1", "db:v2")
+		if updateRevision {
+			s.Status.UpdateRevision = crs[1].Name
+		}
+		return append(fixture.Objects(append(crs, extra(crs)...)...), s)
+	}
+	daemonSet := func(extra func([]*appsv1.ControllerRevision) []*appsv1.ControllerRevision) []runtime.Object {
+		d, crs := fixture.DaemonSet(ns, "agent", "agent:v1", "agent:v2")
+		return append(fixture.Objects(append(crs, extra(crs)...)...), d)
+	}
+	tests := []struct {
+		name      string
+		objects   []runtime.Object
+		req       Request
+		wantErr   error
+		wantImage string // after the undo; the current image when nothing may change
+	}{
+		{
+			name: "statefulset revision whose data also scales it to zero",
+			objects: statefulSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+				cr := planted(crs, "evil/miner", 3, map[string]any{"spec": map[string]any{
+					"replicas": 0, "template": fixture.Template("db", "evil/miner")}})
+				crs[1].Revision = 4
+				return []*appsv1.ControllerRevision{cr}
+			}, false),
+			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+		},
+		{
+			name: "statefulset revision not named as the controller names them",
+			objects: statefulSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+				cr := planted(crs, "evil/miner", 3, nil)
+				cr.Name = "db-backup"
+				crs[1].Revision = 4
+				return []*appsv1.ControllerRevision{cr}
+			}, false),
+			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+		},
+		{
+			name: "statefulset: a copy of the current template at a higher number",
+			objects: statefulSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+				cr := planted(crs, "db:v2", 3, nil)
+				cr.Name = "db-" + fixture.Hash("db:v2-copy")
+				cr.Labels["controller.kubernetes.io/hash"] = fixture.Hash("db:v2-copy")
+				return []*appsv1.ControllerRevision{cr}
+			}, false),
+			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+		},
+		{
+			name: "statefulset: a revision above the one its status names is not history",
+			objects: statefulSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+				return []*appsv1.ControllerRevision{planted(crs, "evil/miner", 3, nil)}
+			}, true),
+			req: request(target.StatefulSet, "db"), wantImage: "db:v1",
+		},
+		{
+			name: "daemonset: a revision above the one holding its template is not history",
+			objects: daemonSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+				return []*appsv1.ControllerRevision{planted(crs, "evil/miner", 3, nil)}
+			}),
+			req: request(target.DaemonSet, "agent"), wantImage: "agent:v1",
+		},
+		{
+			name: "deployment: a copy of the current template at a free number",
+			objects: func() []runtime.Object {
+				d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2", "app:v3")
+				// Revision 2's ReplicaSet was pruned; someone made one with v3's template.
+				copied := rss[2].DeepCopy()
+				copied.Name, copied.UID = "web-front-end-"+fixture.Hash("copy"), "uid-copy"
+				copied.Labels["pod-template-hash"] = fixture.Hash("copy")
+				copied.Spec.Template.Labels["pod-template-hash"] = fixture.Hash("copy")
+				copied.Annotations = map[string]string{"deployment.kubernetes.io/revision": strconv.Itoa(2)}
+				return append(fixture.Objects(rss[0], rss[2], copied), d)
+			}(),
+			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v3",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fixture.Clientset(tc.objects...)
+			_, err := undoer(client, false).Undo(context.Background(), tc.req)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Undo() = %v; want %v", err, tc.wantErr)
+			}
+			if tc.wantErr != nil && len(writesOf(client)) > 0 {
+				t.Fatalf("refused, but wrote: %v", writesOf(client))
+			}
+			if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
+				t.Fatalf("image = %s; want %s", got, tc.wantImage)
+			}
+		})
+	}
+}
