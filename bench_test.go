@@ -2,10 +2,13 @@ package function
 
 import (
 	"context"
-	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/fixture"
 )
 
 // BenchmarkHandle measures the function's own cost per notification (decode, pick targets,
@@ -43,4 +46,39 @@ func BenchmarkHandle(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkFlood measures what a notification of about 1 MiB (ROLLBACK_MAX_BODY_BYTES'
+// default) costs when it names thousands of pods that are not there: with the default
+// ROLLBACK_MAX_ALERTS it is refused before any lookup; with the limit raised out of the way,
+// every alert is looked up (the cost the limit removes). B/op and the answer's size show it.
+func BenchmarkFlood(b *testing.B) {
+	var alerts []alert.Alert
+	for i := 0; len(alerts) < 3500; i++ {
+		alerts = append(alerts, firing("pod", fmt.Sprintf("gone-%d-x7k2p", i)))
+	}
+	body := notification(alerts...)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"default-limit", nil},
+		{"limit-raised", map[string]string{"ROLLBACK_MAX_ALERTS": "10000"}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			f := start(b, fixture.Clientset(), tc.env)
+			b.ReportAllocs()
+			var answer int
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				f.Handle(rec, post(body))
+				if rec.Code != http.StatusOK {
+					b.Fatalf("Handle() = %d: %.200s", rec.Code, rec.Body)
+				}
+				answer = rec.Body.Len()
+			}
+			b.ReportMetric(float64(len(body)), "body-bytes")
+			b.ReportMetric(float64(answer), "answer-bytes")
+		})
+	}
 }

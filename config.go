@@ -32,7 +32,10 @@ type config struct {
 	cooldown         time.Duration
 	maxAge           time.Duration
 	maxTargets       int
-	dryRun           bool
+	// maxAlerts bounds the firing, matching alerts of one notification that are looked at:
+	// each may cost a lookup (ROLLBACK_MAX_ALERTS).
+	maxAlerts int
+	dryRun    bool
 	// readPods reads every pod an alert names instead of trusting a name its
 	// Deployment's ReplicaSet list confirms (target.Resolver.ReadPods).
 	readPods bool
@@ -59,6 +62,9 @@ const (
 	defaultCooldown   = 10 * time.Minute
 	defaultMaxAge     = time.Hour
 	defaultMaxTargets = 10
+	// At most three requests a lookup, through client-go's 50 QPS: about 6 s for 100,
+	// well inside the 20 s a notification has.
+	defaultMaxAlerts  = 100
 	defaultAPITimeout = 5 * time.Second
 	// func's HTTP server has a 30 s write timeout: answer well inside it.
 	defaultRequestTimeout = 20 * time.Second
@@ -77,6 +83,7 @@ func parseConfig(env map[string]string) (config, error) {
 		cooldown:       defaultCooldown,
 		maxAge:         defaultMaxAge,
 		maxTargets:     defaultMaxTargets,
+		maxAlerts:      defaultMaxAlerts,
 		apiTimeout:     defaultAPITimeout,
 		requestTimeout: defaultRequestTimeout,
 		maxConcurrent:  defaultMaxConcurrent,
@@ -149,6 +156,13 @@ func parseConfig(env map[string]string) (config, error) {
 			err = errors.New("must be positive")
 		}
 		check("ROLLBACK_MAX_TARGETS", err)
+	}
+	if v := env["ROLLBACK_MAX_ALERTS"]; v != "" {
+		c.maxAlerts, err = strconv.Atoi(v)
+		if err == nil && (c.maxAlerts < 1 || c.maxAlerts > 10000) {
+			err = errors.New("must be between 1 and 10000")
+		}
+		check("ROLLBACK_MAX_ALERTS", err)
 	}
 	if v := env["ROLLBACK_SERVER_MAX_CONCURRENT"]; v != "" {
 		c.maxConcurrent, err = strconv.Atoi(v)

@@ -295,8 +295,24 @@ func TestHandle(t *testing.T) {
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
+			name:    "more firing alerts than ROLLBACK_MAX_ALERTS: one row, refused before any API call",
+			objects: objs,
+			request: func() *http.Request {
+				var alerts []alert.Alert
+				for i := range 101 {
+					alerts = append(alerts, firing("pod", fmt.Sprintf("job-%d-x7k2p", i)))
+				}
+				return post(notification(alerts...))
+			},
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"refused", "too-many-alerts", "", "", 0, 0}},
+			wantActions: none,
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
 			name:        "a thousand alerts about one gone pod are looked up once",
 			objects:     objs,
+			env:         map[string]string{"ROLLBACK_MAX_ALERTS": "1000"},
 			request:     func() *http.Request { return post(notification(manyAlerts...)) },
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},

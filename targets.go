@@ -130,18 +130,30 @@ func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
 
 // lookups keeps the firing alerts that match ROLLBACK_MATCH and groups them by the
 // workload label they name (and its namespace), in the order they came, so each is looked
-// up once. Alerts whose namespace cannot be told are settled at once.
+// up once. Alerts whose namespace cannot be told are settled at once, and so is a
+// notification with more of them than ROLLBACK_MAX_ALERTS.
 func (f *Function) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outcome.Result) {
-	var (
-		out     []*lookup
-		settled []outcome.Result
-		byKey   = map[string]*lookup{}
-	)
+	var firing []alert.Alert
 	for _, a := range msg.Alerts {
 		if !a.Firing() || !f.cfg.match.Matches(a.Labels) {
 			*ignored++
 			continue
 		}
+		firing = append(firing, a)
+	}
+	if len(firing) > f.cfg.maxAlerts {
+		// Nothing is looked up, and one row answers for them all: the cost, the answer and
+		// the log stay small whatever was sent.
+		err := fmt.Errorf("%w: %d firing alerts, limit %d; alert on the workload (a deployment, statefulset or daemonset label) or raise the limit",
+			outcome.ErrTooManyAlerts, len(firing), f.cfg.maxAlerts)
+		return nil, []outcome.Result{outcome.Of(firing, target.Ref{}, undo.Change{}, err)}
+	}
+	var (
+		out     []*lookup
+		settled []outcome.Result
+		byKey   = map[string]*lookup{}
+	)
+	for _, a := range firing {
 		ns, err := f.resolver.Namespace(a.Labels)
 		if err != nil {
 			settled = append(settled, outcome.Of([]alert.Alert{a}, target.Ref{}, undo.Change{}, err))

@@ -55,6 +55,7 @@ const (
 	ReasonOptedOut           Reason = "opted-out"
 	ReasonBadState           Reason = "bad-state"
 	ReasonTooManyTargets     Reason = "too-many-targets"
+	ReasonTooManyAlerts      Reason = "too-many-alerts"
 	ReasonNoWorkloadLabel    Reason = "no-workload-label"
 	ReasonNoNamespace        Reason = "no-namespace"
 	ReasonInvalidName        Reason = "invalid-name"
@@ -80,6 +81,11 @@ const (
 // ErrTooManyTargets refuses a whole notification that names more workloads than
 // ROLLBACK_MAX_TARGETS: a monitoring glitch must not roll back a fleet.
 var ErrTooManyTargets = errors.New("the notification names more workloads than ROLLBACK_MAX_TARGETS; nothing was changed")
+
+// ErrTooManyAlerts refuses a whole notification with more firing alerts than
+// ROLLBACK_MAX_ALERTS, before any lookup: each alert may cost API requests, and a flood of
+// them would crowd out the notifications that need real work.
+var ErrTooManyAlerts = errors.New("the notification has more firing alerts than ROLLBACK_MAX_ALERTS; nothing was looked up or changed")
 
 // ErrTargetsUnknown holds back a notification while lookups that failed might each be a
 // workload: whether it is within ROLLBACK_MAX_TARGETS is not known until they succeed.
@@ -109,6 +115,7 @@ var classes = []struct {
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
 	{ErrTooManyTargets, Refused, ReasonTooManyTargets},
+	{ErrTooManyAlerts, Refused, ReasonTooManyAlerts},
 	{target.ErrNoWorkloadLabel, Refused, ReasonNoWorkloadLabel},
 	{target.ErrNoNamespace, Refused, ReasonNoNamespace},
 	{target.ErrInvalidName, Refused, ReasonInvalidName},
