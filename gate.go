@@ -27,7 +27,9 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 	if err != nil {
 		return undo.Admission{}, err
 	}
-	unit, err := g.budget.Take(ctx, s.Ref.String(), dryRun)
+	// A delivery of the same alerts again (the first one's answer was lost) spends no
+	// second unit.
+	unit, err := g.budget.TakeOnce(ctx, s.Ref.String(), budget.Key(string(s.UID), s.AlertIDs), dryRun)
 	if err != nil {
 		return undo.Admission{}, err
 	}

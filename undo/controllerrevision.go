@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -146,7 +147,7 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 		if !metav1.IsControlledBy(cr, obj) {
 			continue
 		}
-		if hash := cr.Labels[revisionHashLabel]; hash == "" || cr.Name != revisionName(name, hash) {
+		if hash := cr.Labels[hashLabel(kind)]; hash == "" || cr.Name != revisionName(kind, name, hash) {
 			return nil, foreign("controllerrevision %s is not named and labelled as the controller names its revisions", cr.Name)
 		}
 		if other, dup := seen[cr.Revision]; dup {
@@ -181,16 +182,21 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 	return w, nil
 }
 
-// The controllers' naming of ControllerRevisions (k8s.io/kubernetes/pkg/controller/history):
-// <object name, cut to fit>-<hash>, the hash also in a label.
-const (
-	revisionHashLabel = "controller.kubernetes.io/hash"
-	maxRevisionPrefix = 223
-)
+// hashLabel is the label holding a ControllerRevision's hash, as each controller writes it:
+// the StatefulSet controller through k8s.io/kubernetes/pkg/controller/history, the
+// DaemonSet controller with the label its pods carry too.
+func hashLabel(kind string) string {
+	if kind == "StatefulSet" {
+		return "controller.kubernetes.io/hash"
+	}
+	return appsv1.ControllerRevisionHashLabelKey // "controller-revision-hash"
+}
 
-func revisionName(object, hash string) string {
-	if len(object) > maxRevisionPrefix {
-		object = object[:maxRevisionPrefix]
+// revisionName is the name the controller of kind gives the revision of object with hash:
+// <object>-<hash>, the StatefulSet controller cutting the object's name to 223 bytes.
+func revisionName(kind, object, hash string) string {
+	if kind == "StatefulSet" && len(object) > 223 {
+		object = object[:223]
 	}
 	return object + "-" + hash
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
@@ -25,7 +27,11 @@ func TestForeignHistory(t *testing.T) {
 	planted := func(crs []*appsv1.ControllerRevision, image string, number int64, data map[string]any) *appsv1.ControllerRevision {
 		cr := crs[0].DeepCopy()
 		cr.Name = cr.OwnerReferences[0].Name + "-" + fixture.Hash(image)
-		cr.Labels["controller.kubernetes.io/hash"] = fixture.Hash(image)
+		for k := range cr.Labels {
+			if k != "app" {
+				cr.Labels[k] = fixture.Hash(image) // the hash label, whichever the kind's
+			}
+		}
 		cr.Revision = number
 		if data == nil {
 			data = map[string]any{"spec": map[string]any{"template": fixture.Template(cr.OwnerReferences[0].Name, image)}}
@@ -96,6 +102,32 @@ func TestForeignHistory(t *testing.T) {
 			req: request(target.DaemonSet, "agent"), wantImage: "agent:v1",
 		},
 		{
+			name: "statefulset: planted above, then renumbered past by the controller",
+			objects: statefulSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+				// The controller makes the current revision the newest again: 2 becomes 4,
+				// and the planted 3 sits just below it.
+				crs[0].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+				crs[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+				crs[1].Revision = 4
+				evil := planted(crs, "evil/miner", 3, nil)
+				evil.CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
+				return []*appsv1.ControllerRevision{evil}
+			}, true),
+			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+		},
+		{
+			name: "daemonset: planted above, then renumbered past by the controller",
+			objects: daemonSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+				crs[0].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+				crs[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+				crs[1].Revision = 4
+				evil := planted(crs, "evil/miner", 3, nil)
+				evil.CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
+				return []*appsv1.ControllerRevision{evil}
+			}),
+			req: request(target.DaemonSet, "agent"), wantErr: ErrForeignHistory, wantImage: "agent:v2",
+		},
+		{
 			name: "deployment: a copy of the current template at a free number",
 			objects: func() []runtime.Object {
 				d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2", "app:v3")
@@ -108,6 +140,35 @@ func TestForeignHistory(t *testing.T) {
 				return append(fixture.Objects(rss[0], rss[2], copied), d)
 			}(),
 			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v3",
+		},
+		{
+			name: "deployment: a ReplicaSet made after the current one, at a free earlier number",
+			objects: func() []runtime.Object {
+				d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "evil/miner", "app:v3")
+				// Revision 2's ReplicaSet was pruned; someone made one with an image of their
+				// choice and that number, after revision 3 rolled out.
+				rss[0].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+				rss[2].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+				rss[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
+				return append(fixture.Objects(rss...), d)
+			}(),
+			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v3",
+		},
+		{
+			name: "deployment: a ReplicaSet made current again is older than the one it replaced",
+			objects: func() []runtime.Object {
+				// v1 (revision 1), v2 (revision 2), then v1 again: the controller renumbers
+				// v1's ReplicaSet to 3 and notes its old number. Undo goes back to v2.
+				d, rss := fixture.Deployment(ns, "web-front-end", "app:v2", "app:v1")
+				rss[1].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+				rss[1].Annotations["deployment.kubernetes.io/revision"] = "3"
+				rss[1].Annotations["deployment.kubernetes.io/revision-history"] = "1"
+				rss[0].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+				rss[0].Annotations["deployment.kubernetes.io/revision"] = "2"
+				d.Annotations["deployment.kubernetes.io/revision"] = "3"
+				return append(fixture.Objects(rss...), d)
+			}(),
+			req: request(target.Deployment, "web-front-end"), wantImage: "app:v2",
 		},
 	}
 	for _, tc := range tests {

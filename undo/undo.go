@@ -213,7 +213,7 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads)
 	}
 	var adm Admission
 	if u.opts.Gate != nil {
-		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, Labels: w.labels, Annotations: w.annotations}, u.opts.DryRun)
+		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, UID: w.uid, Labels: w.labels, Annotations: w.annotations, AlertIDs: req.AlertIDs}, u.opts.DryRun)
 		c.Notes, c.Related = adm.Notes, adm.Related
 		if err != nil {
 			return c, err
@@ -306,6 +306,9 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 	if !found {
 		return from, to, ErrNoGoodRevision
 	}
+	if err := createdBefore(to, from); err != nil {
+		return from, to, err
+	}
 	if equalIgnoreHash(to.template, w.template) {
 		return from, to, fmt.Errorf("%w (revision %d)", ErrAlreadyAtTarget, to.number)
 	}
@@ -319,6 +322,25 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 		}
 	}
 	return from, to, nil
+}
+
+// createdBefore refuses a target created after the current revision. The controllers number
+// an entry when they create it, so an earlier number on a newer object was written by
+// someone else: a free number (after an undo renumbered an entry, or pruning) filled in to
+// steer the next undo; or, for a StatefulSet or DaemonSet, an entry numbered above the
+// current one that the controller then renumbered the current one past. The exception is a
+// current revision made current again (a rollback to its template), which is older than
+// the entries it replaced: the Deployment controller marks its ReplicaSet with the numbers
+// it had before (revision-history). ControllerRevisions carry no such mark, so after such
+// a rollback by other means the next undo of a StatefulSet or DaemonSet is left to people,
+// and the message says so. creationTimestamp is the apiserver's, never the writer's.
+func createdBefore(to, from revision) error {
+	if !to.created.After(from.created) || from.annotations[revisionHistoryAnnotation] != "" {
+		return nil
+	}
+	return fmt.Errorf("%w: revision %d (%s) was created at %s, after the current revision %d (%s, %s): the controller did not number it, "+
+		"or the workload was rolled back to an older revision by other means; roll back by hand", ErrForeignHistory,
+		to.number, to.id, to.created.UTC().Format(time.RFC3339), from.number, from.id, from.created.UTC().Format(time.RFC3339))
 }
 
 // stale reports whether the alerts were all about known revisions other than current.
