@@ -243,7 +243,7 @@ func TestHandle(t *testing.T) {
 		wantStatus  int
 		wantResults []want
 		wantIgnored int
-		wantActions []string          // API actions, in order; nil: not checked (parallel lookups)
+		wantActions []string          // API actions, as a multiset (lookups run in parallel); nil: not checked
 		wantImages  map[string]string // namespace/name -> image of the Deployment afterwards
 		wantError   string            // in the body of a refused request
 	}{
@@ -433,6 +433,8 @@ func TestHandle(t *testing.T) {
 			},
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			// The three lookups share one read of the Deployment, and the undo uses it.
+			wantActions: undoDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -444,6 +446,7 @@ func TestHandle(t *testing.T) {
 			},
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}, {"rolled-back", "rolled-back", "Deployment", "checkout-api", 2, 1}},
+			wantActions: concat(undoDeployment, undoDeployment),
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1", "payments/checkout-api": "shop/checkout:v1"},
 		},
 		{
@@ -455,6 +458,8 @@ func TestHandle(t *testing.T) {
 			},
 			wantStatus:  http.StatusOK,
 			wantResults: []want{{"refused", "too-many-targets", "Deployment", "checkout-api", 0, 0}, {"refused", "too-many-targets", "Deployment", "checkout-api", 0, 0}},
+			// Both workloads are read (in one round of lookups), neither is written.
+			wantActions: concat(readDeployment, readDeployment),
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2", "payments/checkout-api": "shop/checkout:v2"},
 		},
 		{
@@ -474,6 +479,8 @@ func TestHandle(t *testing.T) {
 			},
 			wantStatus:  http.StatusServiceUnavailable,
 			wantResults: []want{{"failed", "targets-unknown", "Deployment", "checkout-api", 0, 0}, {"failed", "api-unavailable", "", "", 0, 0}},
+			// The failed read of payments' Deployment ends its lookup: the pod is not read instead.
+			wantActions: concat(readDeployment, readDeployment),
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2", "payments/checkout-api": "shop/checkout:v2"},
 		},
 		{
@@ -484,6 +491,8 @@ func TestHandle(t *testing.T) {
 			request:     func() *http.Request { return post(notification(firing("pod", badPod), firing("pod", gonePod))) },
 			wantStatus:  http.StatusServiceUnavailable,
 			wantResults: []want{{"failed", "timeout", "", "", 0, 0}, {"failed", "timeout", "", "", 0, 0}},
+			// Both pod names lead to one Deployment, read once; the failed read ends both lookups.
+			wantActions: readDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{

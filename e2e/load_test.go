@@ -94,11 +94,7 @@ func TestUnauthenticatedLoad(t *testing.T) {
 	held.Add(slowClients + bigClients + idleClients)
 	start := func(kind string, n int, run func(c net.Conn, opened func()) error) {
 		for i := 0; i < n; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results <- hold(addr, kind, held.Done, run)
-			}()
+			wg.Go(func() { results <- hold(addr, kind, held.Done, run) })
 		}
 	}
 	loadStart := time.Now()

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
+	"github.com/sre-kit/alert-rollback/outcome"
 )
 
 // TestKubectlParity runs, for several rollout histories, `kubectl rollout undo` (the
@@ -37,13 +38,16 @@ func TestKubectlParity(t *testing.T) {
 		steps        []step
 		historyLimit *int32
 		paused       bool
-		wantRefused  string // the refusal both must give, "" for a rollback
+		// wantRefused is the refusal both must give, in kubectl's words, which the
+		// function's message repeats; "" for a rollback. wantReason is the function's code.
+		wantRefused string
+		wantReason  outcome.Reason
 	}{
-		{name: "one revision", steps: steps(1), wantRefused: "no rollout history found"},
+		{name: "one revision", steps: steps(1), wantRefused: "no rollout history found", wantReason: outcome.ReasonNoPreviousRevision},
 		{name: "two revisions", steps: steps(2)},
 		{name: "three revisions", steps: steps(3)},
 		{name: "five revisions", steps: steps(5)},
-		{name: "paused", steps: steps(2), paused: true, wantRefused: "resume it first with 'kubectl rollout resume'"},
+		{name: "paused", steps: steps(2), paused: true, wantRefused: "resume it first with 'kubectl rollout resume'", wantReason: outcome.ReasonPaused},
 		{name: "change-cause and other annotations", steps: []step{
 			{image: "registry.invalid/app:v1", annotations: map[string]string{"kubernetes.io/change-cause": "deploy v1", "team": "checkout"}},
 			{image: "registry.invalid/app:v2", annotations: map[string]string{"kubernetes.io/change-cause": "deploy v2", "ticket": "OPS-42"}},
@@ -71,16 +75,20 @@ func TestKubectlParity(t *testing.T) {
 				if kubectlErr == nil || !strings.Contains(kubectlErr.Error()+out, tc.wantRefused) {
 					t.Errorf("kubectl = %v %q; want a refusal saying %q", kubectlErr, out, tc.wantRefused)
 				}
-				if r.Action != "refused" || !strings.Contains(r.Message, tc.wantRefused) {
-					t.Errorf("function = %s %q; want refused saying %q", r.Action, r.Message, tc.wantRefused)
+				if r.Action != outcome.Refused || r.Reason != tc.wantReason {
+					t.Errorf("function = %s (%s) %q; want %s (%s)", r.Action, r.Reason, r.Message, outcome.Refused, tc.wantReason)
+				}
+				// The same advice as kubectl's, in its words.
+				if !strings.Contains(r.Message, tc.wantRefused) {
+					t.Errorf("function's message = %q; want it to say, as kubectl does, %q", r.Message, tc.wantRefused)
 				}
 				revision-- // nothing changes: compare as they are
 			} else {
 				if kubectlErr != nil {
 					t.Fatalf("kubectl rollout undo: %v: %s", kubectlErr, out)
 				}
-				if r.Action != "rolled-back" {
-					t.Fatalf("function = %s %q; want rolled-back", r.Action, r.Message)
+				if r.Action != outcome.RolledBack || r.Reason != outcome.ReasonRolledBack {
+					t.Fatalf("function = %s (%s) %q; want %s (%s)", r.Action, r.Reason, r.Message, outcome.RolledBack, outcome.ReasonRolledBack)
 				}
 			}
 			// Both controllers must have made the next revision before comparing.

@@ -172,9 +172,7 @@ func TestDuplicateStorm(t *testing.T) {
 			var answers []outcome.Result
 			var wg sync.WaitGroup
 			for i := range 200 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					status, resp, err := fns[i%3].Post(ctx, body, e.token)
 					mu.Lock()
 					defer mu.Unlock()
@@ -183,7 +181,7 @@ func TestDuplicateStorm(t *testing.T) {
 						return
 					}
 					answers = append(answers, resp.Results[0])
-				}()
+				})
 			}
 			wg.Wait()
 			err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {

@@ -8,11 +8,14 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -44,6 +47,11 @@ func TestClassify(t *testing.T) {
 		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},
 		{"namespace denied", target.ErrNamespaceDenied, Refused, ReasonNamespaceDenied, false},
 		{"unsupported owner", target.ErrUnsupportedOwner, Refused, ReasonUnsupportedOwner, false},
+		{"unsupported kind", fmt.Errorf("undo: %w: kind %q", undo.ErrUnsupportedKind, "CronJob"), Refused, ReasonUnsupportedOwner, false},
+		{"no workload label", fmt.Errorf("%w: want one of the labels deployment, statefulset, daemonset, replicaset, pod", target.ErrNoWorkloadLabel), Refused, ReasonNoWorkloadLabel, false},
+		{"pod or replicaset gone", fmt.Errorf("%w: replicaset shop/web-1", target.ErrNotFound), Refused, ReasonNotFound, false},
+		{"budget exhausted", fmt.Errorf("shop/web: %w", &budget.ExhaustedError{Spec: budget.Spec{Units: 5, Window: time.Hour}, Spent: 5, FreesAt: time.Unix(0, 0)}), Refused, ReasonBudgetExhausted, false},
+		{"gitops managed", fmt.Errorf("shop/web: %w", &gitops.ManagedError{Owners: []gitops.Owner{{Kind: gitops.Application, Namespace: "argocd", Name: "shop", Via: gitops.ArgoCDTrackingID}}}), Refused, ReasonGitOpsManaged, false},
 		{"rollout pending", undo.ErrRolloutPending, Failed, ReasonRolloutPending, true},
 		{"targets unknown", ErrTargetsUnknown, Failed, ReasonTargetsUnknown, true},
 		{"deadline", fmt.Errorf("get: %w", context.DeadlineExceeded), Failed, ReasonTimeout, true},

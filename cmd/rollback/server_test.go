@@ -230,14 +230,12 @@ func TestMaxConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	held := make(chan int, n)
 	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if resp, err := post("/", "Bearer t"); err == nil {
 				resp.Body.Close()
 				held <- resp.StatusCode
 			}
-		}()
+		})
 	}
 	for i := 0; i < n; i++ {
 		<-entered

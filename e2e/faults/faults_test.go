@@ -403,11 +403,7 @@ func (c *faultRun) must(err error) {
 
 // background runs f (a restart) while the case goes on.
 func (c *faultRun) background(f func() error) {
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.must(f())
-	}()
+	c.wg.Go(func() { c.must(f()) })
 }
 
 func (c *faultRun) wait() { c.wg.Wait() }

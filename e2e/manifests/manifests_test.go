@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -407,12 +408,53 @@ func checkFieldError(t testing.TB, what string, fe *apis.FieldError, want string
 func ptrTo[T any](v T) *T { return &v }
 
 // contractEnv lists every environment variable the function reads, so a misspelt name in a
-// manifest (which the function would silently ignore) is caught.
+// manifest (which the function would silently ignore) is caught. TestContractEnvIsReadme
+// keeps it the README's settings table, which the root module's TestReadmeSettings keeps
+// what the code reads.
 var contractEnv = []string{
 	"ROLLBACK_AUTH_TOKEN", "ROLLBACK_AUTH_TOKEN_FILE", "ROLLBACK_ALLOW_UNAUTHENTICATED",
 	"ROLLBACK_MATCH", "ROLLBACK_NAMESPACES", "ROLLBACK_MAX_BODY_BYTES", "ROLLBACK_COOLDOWN",
-	"ROLLBACK_MAX_TARGETS", "ROLLBACK_DRY_RUN", "ROLLBACK_API_TIMEOUT", "ROLLBACK_MAX_AGE", "ROLLBACK_DEFAULT_NAMESPACE",
-	"ROLLBACK_BUDGET", "ROLLBACK_GITOPS", "ROLLBACK_ARGOCD_NAMESPACE",
+	"ROLLBACK_MAX_TARGETS", "ROLLBACK_MAX_ALERTS", "ROLLBACK_DRY_RUN", "ROLLBACK_API_TIMEOUT", "ROLLBACK_MAX_AGE",
+	"ROLLBACK_DEFAULT_NAMESPACE", "ROLLBACK_READ_PODS", "ROLLBACK_BUDGET", "ROLLBACK_GITOPS", "ROLLBACK_ARGOCD_NAMESPACE",
+	"ROLLBACK_MEMORY_LIMIT",
+	// cmd/rollback's server, the image kservice.yaml runs.
+	"ROLLBACK_SERVER_MAX_HEADER_BYTES", "ROLLBACK_SERVER_READ_HEADER_TIMEOUT", "ROLLBACK_SERVER_READ_TIMEOUT",
+	"ROLLBACK_SERVER_WRITE_TIMEOUT", "ROLLBACK_SERVER_IDLE_TIMEOUT", "ROLLBACK_SERVER_MAX_CONCURRENT",
+}
+
+// TestContractEnvIsReadme checks that contractEnv is exactly the ROLLBACK_* settings the
+// README documents (the first column of the table under "## Settings"): a documented
+// setting a manifest may not use, or an allowed one nobody can look up, fails here.
+func TestContractEnvIsReadme(t *testing.T) {
+	_, section, ok := strings.Cut(string(readRepoFile(t, "README.md")), "\n## Settings\n")
+	if !ok {
+		t.Fatal("README.md has no ## Settings section")
+	}
+	if next := strings.Index(section, "\n## "); next >= 0 {
+		section = section[:next]
+	}
+	setting := regexp.MustCompile("`(ROLLBACK_[A-Z0-9_]+)`")
+	var documented []string
+	inTable := false
+	for line := range strings.SplitSeq(section, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			if inTable {
+				break // the first table is the settings table
+			}
+			continue
+		}
+		inTable = true
+		first, _, _ := strings.Cut(strings.TrimPrefix(line, "|"), "|")
+		for _, m := range setting.FindAllStringSubmatch(first, -1) {
+			documented = append(documented, m[1])
+		}
+	}
+	if len(documented) == 0 {
+		t.Fatal("README.md: no ROLLBACK_* rows in the settings table")
+	}
+	if diff := cmp.Diff(slices.Sorted(slices.Values(documented)), slices.Sorted(slices.Values(contractEnv))); diff != "" {
+		t.Errorf("contractEnv differs from README.md's settings table (-README +contractEnv):\n%s", diff)
+	}
 }
 
 // TestKnativeServiceContract checks what the function and its users rely on, which Knative's

@@ -3,6 +3,7 @@ package manifests
 import (
 	"bytes"
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
@@ -200,6 +203,83 @@ func TestAlertmanagerConfig(t *testing.T) {
 			dir := copyEdited(t, []string{amConfigFile}, tt.edits)
 			out, err := runTool(t, dir, "amtool", tt.args...)
 			checkToolResult(t, "amtool "+strings.Join(tt.args, " "), out, err, tt.wantErr, tt.wantOut)
+		})
+	}
+}
+
+// TestShippedAlertsRoutes checks, with the real amtool, that every alert the shipped rules
+// raise reaches the function through the shipped Alertmanager route (and people too), and that
+// the function's default ROLLBACK_MATCH acts on it; and that kube-prometheus's alert for the
+// same signal does neither. The alerts' fixed labels are read from the rules file, so a rule
+// whose labels stop matching the route fails here; a new rule without a sample fails too.
+func TestShippedAlertsRoutes(t *testing.T) {
+	cluster.Require(t, "amtool")
+	cfg := filepath.Base(amConfigFile)
+	match, err := alert.ParseMatcher(alert.DefaultMatch)
+	if err != nil {
+		t.Fatalf("alert.DefaultMatch %s: %v", alert.DefaultMatch, err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert  string            `json:"alert"`
+				Labels map[string]string `json:"labels"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal(readRepoFile(t, rulesFile), &rules); err != nil {
+		t.Fatalf("%s: %v", rulesFile, err)
+	}
+	// The labels each rule's expression keeps (its `by (...)`), as Prometheus sends them.
+	kept := map[string][]string{
+		"KubePodUnschedulable":                {"namespace=shop", "pod=web-7c9f8d6b5-x2k4q"},
+		"AlertRollbackDeploymentRolloutStuck": {"namespace=shop", "deployment=web"},
+		"AlertRollbackPodCrashLooping":        {"namespace=shop", "pod=web-7c9f8d6b5-x2k4q", "owner_kind=ReplicaSet"},
+	}
+	type sample struct {
+		name      string
+		labels    []string
+		receivers string
+	}
+	var samples []sample
+	shipped := map[string]bool{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue // a recording rule
+			}
+			shipped[r.Alert] = true
+			labels, ok := kept[r.Alert]
+			if !ok {
+				t.Errorf("%s raises %s, which this test has no sample for: add its labels to kept", rulesFile, r.Alert)
+				continue
+			}
+			labels = append([]string{"alertname=" + r.Alert}, labels...)
+			for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
+				labels = append(labels, k+"="+r.Labels[k])
+			}
+			samples = append(samples, sample{r.Alert, labels, "alert-rollback,default"})
+		}
+	}
+	for name := range kept {
+		if !shipped[name] {
+			t.Errorf("kept names %s, which %s does not raise", name, rulesFile)
+		}
+	}
+	// kube-prometheus's alert for the stuck rollout, at its own severity: people's only.
+	samples = append(samples, sample{"kube-prometheus's KubeDeploymentRolloutStuck",
+		[]string{"alertname=KubeDeploymentRolloutStuck", "severity=warning", "namespace=shop", "deployment=web"}, "default"})
+
+	for _, tc := range samples {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"config", "routes", "test", "--config.file=" + cfg, "--verify.receivers=" + tc.receivers}, tc.labels...)
+			dir := copyEdited(t, []string{amConfigFile}, nil)
+			out, err := runTool(t, dir, "amtool", args...)
+			checkToolResult(t, "amtool "+strings.Join(args, " "), out, err, false, tc.receivers)
+			toFunction := slices.Contains(strings.Split(tc.receivers, ","), "alert-rollback")
+			if got := match.Matches(labelMap(tc.labels)); got != toFunction {
+				t.Errorf("the default ROLLBACK_MATCH %s matches %v = %v; the route sends it to the function: %v", alert.DefaultMatch, tc.labels, got, toFunction)
+			}
 		})
 	}
 }
