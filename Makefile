@@ -76,21 +76,27 @@ $(BIN)/rollback: $(shell find . -name '*.go' -not -path './tools/*' -not -path '
 
 # ---- The local node: containerd, runc and CNI from Debian; kubelet and kube-proxy (above);
 # CoreDNS; and OCI images built with go-containerregistry, imported with ctr (no registry).
-NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack util-linux iproute2
+# The node's runtime is pinned to the Debian 12 versions it was proven with (FACTS.md); the
+# rest are the distribution's tools.
+NODE_PINNED   := containerd=1.6.20~ds1-1+deb12u3 runc=1.1.5+ds1-1+deb12u1 containernetworking-plugins=1.1.1+ds1-3+b5
+NODE_PACKAGES := $(NODE_PINNED) iptables conntrack util-linux iproute2
 IMAGES    := $(BIN)/images
 NODE_IMAGES := $(addprefix $(IMAGES)/,pause.tar app.tar app-crash.tar rollback.tar func.tar)
 NODE_TOOLS := $(addprefix $(BIN)/,kubelet kube-proxy coredns) $(NODE_IMAGES)
 node-tools: node-packages $(NODE_TOOLS)
 
-# Installed with apt-get when one is missing: containerd 1.6, runc 1.1 and the CNI plugins
-# (/usr/lib/cni) are what the node runs; iptables and conntrack are what kube-proxy drives.
+# Installed with apt-get when one is missing or not at its pin: containerd, runc and the CNI
+# plugins (/usr/lib/cni) are what the node runs; iptables and conntrack are what kube-proxy
+# drives.
 node-packages:
 	@missing=; for c in containerd containerd-shim-runc-v2 ctr runc iptables conntrack nsenter unshare ip; do \
 		command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ] || missing="$$missing cni-plugins"; \
+	for p in $(NODE_PINNED); do \
+		v=$$(dpkg-query -W -f='$${Version}' $${p%%=*} 2>/dev/null); [ "$$v" = "$${p#*=}" ] || missing="$$missing $$p(have:$${v:-none})"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "==> installing Debian packages for the node (missing:$$missing)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NODE_PACKAGES) >/dev/null && echo "    done"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades $(NODE_PACKAGES) >/dev/null && echo "    done"; \
 	fi
 
 NODE_SRC := $(shell find tools/node -name '*.go') tools/node/go.mod tools/node/go.sum
