@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -125,6 +126,12 @@ type Budget struct {
 	leases    LeaseClient
 	namespace string
 	spec      Spec
+	// mu guards last, the Lease as this process last wrote or read it. A write starts from
+	// it instead of reading the Lease first: the write carries its resourceVersion, so if
+	// anyone wrote since, the apiserver refuses it and the Lease is read again. A decision
+	// not to write (a refusal) is never made on it: that is checked on a fresh read.
+	mu   sync.Mutex
+	last *coordinationv1.Lease
 	// Backoff paces re-reads after a conflict; its Steps bound them.
 	backoff wait.Backoff
 	now     func() time.Time
@@ -241,16 +248,20 @@ func (b *Budget) Spent(ctx context.Context) (int, error) {
 // so. A conflict (another replica wrote first) or a lost race to create the Lease means
 // reading and deciding again, a bounded number of times.
 func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (bool, error)) error {
-	attempt := func() error {
+	attempt := func(cached *coordinationv1.Lease) error {
 		leases := b.leases
-		lease, err := leases.Get(ctx, LeaseName, metav1.GetOptions{})
-		missing := apierrors.IsNotFound(err)
-		if err != nil && !missing {
-			return fmt.Errorf("read the budget Lease %s/%s: %w", b.namespace, LeaseName, err)
-		}
-		if missing {
-			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName, Namespace: b.namespace,
-				Labels: map[string]string{"app.kubernetes.io/name": "alert-rollback"}}}
+		lease, missing := cached, false
+		if lease == nil {
+			var err error
+			lease, err = leases.Get(ctx, LeaseName, metav1.GetOptions{})
+			missing = apierrors.IsNotFound(err)
+			if err != nil && !missing {
+				return fmt.Errorf("read the budget Lease %s/%s: %w", b.namespace, LeaseName, err)
+			}
+			if missing {
+				lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName, Namespace: b.namespace,
+					Labels: map[string]string{"app.kubernetes.io/name": "alert-rollback"}}}
+			}
 		}
 		s, err := readState(lease)
 		if err != nil {
@@ -259,45 +270,83 @@ func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (boo
 		now := b.now()
 		s.Spent = slices.DeleteFunc(s.Spent, func(u Unit) bool { return !now.Before(u.At.Add(b.spec.Window)) })
 		write, err := change(&s, now)
+		if cached != nil && (err != nil || !write) {
+			// Not a write, so nothing would catch a stale copy: decide on a fresh read.
+			return errStaleCopy
+		}
 		if err != nil || !write {
+			if !missing {
+				b.remember(lease)
+			}
 			return err
 		}
 		if err := writeState(lease, s, b.spec, now); err != nil {
 			return err
 		}
+		var written *coordinationv1.Lease
 		if missing {
-			_, err = leases.Create(ctx, lease, metav1.CreateOptions{})
+			written, err = leases.Create(ctx, lease, metav1.CreateOptions{})
 			if apierrors.IsForbidden(err) {
 				return fmt.Errorf("%w: %w", ErrNoLease, err)
 			}
 		} else {
 			// Update sends the resourceVersion read above: the apiserver refuses the write
 			// with a conflict if anyone wrote the Lease since.
-			_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+			written, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
 		}
 		if err != nil {
+			b.remember(nil)
 			return fmt.Errorf("write the budget Lease %s/%s: %w", b.namespace, LeaseName, err)
 		}
+		b.remember(written)
 		return nil
 	}
 	// The result is the last attempt's error, not retry.OnError's: OnError takes an error
 	// wrapping a context's deadline for its own interruption and answers the last retriable
 	// error instead (nil after a first attempt that timed out), which would count a unit
 	// never taken as taken.
+	cached := b.copyOfLast()
 	var err error
 	_ = retry.OnError(b.backoff, retryable, func() error {
-		err = attempt()
+		err = attempt(cached)
+		cached = nil // after a conflict, or a refusal on the copy: read the Lease
 		return err
 	})
+	if errors.Is(err, errStaleCopy) {
+		err = attempt(nil)
+	}
 	if retryable(err) {
 		return fmt.Errorf("the budget Lease kept changing (%d attempts): %w", b.backoff.Steps, err)
 	}
 	return err
 }
 
+// errStaleCopy asks for a fresh read: a decision not to write was made on the remembered
+// copy of the Lease.
+var errStaleCopy = errors.New("decided on the remembered Lease")
+
+// remember keeps l as the Lease last seen (nil forgets it).
+func (b *Budget) remember(l *coordinationv1.Lease) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if l != nil && l.ResourceVersion == "" {
+		l = nil // a copy the apiserver did not give cannot guard a write
+	}
+	b.last = l
+}
+
+func (b *Budget) copyOfLast() *coordinationv1.Lease {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last == nil {
+		return nil
+	}
+	return b.last.DeepCopy()
+}
+
 // retryable: another writer got there first, so read again.
 func retryable(err error) bool {
-	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || errors.Is(err, errStaleCopy)
 }
 
 func readState(l *coordinationv1.Lease) (state, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -451,5 +452,67 @@ func TestTakeOnce(t *testing.T) {
 	}
 	if n, _ := b.Spent(ctx); n != 2 {
 		t.Fatalf("Spent() = %d; want 2", n)
+	}
+}
+
+// TestRememberedLease: a process writes the Lease from the copy it last saw, without reading
+// it first (one request a unit); a copy another replica made stale costs a conflict and a
+// read, never a wrong count; and a refusal is never decided on the copy.
+func TestRememberedLease(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(lease(t))
+	clk := &clock{now: t0}
+	a := newBudget(c, Spec{Units: 2, Window: time.Hour}, clk)
+	other := newBudget(c, Spec{Units: 2, Window: time.Hour}, clk) // another replica
+	verbs := func() []string {
+		var v []string
+		for _, act := range c.Actions() {
+			v = append(v, act.GetVerb())
+		}
+		c.ClearActions()
+		return v
+	}
+	if _, err := a.Take(ctx, "w1", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := verbs(); !slices.Equal(got, []string{"get", "update"}) {
+		t.Fatalf("first Take: %v; want get, update", got)
+	}
+	u2, err := a.Take(ctx, "w2", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := verbs(); !slices.Equal(got, []string{"update"}) {
+		t.Fatalf("second Take: %v; want only the update, from the copy", got)
+	}
+	// The other replica gives a unit back: a's copy is stale and says "exhausted".
+	if err := other.Return(ctx, u2); err != nil {
+		t.Fatal(err)
+	}
+	verbs()
+	if _, err := a.Take(ctx, "w3", false); err != nil {
+		t.Fatalf("Take after the other replica's return = %v; want a unit (the copy was stale)", err)
+	}
+	if got := verbs(); !slices.Equal(got, []string{"get", "update"}) {
+		t.Fatalf("Take on a stale copy: %v; want a fresh read, then the update", got)
+	}
+	// a gives w3's unit back (its copy: one left); the other replica spends it meanwhile.
+	// a's write on its copy conflicts, and the fresh read refuses.
+	u3 := spent(t, c)[1]
+	if err := a.Return(ctx, u3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Take(ctx, "wx", false); err != nil {
+		t.Fatal(err)
+	}
+	verbs()
+	if _, err := a.Take(ctx, "w4", false); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("Take with both units spent = %v; want ErrExhausted", err)
+	}
+	if got := verbs(); !slices.Equal(got, []string{"update", "get"}) {
+		t.Fatalf("Take on a copy another replica made stale: %v; want the update (conflict), then a read", got)
+	}
+	if n := len(spent(t, c)); n != 2 {
+		t.Fatalf("%d units on the Lease; want 2", n)
 	}
 }
