@@ -103,6 +103,42 @@ func BenchmarkSideBySide(b *testing.B) {
 		}
 	}
 
+	// The same undo with the settings that change its round trips, on Deployments of their
+	// own: the budget on, as shipped (a Lease write per undo; its size raised for the run), and
+	// ROLLBACK_READ_PODS=true (the pod read too, beside the Deployment).
+	type variant struct {
+		name     string
+		settings map[string]string
+		times    []time.Duration
+		reqs     []int
+	}
+	variants := []*variant{
+		{name: "the budget on, as shipped (ROLLBACK_BUDGET=1000/1h for the run)", settings: map[string]string{"ROLLBACK_BUDGET": "1000/1h"}},
+		{name: "ROLLBACK_READ_PODS=true", settings: map[string]string{"ROLLBACK_BUDGET": "off", "ROLLBACK_READ_PODS": "true"}},
+	}
+	for i, v := range variants {
+		v.settings["ROLLBACK_COOLDOWN"] = "0s"
+		vf := e.startFunction(fmt.Sprintf("rollback-variant-%d", i), v.settings)
+		name := fmt.Sprintf("twin-variant-%d", i)
+		pod := e.brokenDeployment(name)
+		for r := range max(rounds/3, 1) {
+			if r > 0 {
+				pod = s.badRollout(name, r)
+			}
+			mark := s.mark()
+			took, status, resp, err := s.post(vf.URL, notification(seedAlert(e.ns, pod, time.Now())))
+			if err != nil || status != http.StatusOK || len(resp.Results) != 1 || resp.Results[0].Action != outcome.RolledBack {
+				b.Fatalf("%s, round %d: the function answered %d %+v (%v); want a rollback", v.name, r, status, resp, err)
+			}
+			n, _ := s.requests(mark, s.isFunction)
+			v.times, v.reqs = append(v.times, took), append(v.reqs, n)
+			if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, name, int64(3+2*r)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		vf.Stop()
+	}
+
 	// Starts: exec → readiness, and exec → the first notification answered (a copy of the
 	// last one, which a fresh process must look up on the workload).
 	var toReady, toAnswer []time.Duration
@@ -158,6 +194,10 @@ func BenchmarkSideBySide(b *testing.B) {
 	fmt.Fprintf(&t, "| undo from a `pod` label, warm: p99 | %s | %s | %.2f× |\n", ms(p99f), ms(p99k), ratio(p99f, p99k))
 	fmt.Fprintf(&t, "| API requests per undo (Events excluded), p50 / max | %s | %s | |\n", reqs(fnReqs), reqs(kcReqs))
 	fmt.Fprintf(&t, "| ... of which the API server's own time (first request received → last answered), p50 | %s | %s | |\n", ms(pct(fnAPI, 50)), ms(pct(kcAPI, 50)))
+	for _, v := range variants {
+		fmt.Fprintf(&t, "| undo from a `pod` label, %s (%d undos): p50; API requests p50 / max | %s; %s | %s | %.2f× |\n",
+			v.name, len(v.times), ms(pct(v.times, 50)), reqs(v.reqs), ms(p50k), ratio(pct(v.times, 50), p50k))
+	}
 	for _, st := range []struct {
 		name string
 		r    stormResult
