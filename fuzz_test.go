@@ -16,6 +16,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
@@ -149,6 +150,19 @@ func handleFixture() (objs []runtime.Object, alerts []alert.Alert) {
 		vsts, vd, kruisePod, otherUIDPod, crdRS, crdPod)
 	alerts = append(alerts, firing("pod", kruisePod.Name), firing("pod", otherUIDPod.Name),
 		firing("replicaset", crdRS.Name), firing("pod", crdPod.Name))
+
+	// Planted history: a ReplicaSet filling a free revision number after the current rollout,
+	// and a ControllerRevision whose data also scales its StatefulSet to zero. Neither
+	// workload may ever be written (they are not patchable).
+	pd, prss := fixture.Deployment(ownNamespace, "planted-web", "pw:v1", "evil/miner:v2", "pw:v3")
+	prss[0].CreationTimestamp = metav1.NewTime(fixture.Created.Add(-2 * time.Hour))
+	prss[2].CreationTimestamp = metav1.NewTime(fixture.Created.Add(-time.Hour))
+	psts, pcrs := fixture.StatefulSet(ownNamespace, "planted-db", "pdb:v1", "pdb:v2")
+	pcrs[0].Data.Raw = []byte(`{"spec":{"replicas":0,"template":{"metadata":{"labels":{"app":"planted-db"}},"spec":{"containers":[{"name":"app","image":"evil/miner:v1"}]},"$patch":"replace"}}}`)
+	objs = append(append(append(objs, fixture.Objects(prss...)...), fixture.Objects(pcrs...)...), pd, psts,
+		fixture.Pod(prss[2], "k8m2w"))
+	alerts = append(alerts, firing("deployment", "planted-web"), firing("pod", prss[2].Name+"-k8m2w"),
+		firing("statefulset", "planted-db"))
 	return objs, alerts
 }
 
@@ -334,6 +348,9 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 		}
 		if verb != "patch" || !patchable[res+"/"+name] {
 			t.Errorf("%s %q: not a patch of a fixture workload", call, name)
+		}
+		if p, ok := a.(k8stesting.PatchAction); ok && strings.Contains(string(p.GetPatch()), "evil/") {
+			t.Errorf("%s %q: restores a planted revision: %s", call, name, p.GetPatch())
 		}
 		if _, bait := victims[res+"/"+name]; bait && !namedLegitimately(body, res+"/"+name) {
 			t.Errorf("%s %q: reached through an object that does not belong to it (answer %d %s)", call, name, status, rec.Body)
