@@ -229,6 +229,7 @@ func TestGitOpsGate(t *testing.T) {
 		name        string
 		mode        string
 		labels      map[string]string
+		ownerGone   bool // the Kustomization was deleted, leaving the workload behind
 		suspendErr  error
 		suspendOn   string // the resource whose patch fails with suspendErr; kustomizations if empty
 		want        string
@@ -239,22 +240,27 @@ func TestGitOpsGate(t *testing.T) {
 		wantDynamic []string
 	}{
 		{name: "refuse (default)", labels: fluxLabels, want: "web refused gitops-managed",
-			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
+			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get kustomizations"}},
+		{name: "refuse, the Kustomization deleted: owner missing, nothing spent", labels: fluxLabels, ownerGone: true,
+			want: "web refused gitops-owner-missing", wantImage: "shop/web:v2", wantDynamic: []string{"get kustomizations"}},
 		{name: "suspend", mode: "suspend", labels: fluxLabels, want: "web rolled-back rolled-back",
 			wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
 			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
-			wantDynamic: []string{"get kustomizations", "patch kustomizations"}},
+			wantDynamic: []string{"get kustomizations", "get kustomizations", "patch kustomizations"}},
+		{name: "suspend, the Kustomization deleted: owner missing, nothing written or spent", mode: "suspend", labels: fluxLabels, ownerGone: true,
+			want: "web refused gitops-owner-missing", wantImage: "shop/web:v2", wantDynamic: []string{"get kustomizations"}},
 		{name: "suspend refused by RBAC: failed, nothing spent", mode: "suspend", labels: fluxLabels,
 			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}, "apps", errors.New("RBAC")),
 			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
-			wantDynamic: []string{"get kustomizations", "patch kustomizations"}},
+			wantDynamic: []string{"get kustomizations", "get kustomizations", "patch kustomizations"}},
 		{name: "suspend: the second owner refuses; the first stays suspended and is named", mode: "suspend",
 			labels:     map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system", gitops.HelmName: "web", gitops.HelmNS: ownNamespace},
 			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "helm.toolkit.fluxcd.io", Resource: "helmreleases"}, "web", errors.New("RBAC")),
 			suspendOn:  "helmreleases",
 			want:       "web failed forbidden", wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
 			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
-			wantDynamic: []string{"get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
+			wantDynamic: []string{"get kustomizations", "get helmreleases", "get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
 		{name: "ignore", mode: "ignore", labels: fluxLabels, want: "web rolled-back rolled-back",
 			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1},
 		{name: "Helm: rolled back, with a note", labels: map[string]string{gitops.ManagedByLabel: "Helm"}, want: "web rolled-back rolled-back",
@@ -265,6 +271,9 @@ func TestGitOpsGate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			kube := fixture.Clientset(broken(tt.labels, "web")...)
 			dyn := newDynamic(kustomization(false), helmRelease())
+			if tt.ownerGone {
+				dyn = newDynamic()
+			}
 			if tt.suspendErr != nil {
 				on := tt.suspendOn
 				if on == "" {
@@ -280,7 +289,7 @@ func TestGitOpsGate(t *testing.T) {
 				t.Fatalf("results %v; want %s (%s)", got, tt.want, resp.Results[0].Message)
 			}
 			r := resp.Results[0]
-			if tt.want == "web refused gitops-managed" && !strings.Contains(r.Message, "Flux Kustomization flux-system/apps") {
+			if r.Action == outcome.Refused && !strings.Contains(r.Message, "Flux Kustomization flux-system/apps") {
 				t.Errorf("refusal %q does not name the Kustomization", r.Message)
 			}
 			var dynActions []string
@@ -290,12 +299,14 @@ func TestGitOpsGate(t *testing.T) {
 			if diff := cmp.Diff(tt.wantDynamic, dynActions); diff != "" {
 				t.Errorf("Argo CD / Flux actions (-want +got):\n%s", diff)
 			}
-			ks, err := dyn.Resource(gitops.KustomizationResource).Namespace("flux-system").Get(context.Background(), "apps", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tt.wantSpec, ks.Object["spec"]); diff != "" {
-				t.Errorf("Kustomization spec (-want +got):\n%s", diff)
+			if !tt.ownerGone {
+				ks, err := dyn.Resource(gitops.KustomizationResource).Namespace("flux-system").Get(context.Background(), "apps", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tt.wantSpec, ks.Object["spec"]); diff != "" {
+					t.Errorf("Kustomization spec (-want +got):\n%s", diff)
+				}
 			}
 			if img := deploymentImage(t, kube, ownNamespace, "web"); img != tt.wantImage {
 				t.Errorf("web at %s; want %s", img, tt.wantImage)

@@ -55,6 +55,13 @@ const DefaultArgoCDNamespace = "argocd"
 // ErrManaged marks a refusal; the error wrapping it is a *ManagedError naming the owners.
 var ErrManaged = errors.New("a GitOps tool reconciles this workload and would put the bad revision back")
 
+// ErrOwnerMissing refuses a workload whose own annotation or labels name a GitOps owner that
+// does not exist. The tool wrote them, so the workload was applied by it; the owner may have
+// been deleted leaving the workload behind, or be looked up in the wrong place
+// (ROLLBACK_ARGOCD_NAMESPACE). Either way a person should look before the function acts, in
+// every mode but ignore.
+var ErrOwnerMissing = errors.New("the GitOps owner this workload's annotation or labels name does not exist")
+
 // The labels and annotations the tools put on what they apply.
 const (
 	ArgoCDTrackingID = "argocd.argoproj.io/tracking-id"
@@ -89,6 +96,8 @@ type Owner struct {
 	Name      string
 	// Via says how it was recognised (the annotation or labels), for the people reading why.
 	Via string
+	// Missing is set when the workload names it but it does not exist (see ErrOwnerMissing).
+	Missing bool
 }
 
 func (o Owner) tool() string {
@@ -127,6 +136,26 @@ func (e *ManagedError) Error() string {
 
 func (e *ManagedError) Unwrap() error { return ErrManaged }
 
+// missingError refuses owners that the workload names but that do not exist, saying what to
+// do about each.
+func missingError(owners []Owner) error {
+	var names []string
+	for _, o := range owners {
+		var fix string
+		switch o.Kind {
+		case Application:
+			fix = "remove the stale annotation " + ArgoCDTrackingID + " from the workload, " +
+				"or set ROLLBACK_ARGOCD_NAMESPACE if Argo CD's Applications live elsewhere"
+		case Kustomization:
+			fix = "remove the stale labels " + KustomizeName + " and " + KustomizeNS + " from the workload"
+		default:
+			fix = "remove the stale labels " + HelmName + " and " + HelmNS + " from the workload"
+		}
+		names = append(names, fmt.Sprintf("%s (%s) not found: %s", o, o.Via, fix))
+	}
+	return fmt.Errorf("%w: %s; or set ROLLBACK_GITOPS=ignore", ErrOwnerMissing, strings.Join(names, "; "))
+}
+
 // Workload is what the guard needs to know of the workload to roll back.
 type Workload struct {
 	// Group and Kind as in a tracking id: "apps", "Deployment".
@@ -155,7 +184,8 @@ func (g *Guard) Mode() Mode { return g.mode }
 
 // Check decides about w before its undo: in refuse mode a *ManagedError when something
 // owns it; in suspend mode the owners to pass to Suspend once every other guard has said
-// yes; in ignore mode nothing, without a request.
+// yes; in ignore mode nothing, without a request. In refuse and suspend mode alike, an owner
+// the workload names but that does not exist refuses it (ErrOwnerMissing).
 func (g *Guard) Check(ctx context.Context, w Workload) ([]Owner, error) {
 	if g == nil || g.mode == Ignore {
 		return nil, nil
@@ -164,40 +194,54 @@ func (g *Guard) Check(ctx context.Context, w Workload) ([]Owner, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(owners) > 0 && g.mode == Refuse {
+	var missing []Owner
+	for _, o := range owners {
+		if o.Missing {
+			missing = append(missing, o)
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return nil, missingError(missing)
+	case len(owners) > 0 && g.mode == Refuse:
 		return nil, &ManagedError{Owners: owners}
 	}
 	return owners, nil
 }
 
 // Owners returns the Argo CD Applications, Flux Kustomizations and HelmReleases that
-// reconcile w. Only a label-tracked Argo CD Application costs a request: the instance label
-// is also what every Helm chart sets, so it counts only where the Application says so (its
-// status lists the workload among its resources). An Application the function may not read
-// is not counted (give it deploy/cluster-wide/gitops.yaml).
+// reconcile w, each read once.
+//
+// An owner the workload's own annotation or labels name is marked Missing when it does not
+// exist. A label-tracked Application is different: the instance label is also what every Helm
+// chart sets, so it counts only where the Application says so (its status lists the workload
+// among its resources), and a missing one means the label is a chart's. An Application the
+// function may not read is not counted (give it deploy/cluster-wide/gitops.yaml).
+//
+// In refuse mode an owner the workload names that cannot be read (403, 5xx) is still an
+// owner: the refusal does not depend on what the read would say.
 func (g *Guard) Owners(ctx context.Context, w Workload) ([]Owner, error) {
 	var owners []Owner
-	add := func(o Owner) {
-		for _, x := range owners {
-			if x.Kind == o.Kind && x.Namespace == o.Namespace && x.Name == o.Name {
-				return
-			}
-		}
-		owners = append(owners, o)
-	}
 	if id := w.Annotations[ArgoCDTrackingID]; id != "" {
 		if app, ok := g.fromTrackingID(id, w); ok {
-			add(app)
+			o, err := g.named(ctx, app)
+			if err != nil {
+				return nil, err
+			}
+			owners = append(owners, o)
 		}
 	}
 	if v := w.Labels[InstanceLabel]; v != "" {
 		app := g.application(v, "label "+InstanceLabel+"="+v)
-		listed, err := g.lists(ctx, app, w)
-		if err != nil {
-			return nil, err
-		}
-		if listed {
-			add(app)
+		// Both trackings naming one Application make one owner, read once.
+		if len(owners) == 0 || owners[0].Namespace != app.Namespace || owners[0].Name != app.Name {
+			listed, err := g.lists(ctx, app, w)
+			if err != nil {
+				return nil, err
+			}
+			if listed {
+				owners = append(owners, app)
+			}
 		}
 	}
 	for _, f := range []struct{ kind, name, ns string }{
@@ -212,9 +256,32 @@ func (g *Guard) Owners(ctx context.Context, w Workload) ([]Owner, error) {
 		if ns == "" {
 			ns = w.Namespace
 		}
-		add(Owner{Kind: f.kind, Namespace: ns, Name: name, Via: "label " + f.name})
+		o, err := g.named(ctx, Owner{Kind: f.kind, Namespace: ns, Name: name, Via: "label " + f.name})
+		if err != nil {
+			return nil, err
+		}
+		owners = append(owners, o)
 	}
 	return owners, nil
+}
+
+// named reads an owner that the workload's own annotation or labels name, and marks it
+// Missing when it does not exist (also when its resource type is unknown: the tool is gone
+// altogether). In refuse mode a failed read is no error: the workload says who owns it, and
+// the refusal does not depend on what the read would have said.
+func (g *Guard) named(ctx context.Context, o Owner) (Owner, error) {
+	_, err := g.get(ctx, o)
+	switch {
+	case apierrors.IsNotFound(err):
+		o.Missing = true
+	case err != nil && g.mode != Refuse:
+		return o, fmt.Errorf("read %s: %w", o, err)
+	}
+	return o, nil
+}
+
+func (g *Guard) get(ctx context.Context, o Owner) (*unstructured.Unstructured, error) {
+	return g.client.Resource(o.resource()).Namespace(o.Namespace).Get(ctx, o.Name, metav1.GetOptions{})
 }
 
 // fromTrackingID reads Argo CD's annotation tracking, <app>:<group>/<kind>:<namespace>/<name>.
@@ -243,7 +310,7 @@ func (g *Guard) application(appName, via string) Owner {
 
 // lists reports whether the Application app says it manages w.
 func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (bool, error) {
-	obj, err := g.client.Resource(ApplicationResource).Namespace(app.Namespace).Get(ctx, app.Name, metav1.GetOptions{})
+	obj, err := g.get(ctx, app)
 	switch {
 	// No such Application, or no Argo CD at all (the resource type is unknown: also
 	// NotFound), or the function may not read it.

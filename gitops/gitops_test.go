@@ -66,6 +66,14 @@ func app(ns, name string, automated map[string]any, manages ...string) *unstruct
 	return obj(ApplicationResource, Application, ns, name, spec, map[string]any{"resources": resources})
 }
 
+func kustomization(ns, name string) *unstructured.Unstructured {
+	return obj(KustomizationResource, Kustomization, ns, name, map[string]any{"interval": "10m", "path": "./shop"}, nil)
+}
+
+func helmRelease(ns, name string) *unstructured.Unstructured {
+	return obj(HelmReleaseResource, HelmRelease, ns, name, map[string]any{"interval": "5m"}, nil)
+}
+
 func newClient(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
 		ApplicationResource:   "ApplicationList",
@@ -96,11 +104,19 @@ func TestOwners(t *testing.T) {
 	}{
 		{name: "nothing owns it", w: deployment(map[string]string{"app": "web"}, nil)},
 		{name: "Argo CD annotation tracking, Application in Argo CD's namespace",
-			w:    deployment(nil, map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/web"}),
-			want: []Owner{{Kind: Application, Namespace: "argocd", Name: "shop", Via: "annotation " + ArgoCDTrackingID}}},
+			objects:     []runtime.Object{app("argocd", "shop", nil)},
+			w:           deployment(nil, map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/web"}),
+			want:        []Owner{{Kind: Application, Namespace: "argocd", Name: "shop", Via: "annotation " + ArgoCDTrackingID}},
+			wantActions: []string{"get applications argocd"}},
 		{name: "Argo CD annotation tracking, apps in any namespace",
-			w:    deployment(nil, map[string]string{ArgoCDTrackingID: "team-a_shop:apps/Deployment:shop/web"}),
-			want: []Owner{{Kind: Application, Namespace: "team-a", Name: "shop", Via: "annotation " + ArgoCDTrackingID}}},
+			objects:     []runtime.Object{app("team-a", "shop", nil)},
+			w:           deployment(nil, map[string]string{ArgoCDTrackingID: "team-a_shop:apps/Deployment:shop/web"}),
+			want:        []Owner{{Kind: Application, Namespace: "team-a", Name: "shop", Via: "annotation " + ArgoCDTrackingID}},
+			wantActions: []string{"get applications team-a"}},
+		{name: "Argo CD annotation tracking, the Application is gone: missing",
+			w:           deployment(nil, map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/web"}),
+			want:        []Owner{{Kind: Application, Namespace: "argocd", Name: "shop", Via: "annotation " + ArgoCDTrackingID, Missing: true}},
+			wantActions: []string{"get applications argocd"}},
 		{name: "Argo CD tracking id copied from another object: not Argo's",
 			w: deployment(nil, map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/other"})},
 		{name: "Argo CD tracking id of another kind: not Argo's",
@@ -125,12 +141,29 @@ func TestOwners(t *testing.T) {
 				map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/web"}),
 			want:        []Owner{{Kind: Application, Namespace: "argocd", Name: "shop", Via: "annotation " + ArgoCDTrackingID}},
 			wantActions: []string{"get applications argocd"}},
+		{name: "both trackings, the Application is gone: one owner, missing",
+			w: deployment(map[string]string{InstanceLabel: "shop"},
+				map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/web"}),
+			want:        []Owner{{Kind: Application, Namespace: "argocd", Name: "shop", Via: "annotation " + ArgoCDTrackingID, Missing: true}},
+			wantActions: []string{"get applications argocd"}},
 		{name: "Flux Kustomization",
-			w:    deployment(map[string]string{KustomizeName: "apps", KustomizeNS: "flux-system"}, nil),
-			want: []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps", Via: "label " + KustomizeName}}},
-		{name: "Flux HelmRelease (Helm-managed too)",
-			w:    deployment(map[string]string{HelmName: "web", HelmNS: "shop", ManagedByLabel: "Helm"}, nil),
-			want: []Owner{{Kind: HelmRelease, Namespace: "shop", Name: "web", Via: "label " + HelmName}}},
+			objects:     []runtime.Object{kustomization("flux-system", "apps")},
+			w:           deployment(map[string]string{KustomizeName: "apps", KustomizeNS: "flux-system"}, nil),
+			want:        []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps", Via: "label " + KustomizeName}},
+			wantActions: []string{"get kustomizations flux-system"}},
+		{name: "Flux Kustomization deleted, its workload left behind: missing",
+			w:           deployment(map[string]string{KustomizeName: "apps", KustomizeNS: "flux-system"}, nil),
+			want:        []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps", Via: "label " + KustomizeName, Missing: true}},
+			wantActions: []string{"get kustomizations flux-system"}},
+		{name: "Flux HelmRelease (Helm-managed too), in the workload's namespace",
+			objects:     []runtime.Object{helmRelease("shop", "web")},
+			w:           deployment(map[string]string{HelmName: "web", ManagedByLabel: "Helm"}, nil),
+			want:        []Owner{{Kind: HelmRelease, Namespace: "shop", Name: "web", Via: "label " + HelmName}},
+			wantActions: []string{"get helmreleases shop"}},
+		{name: "Flux HelmRelease gone: missing",
+			w:           deployment(map[string]string{HelmName: "web", HelmNS: "shop"}, nil),
+			want:        []Owner{{Kind: HelmRelease, Namespace: "shop", Name: "web", Via: "label " + HelmName, Missing: true}},
+			wantActions: []string{"get helmreleases shop"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,39 +213,63 @@ func TestOwnersApplicationUnreadable(t *testing.T) {
 
 func TestCheck(t *testing.T) {
 	flux := deployment(map[string]string{KustomizeName: "apps", KustomizeNS: "flux-system"}, nil)
+	annotated := deployment(nil, map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/web"})
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}, "apps", errors.New("RBAC"))
 	tests := []struct {
-		name       string
-		mode       Mode
-		w          Workload
-		wantOwners int
-		// wantRefusal is in the refusal's message ("" means no refusal).
-		wantRefusal string
+		name    string
+		mode    Mode
+		objects []runtime.Object
+		getErr  error // the answer to every read of an owner, when set
+		w       Workload
+		// wantErr is the sentinel of the refusal or failure, and wantMsg what its message says.
+		wantErr     error
+		wantMsg     []string
+		wantOwners  int
+		wantActions int
 	}{
-		{name: "refuse names the owner and what to do", mode: Refuse, w: flux,
-			wantRefusal: "Flux Kustomization flux-system/apps (label kustomize.toolkit.fluxcd.io/name); revert the bad change in Git"},
+		{name: "refuse names the owner and what to do", mode: Refuse, objects: []runtime.Object{kustomization("flux-system", "apps")}, w: flux,
+			wantErr: ErrManaged, wantActions: 1,
+			wantMsg: []string{"Flux Kustomization flux-system/apps (label kustomize.toolkit.fluxcd.io/name); revert the bad change in Git", "ROLLBACK_GITOPS=suspend"}},
+		{name: "refuse, the owner unreadable: refused all the same", mode: Refuse, getErr: forbidden, w: flux,
+			wantErr: ErrManaged, wantActions: 1, wantMsg: []string{"Flux Kustomization flux-system/apps"}},
+		{name: "refuse, the owner deleted: missing, says what to do", mode: Refuse, w: flux,
+			wantErr: ErrOwnerMissing, wantActions: 1,
+			wantMsg: []string{"Flux Kustomization flux-system/apps (label kustomize.toolkit.fluxcd.io/name) not found: remove the stale labels kustomize.toolkit.fluxcd.io/name and kustomize.toolkit.fluxcd.io/namespace from the workload", "ROLLBACK_GITOPS=ignore"}},
+		{name: "suspend, the Application deleted: missing, not suspended", mode: Suspend, w: annotated,
+			wantErr: ErrOwnerMissing, wantActions: 1,
+			wantMsg: []string{"Argo CD Application argocd/shop (annotation argocd.argoproj.io/tracking-id) not found: remove the stale annotation", "ROLLBACK_ARGOCD_NAMESPACE", "ROLLBACK_GITOPS=ignore"}},
+		{name: "suspend, one of two owners deleted: missing", mode: Suspend, objects: []runtime.Object{kustomization("flux-system", "apps")},
+			w: deployment(map[string]string{KustomizeName: "apps", KustomizeNS: "flux-system", HelmName: "web"}, nil), wantErr: ErrOwnerMissing, wantActions: 2,
+			wantMsg: []string{"Flux HelmRelease shop/web (label helm.toolkit.fluxcd.io/name) not found"}},
+		{name: "suspend, the owner unreadable: the read's error", mode: Suspend, getErr: forbidden, w: flux, wantActions: 1,
+			wantMsg: []string{"read Flux Kustomization flux-system/apps: kustomizations.kustomize.toolkit.fluxcd.io \"apps\" is forbidden"}},
 		{name: "refuse, nothing owns it", mode: Refuse, w: deployment(nil, nil)},
-		{name: "suspend returns the owners", mode: Suspend, w: flux, wantOwners: 1},
+		{name: "suspend returns the owners", mode: Suspend, objects: []runtime.Object{kustomization("flux-system", "apps")}, w: flux, wantOwners: 1, wantActions: 1},
 		{name: "ignore does not look", mode: Ignore, w: flux},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newClient()
+			c := newClient(tt.objects...)
+			if tt.getErr != nil {
+				c.PrependReactor("get", "*", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.getErr })
+			}
 			owners, err := New(c, tt.mode, "").Check(context.Background(), tt.w)
-			if tt.wantRefusal != "" {
-				var m *ManagedError
-				if !errors.As(err, &m) || !errors.Is(err, ErrManaged) || !strings.Contains(err.Error(), tt.wantRefusal) {
-					t.Fatalf("Check = %v; want a refusal saying %q", err, tt.wantRefusal)
-				}
-				if !strings.Contains(err.Error(), "ROLLBACK_GITOPS=suspend") {
-					t.Errorf("refusal %q does not say how to allow it", err)
-				}
-				return
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Check = %v; want %v", err, tt.wantErr)
 			}
-			if err != nil || len(owners) != tt.wantOwners {
-				t.Errorf("Check = %+v, %v; want %d owners", owners, err, tt.wantOwners)
+			if len(tt.wantMsg) == 0 && err != nil {
+				t.Fatalf("Check = %v; want no error", err)
 			}
-			if len(c.Actions()) != 0 {
-				t.Errorf("Check made requests: %v", actions(c))
+			for _, m := range tt.wantMsg {
+				if err == nil || !strings.Contains(err.Error(), m) {
+					t.Errorf("Check = %v; want it to say %q", err, m)
+				}
+			}
+			if len(owners) != tt.wantOwners {
+				t.Errorf("Check = %+v; want %d owners", owners, tt.wantOwners)
+			}
+			if n := len(c.Actions()); n != tt.wantActions {
+				t.Errorf("Check made %d requests (%v); want %d", n, actions(c), tt.wantActions)
 			}
 		})
 	}

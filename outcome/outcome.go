@@ -65,6 +65,7 @@ const (
 	ReasonTooOld             Reason = "too-old"
 	ReasonBudgetExhausted    Reason = "budget-exhausted"
 	ReasonGitOpsManaged      Reason = "gitops-managed"
+	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -108,6 +109,7 @@ var classes = []struct {
 	{undo.ErrTooOld, Refused, ReasonTooOld},
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
+	{gitops.ErrOwnerMissing, Refused, ReasonGitOpsOwnerMissing},
 	{ErrTooManyTargets, Refused, ReasonTooManyTargets},
 	{target.ErrNoWorkloadLabel, Refused, ReasonNoWorkloadLabel},
 	{target.ErrNoNamespace, Refused, ReasonNoNamespace},

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -39,6 +40,8 @@ func TestClassify(t *testing.T) {
 		{"foreign history", undo.ErrForeignHistory, Refused, ReasonForeignHistory, false},
 		{"workload gone", undo.ErrNotFound, Refused, ReasonNotFound, false},
 		{"too old", undo.ErrTooOld, Refused, ReasonTooOld, false},
+		{"GitOps managed", &gitops.ManagedError{}, Refused, ReasonGitOpsManaged, false},
+		{"GitOps owner missing", fmt.Errorf("%w: Flux Kustomization flux-system/apps", gitops.ErrOwnerMissing), Refused, ReasonGitOpsOwnerMissing, false},
 		{"too many targets", ErrTooManyTargets, Refused, ReasonTooManyTargets, false},
 		{"no namespace", target.ErrNoNamespace, Refused, ReasonNoNamespace, false},
 		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},
