@@ -35,21 +35,28 @@ import (
 // Deployments by name.
 func gated(t *testing.T, kube *fake.Clientset, dyn *dynamicfake.FakeDynamicClient, env map[string]string) func(names ...string) (int, outcome.Response) {
 	t.Helper()
+	_, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn}, env)
+	return send
+}
+
+// startGated is gated with the clients given (the function's namespace set), returning the
+// function too.
+func startGated(t *testing.T, c clients, env map[string]string) (*Function, func(names ...string) (int, outcome.Response)) {
+	t.Helper()
 	cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}
 	for k, v := range env {
 		cfg[k] = v
 	}
+	c.namespace = ownNamespace
 	f := New()
-	f.newClient = func(config) (clients, error) {
-		return clients{kube: clientset.Wrap(kube), dynamic: dyn, namespace: ownNamespace}, nil
-	}
+	f.newClient = func(config) (clients, error) { return c, nil }
 	f.newLogger = zap.NewNop().Sugar
 	f.cgroupRoot = fstest.MapFS{}
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
 	}
 	t.Cleanup(func() { _ = f.Stop(context.Background()) })
-	return func(names ...string) (int, outcome.Response) {
+	return f, func(names ...string) (int, outcome.Response) {
 		t.Helper()
 		var alerts []alert.Alert
 		for _, n := range names {
@@ -231,6 +238,9 @@ func TestGitOpsGate(t *testing.T) {
 		labels      map[string]string
 		ownerGone   bool // the Kustomization was deleted, leaving the workload behind
 		suspendErr  error
+		readErr     error  // the answer to every read of an Application
+		noArgoCD    bool   // discovery says the API server does not serve Applications
+		wantCode    int    // the HTTP status, when set
 		suspendOn   string // the resource whose patch fails with suspendErr; kustomizations if empty
 		want        string
 		wantSpec    map[string]any
@@ -261,6 +271,21 @@ func TestGitOpsGate(t *testing.T) {
 			want:       "web failed forbidden", wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
 			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
 			wantDynamic: []string{"get kustomizations", "get helmreleases", "get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
+		{name: "label tracking, Applications forbidden (no gitops.yaml): refused gitops-unknown, nothing spent",
+			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, "shop", errors.New("RBAC")),
+			want: "web refused gitops-unknown", wantCode: http.StatusOK, wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get applications"}},
+		{name: "label tracking, Applications forbidden, no Argo CD installed: a chart's label, rolled back",
+			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, "shop", errors.New("RBAC")),
+			noArgoCD: true, want: "web rolled-back rolled-back", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
+			wantDynamic: []string{"get applications"}},
+		{name: "label tracking, apiserver unavailable: failed, retryable",
+			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewServiceUnavailable("etcd"),
+			want: "web failed api-unavailable", wantCode: http.StatusServiceUnavailable, wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get applications"}},
+		{name: "label tracking, no Argo CD: a chart's label, rolled back", labels: map[string]string{gitops.InstanceLabel: "shop"},
+			want: "web rolled-back rolled-back", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
+			wantDynamic: []string{"get applications"}},
 		{name: "ignore", mode: "ignore", labels: fluxLabels, want: "web rolled-back rolled-back",
 			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1},
 		{name: "Helm: rolled back, with a note", labels: map[string]string{gitops.ManagedByLabel: "Helm"}, want: "web rolled-back rolled-back",
@@ -283,14 +308,27 @@ func TestGitOpsGate(t *testing.T) {
 					return true, nil, tt.suspendErr
 				})
 			}
-			send := gated(t, kube, dyn, map[string]string{"ROLLBACK_GITOPS": tt.mode})
-			_, resp := send("web")
+			if tt.readErr != nil {
+				dyn.PrependReactor("get", "applications", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, tt.readErr
+				})
+			}
+			_, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(!tt.noArgoCD)},
+				map[string]string{"ROLLBACK_GITOPS": tt.mode})
+			code, resp := send("web")
+			if tt.wantCode != 0 && code != tt.wantCode {
+				t.Errorf("answer %d; want %d", code, tt.wantCode)
+			}
 			if got := results(resp); !cmp.Equal(got, []string{tt.want}) {
 				t.Fatalf("results %v; want %s (%s)", got, tt.want, resp.Results[0].Message)
 			}
 			r := resp.Results[0]
-			if r.Action == outcome.Refused && !strings.Contains(r.Message, "Flux Kustomization flux-system/apps") {
-				t.Errorf("refusal %q does not name the Kustomization", r.Message)
+			owner := "Flux Kustomization flux-system/apps"
+			if tt.labels[gitops.InstanceLabel] != "" {
+				owner = "Argo CD Application argocd/shop"
+			}
+			if r.Action == outcome.Refused && !strings.Contains(r.Message, owner) {
+				t.Errorf("refusal %q does not name %s", r.Message, owner)
 			}
 			var dynActions []string
 			for _, a := range dyn.Actions() {
@@ -336,4 +374,11 @@ func TestGitOpsGate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// served is a discovery that serves every resource type, or none.
+type served bool
+
+func (s served) Serves(context.Context, schema.GroupVersionResource) (bool, error) {
+	return bool(s), nil
 }

@@ -55,6 +55,11 @@ const DefaultArgoCDNamespace = "argocd"
 // ErrManaged marks a refusal; the error wrapping it is a *ManagedError naming the owners.
 var ErrManaged = errors.New("a GitOps tool reconciles this workload and would put the bad revision back")
 
+// ErrUnknown refuses a workload whose instance label may name an Argo CD Application that
+// the function may not read: label tracking is then undecidable, and treating it as "not
+// managed" would make the default, refuse, protect nothing on Argo CD's label tracking.
+var ErrUnknown = errors.New("whether Argo CD reconciles this workload is not known")
+
 // ErrOwnerMissing refuses a workload whose own annotation or labels name a GitOps owner that
 // does not exist. The tool wrote them, so the workload was applied by it; the owner may have
 // been deleted leaving the workload behind, or be looked up in the wrong place
@@ -163,20 +168,28 @@ type Workload struct {
 	Labels, Annotations          map[string]string
 }
 
+// Discovery says whether the API server serves a resource type, from its discovery
+// document, which every authenticated client may read.
+type Discovery interface {
+	Serves(ctx context.Context, gvr schema.GroupVersionResource) (bool, error)
+}
+
 // Guard applies ROLLBACK_GITOPS. It is safe for concurrent use.
 type Guard struct {
 	client        dynamic.Interface
+	discovery     Discovery
 	mode          Mode
 	argoNamespace string
 }
 
 // New returns a guard acting in mode through client; Argo CD's Applications are looked up
-// in argoNamespace unless a tracking id names another.
-func New(client dynamic.Interface, mode Mode, argoNamespace string) *Guard {
+// in argoNamespace unless a tracking id names another. discovery, when not nil, tells a
+// cluster without Argo CD from Applications the function may not read (see lists).
+func New(client dynamic.Interface, discovery Discovery, mode Mode, argoNamespace string) *Guard {
 	if argoNamespace == "" {
 		argoNamespace = DefaultArgoCDNamespace
 	}
-	return &Guard{client: client, mode: mode, argoNamespace: argoNamespace}
+	return &Guard{client: client, discovery: discovery, mode: mode, argoNamespace: argoNamespace}
 }
 
 // Mode is the guard's setting.
@@ -216,7 +229,7 @@ func (g *Guard) Check(ctx context.Context, w Workload) ([]Owner, error) {
 // exist. A label-tracked Application is different: the instance label is also what every Helm
 // chart sets, so it counts only where the Application says so (its status lists the workload
 // among its resources), and a missing one means the label is a chart's. An Application the
-// function may not read is not counted (give it deploy/cluster-wide/gitops.yaml).
+// function may not read makes an error wrapping ErrUnknown.
 //
 // In refuse mode an owner the workload names that cannot be read (403, 5xx) is still an
 // owner: the refusal does not depend on what the read would say.
@@ -313,9 +326,28 @@ func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (bool, error) 
 	obj, err := g.get(ctx, app)
 	switch {
 	// No such Application, or no Argo CD at all (the resource type is unknown: also
-	// NotFound), or the function may not read it.
-	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+	// NotFound): the label is a Helm chart's, or a leftover.
+	case apierrors.IsNotFound(err):
 		return false, nil
+	// RBAC answers 403 before the API server looks for the resource type, so a cluster
+	// without Argo CD says 403 too when gitops.yaml was not applied: ask discovery. When
+	// Argo CD is there, RBAC will say the same next time: a final refusal that says how to
+	// lift it. Any other error is returned as it is, so that a 5xx or a timeout stays a
+	// failure a retry can fix.
+	case apierrors.IsForbidden(err):
+		if g.discovery != nil {
+			served, derr := g.discovery.Serves(ctx, ApplicationResource)
+			if derr != nil {
+				// Only the discovery's error: it decides whether a retry can help.
+				return false, fmt.Errorf("read %s: forbidden, and whether Argo CD is installed is not known: %w", app, derr)
+			}
+			if !served {
+				return false, nil
+			}
+		}
+		return false, fmt.Errorf("%w: the function may not read %s, which the workload's %s may point at (%w); "+
+			"apply deploy/cluster-wide/gitops.yaml to let it read Applications, or set ROLLBACK_GITOPS=ignore",
+			ErrUnknown, app, app.Via, err)
 	case err != nil:
 		return false, fmt.Errorf("read Argo CD Application %s/%s: %w", app.Namespace, app.Name, err)
 	}

@@ -3,11 +3,13 @@ package gitops
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -168,7 +170,7 @@ func TestOwners(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(tt.objects...)
-			got, err := New(c, Refuse, "").Owners(context.Background(), tt.w)
+			got, err := New(c, nil, Refuse, "").Owners(context.Background(), tt.w)
 			if err != nil {
 				t.Fatalf("Owners = %v", err)
 			}
@@ -184,28 +186,78 @@ func TestOwners(t *testing.T) {
 
 func TestOwnersArgoCDNamespaceSetting(t *testing.T) {
 	c := newClient(app("gitops", "shop", nil, "shop/web"))
-	got, err := New(c, Refuse, "gitops").Owners(context.Background(), deployment(map[string]string{InstanceLabel: "shop"}, nil))
+	got, err := New(c, nil, Refuse, "gitops").Owners(context.Background(), deployment(map[string]string{InstanceLabel: "shop"}, nil))
 	if err != nil || len(got) != 1 || got[0].Namespace != "gitops" {
 		t.Errorf("Owners = %+v, %v; want the Application in gitops", got, err)
 	}
 }
 
+// discovery answers Serves as told.
+type discovery struct {
+	served bool
+	err    error
+}
+
+func (d discovery) Serves(context.Context, schema.GroupVersionResource) (bool, error) {
+	return d.served, d.err
+}
+
+// TestOwnersApplicationUnreadable: a label-tracked Application that cannot be read. The
+// apiserver's 404 (no such Application, or no Argo CD at all) means the label is not Argo
+// CD's. Its 403 leaves it unknown, which refuses (ErrUnknown, with the fix), unless
+// discovery says there is no Argo CD (RBAC answers 403 for a type that does not exist too).
+// Anything else is the read's own error, so that a 5xx or a timeout stays retryable.
 func TestOwnersApplicationUnreadable(t *testing.T) {
+	gr := schema.GroupResource{Group: "argoproj.io", Resource: "applications"}
+	forbidden := apierrors.NewForbidden(gr, "shop", errors.New("RBAC"))
+	argoCD := discovery{served: true}
 	tests := []struct {
-		name    string
-		err     error
-		wantErr bool
+		name        string
+		err         error
+		discovery   Discovery
+		wantErr     bool   // an error, with the API answer's reason
+		wantReason  error  // that answer, when not err
+		wantUnknown bool   // and wrapping ErrUnknown
+		wantMsg     string // the error says
 	}{
-		{name: "forbidden: not counted", err: apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, "shop", errors.New("RBAC"))},
-		{name: "apiserver unavailable: an error", err: apierrors.NewServiceUnavailable("down"), wantErr: true},
+		{name: "no such Application: not managed", err: apierrors.NewNotFound(gr, "shop"), discovery: argoCD},
+		{name: "Argo CD's CRD not installed: not managed", err: &apierrors.StatusError{ErrStatus: metav1.Status{
+			Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound, Message: "the server could not find the requested resource"}}},
+		{name: "forbidden, Argo CD installed: unknown, says how to fix it", err: forbidden, discovery: argoCD, wantErr: true, wantUnknown: true,
+			wantMsg: "the function may not read Argo CD Application argocd/shop, which the workload's label app.kubernetes.io/instance=shop may point at"},
+		{name: "forbidden, no discovery: unknown", err: forbidden, wantErr: true, wantUnknown: true, wantMsg: "apply deploy/cluster-wide/gitops.yaml"},
+		{name: "forbidden, no Argo CD installed: not managed", err: forbidden, discovery: discovery{}},
+		{name: "forbidden, discovery unavailable: discovery's error", err: forbidden, discovery: discovery{err: apierrors.NewServiceUnavailable("etcd")},
+			wantErr: true, wantReason: apierrors.NewServiceUnavailable("etcd"), wantMsg: "whether Argo CD is installed is not known"},
+		{name: "apiserver unavailable: its error", err: apierrors.NewServiceUnavailable("down"), discovery: argoCD, wantErr: true,
+			wantMsg: "read Argo CD Application argocd/shop: down"},
+		{name: "timeout: its error", err: apierrors.NewTimeoutError("slow", 1), discovery: argoCD, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newClient()
-			c.PrependReactor("get", "applications", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.err })
-			got, err := New(c, Refuse, "").Owners(context.Background(), deployment(map[string]string{InstanceLabel: "shop"}, nil))
-			if (err != nil) != tt.wantErr || len(got) != 0 {
-				t.Errorf("Owners = %+v, %v; want no owner, error %v", got, err, tt.wantErr)
+			for _, mode := range []Mode{Refuse, Suspend} {
+				c := newClient()
+				c.PrependReactor("get", "applications", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.err })
+				got, err := New(c, tt.discovery, mode, "").Owners(context.Background(), deployment(map[string]string{InstanceLabel: "shop"}, nil))
+				if len(got) != 0 || (err != nil) != tt.wantErr {
+					t.Fatalf("%s: Owners = %+v, %v; want no owner, error %v", mode, got, err, tt.wantErr)
+				}
+				if !tt.wantErr {
+					continue
+				}
+				reason := tt.err
+				if tt.wantReason != nil {
+					reason = tt.wantReason
+				}
+				if errors.Is(err, ErrUnknown) != tt.wantUnknown || apierrors.ReasonForError(err) != apierrors.ReasonForError(reason) {
+					t.Errorf("%s: Owners = %v; want ErrUnknown %v, wrapping %v", mode, err, tt.wantUnknown, reason)
+				}
+				if !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Errorf("%s: Owners = %v; want it to say %q", mode, err, tt.wantMsg)
+				}
+				if tt.wantUnknown && !strings.Contains(err.Error(), "apply deploy/cluster-wide/gitops.yaml") {
+					t.Errorf("%s: %v does not say how to let the function read Applications", mode, err)
+				}
 			}
 		})
 	}
@@ -253,7 +305,7 @@ func TestCheck(t *testing.T) {
 			if tt.getErr != nil {
 				c.PrependReactor("get", "*", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.getErr })
 			}
-			owners, err := New(c, tt.mode, "").Check(context.Background(), tt.w)
+			owners, err := New(c, nil, tt.mode, "").Check(context.Background(), tt.w)
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Check = %v; want %v", err, tt.wantErr)
 			}

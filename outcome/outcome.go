@@ -66,6 +66,7 @@ const (
 	ReasonBudgetExhausted    Reason = "budget-exhausted"
 	ReasonGitOpsManaged      Reason = "gitops-managed"
 	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
+	ReasonGitOpsUnknown      Reason = "gitops-unknown"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -110,6 +111,9 @@ var classes = []struct {
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
 	{gitops.ErrOwnerMissing, Refused, ReasonGitOpsOwnerMissing},
+	// Before the API's own classes: it wraps the apiserver's 403, which a retry does not fix
+	// either, but the refusal says how to.
+	{gitops.ErrUnknown, Refused, ReasonGitOpsUnknown},
 	{ErrTooManyTargets, Refused, ReasonTooManyTargets},
 	{target.ErrNoWorkloadLabel, Refused, ReasonNoWorkloadLabel},
 	{target.ErrNoNamespace, Refused, ReasonNoNamespace},

@@ -42,6 +42,7 @@ func TestClassify(t *testing.T) {
 		{"too old", undo.ErrTooOld, Refused, ReasonTooOld, false},
 		{"GitOps managed", &gitops.ManagedError{}, Refused, ReasonGitOpsManaged, false},
 		{"GitOps owner missing", fmt.Errorf("%w: Flux Kustomization flux-system/apps", gitops.ErrOwnerMissing), Refused, ReasonGitOpsOwnerMissing, false},
+		{"GitOps unknown: Applications forbidden", fmt.Errorf("%w: (%w)", gitops.ErrUnknown, apierrors.NewForbidden(gr, "shop", errors.New("RBAC"))), Refused, ReasonGitOpsUnknown, false},
 		{"too many targets", ErrTooManyTargets, Refused, ReasonTooManyTargets, false},
 		{"no namespace", target.ErrNoNamespace, Refused, ReasonNoNamespace, false},
 		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/gitops"
+	ikube "github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // gitopsWorld is Argo CD's and Flux's objects on the real apiserver, through their own CRDs,
@@ -23,8 +24,9 @@ import (
 type gitopsWorld struct {
 	admin dynamic.Interface
 	// fn acts as the function's ServiceAccount with kservice.yaml's Role and
-	// deploy/cluster-wide/gitops.yaml.
-	fn dynamic.Interface
+	// deploy/cluster-wide/gitops.yaml; disco reads discovery as that ServiceAccount.
+	fn    dynamic.Interface
+	disco gitops.Discovery
 	// ns holds the workloads and the HelmRelease; argo the Application, flux the
 	// Kustomization (each test has its own three).
 	ns, argo, flux string
@@ -90,12 +92,26 @@ func newGitopsWorld(t *testing.T, ns string) *gitopsWorld {
 		t.Fatal(err)
 	}
 	_, fn := clientsOf(t, kube, ns)
-	w := &gitopsWorld{admin: admin, fn: fn, ns: ns, argo: argo, flux: flux}
+	w := &gitopsWorld{admin: admin, fn: fn, disco: discoveryOf(t, ns), ns: ns, argo: argo, flux: flux}
 	r := strings.NewReplacer("SHOP", ns, "ARGO", argo, "FLUX", flux)
 	for _, doc := range []string{argoApplication, fluxKustomization, fluxHelmRelease} {
 		w.create(t, r.Replace(doc))
 	}
 	return w
+}
+
+// discoveryOf reads the API server's discovery as the function's ServiceAccount of ns.
+func discoveryOf(t *testing.T, ns string) gitops.Discovery {
+	t.Helper()
+	cfg, err := kube.ConfigFor(context.Background(), ns, "alert-rollback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ikube.NewDiscovery(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func (w *gitopsWorld) create(t *testing.T, doc string) {
@@ -174,7 +190,7 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 			want: []string{"Flux HelmRelease " + ns + "/web"}},
 		{name: "plain"},
 	}
-	g := gitops.New(w.fn, gitops.Refuse, w.argo)
+	g := gitops.New(w.fn, w.disco, gitops.Refuse, w.argo)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			wl := w.deployment(t, tt.name, tt.labels, tt.annotations)
@@ -208,7 +224,7 @@ func TestGitOpsAppsInAnyNamespace(t *testing.T) {
 	w := newGitopsWorld(t, "gitops-anywhere")
 	ctx := context.Background()
 	wl := w.deployment(t, "anywhere", nil, map[string]string{gitops.ArgoCDTrackingID: w.argo + "_shop:apps/Deployment:" + w.ns + "/anywhere"})
-	g := gitops.New(w.fn, gitops.Suspend, "") // Argo CD's default namespace, argocd, holds nothing here
+	g := gitops.New(w.fn, w.disco, gitops.Suspend, "") // Argo CD's default namespace, argocd, holds nothing here
 	owners, err := g.Check(ctx, wl)
 	want := []gitops.Owner{{Kind: gitops.Application, Namespace: w.argo, Name: "shop", Via: "annotation " + gitops.ArgoCDTrackingID}}
 	if err != nil || !cmp.Equal(owners, want) {
@@ -242,7 +258,7 @@ func TestGitOpsSuspendOnRealCRDs(t *testing.T) {
 		b, _ := yaml.Marshal(before[o.Kind])
 		t.Logf("%s spec before:\n%s", o, b)
 	}
-	g := gitops.New(w.fn, gitops.Suspend, w.argo)
+	g := gitops.New(w.fn, w.disco, gitops.Suspend, w.argo)
 
 	dry, err := g.Suspend(ctx, owners, true)
 	if err != nil || len(dry) != 3 {
