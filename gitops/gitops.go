@@ -60,6 +60,11 @@ var ErrManaged = errors.New("a GitOps tool reconciles this workload and would pu
 // managed" would make the default, refuse, protect nothing on Argo CD's label tracking.
 var ErrUnknown = errors.New("whether Argo CD reconciles this workload is not known")
 
+// ErrParentManaged refuses to suspend an Application that something else reconciles in
+// turn: an ApplicationSet regenerates its spec, a parent Application (app of apps) syncs it
+// from Git, and either puts self-heal back, after which Argo CD reverts the rollback.
+var ErrParentManaged = errors.New("suspending the GitOps owner would not last: something reconciles the owner itself")
+
 // ErrOwnerMissing refuses a workload whose own annotation or labels name a GitOps owner that
 // does not exist. The tool wrote them, so the workload was applied by it; the owner may have
 // been deleted leaving the workload behind, or be looked up in the wrong place
@@ -103,6 +108,10 @@ type Owner struct {
 	Via string
 	// Missing is set when the workload names it but it does not exist (see ErrOwnerMissing).
 	Missing bool
+	// Parent, for an Application, names what reconciles the Application itself (an
+	// ApplicationSet, or a parent Application: app of apps), which would turn self-heal
+	// back on soon after Suspend turned it off (see ErrParentManaged).
+	Parent string
 }
 
 func (o Owner) tool() string {
@@ -132,11 +141,27 @@ type ManagedError struct{ Owners []Owner }
 
 func (e *ManagedError) Error() string {
 	names := make([]string, len(e.Owners))
+	suspend := "or set ROLLBACK_GITOPS=suspend to let this function pause it before rolling back"
 	for i, o := range e.Owners {
 		names[i] = fmt.Sprintf("%s (%s)", o, o.Via)
+		if o.Parent != "" {
+			names[i] += fmt.Sprintf(" (itself reconciled by %s)", o.Parent)
+			suspend = "ROLLBACK_GITOPS=suspend would not last here: what reconciles the Application would turn self-heal back on"
+		}
 	}
-	return fmt.Sprintf("%v: %s; revert the bad change in Git (the GitOps tool then rolls it back), "+
-		"or set ROLLBACK_GITOPS=suspend to let this function pause it before rolling back", ErrManaged, strings.Join(names, ", "))
+	return fmt.Sprintf("%v: %s; revert the bad change in Git (the GitOps tool then rolls it back); %s",
+		ErrManaged, strings.Join(names, ", "), suspend)
+}
+
+// parentError refuses to suspend owners whose Parent would undo the suspension.
+func parentError(owners []Owner) error {
+	var names []string
+	for _, o := range owners {
+		names = append(names, fmt.Sprintf("%s (%s) is itself reconciled by %s, which would turn its self-heal back on", o, o.Via, o.Parent))
+	}
+	return fmt.Errorf("%w: %s; nothing was suspended. Revert the bad change in Git, or turn self-heal off "+
+		"where the Application comes from (the ApplicationSet's template, the parent's Git source) before a rollback",
+		ErrParentManaged, strings.Join(names, "; "))
 }
 
 func (e *ManagedError) Unwrap() error { return ErrManaged }
@@ -207,10 +232,13 @@ func (g *Guard) Check(ctx context.Context, w Workload) ([]Owner, error) {
 	if err != nil {
 		return nil, err
 	}
-	var missing []Owner
+	var missing, parented []Owner
 	for _, o := range owners {
 		if o.Missing {
 			missing = append(missing, o)
+		}
+		if o.Parent != "" {
+			parented = append(parented, o)
 		}
 	}
 	switch {
@@ -218,6 +246,9 @@ func (g *Guard) Check(ctx context.Context, w Workload) ([]Owner, error) {
 		return nil, missingError(missing)
 	case len(owners) > 0 && g.mode == Refuse:
 		return nil, &ManagedError{Owners: owners}
+	case len(parented) > 0:
+		// Before anything is written: a suspension that would not last is not made.
+		return nil, parentError(parented)
 	}
 	return owners, nil
 }
@@ -237,7 +268,10 @@ func (g *Guard) Owners(ctx context.Context, w Workload) ([]Owner, error) {
 	var owners []Owner
 	if id := w.Annotations[ArgoCDTrackingID]; id != "" {
 		if app, ok := g.fromTrackingID(id, w); ok {
-			o, err := g.named(ctx, app)
+			o, obj, err := g.named(ctx, app)
+			if err == nil && obj != nil {
+				o.Parent, err = g.parent(ctx, o, obj)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -248,11 +282,14 @@ func (g *Guard) Owners(ctx context.Context, w Workload) ([]Owner, error) {
 		app := g.application(v, "label "+InstanceLabel+"="+v)
 		// Both trackings naming one Application make one owner, read once.
 		if len(owners) == 0 || owners[0].Namespace != app.Namespace || owners[0].Name != app.Name {
-			listed, err := g.lists(ctx, app, w)
+			obj, err := g.lists(ctx, app, w)
+			if err == nil && obj != nil {
+				app.Parent, err = g.parent(ctx, app, obj)
+			}
 			if err != nil {
 				return nil, err
 			}
-			if listed {
+			if obj != nil {
 				owners = append(owners, app)
 			}
 		}
@@ -269,7 +306,7 @@ func (g *Guard) Owners(ctx context.Context, w Workload) ([]Owner, error) {
 		if ns == "" {
 			ns = w.Namespace
 		}
-		o, err := g.named(ctx, Owner{Kind: f.kind, Namespace: ns, Name: name, Via: "label " + f.name})
+		o, _, err := g.named(ctx, Owner{Kind: f.kind, Namespace: ns, Name: name, Via: "label " + f.name})
 		if err != nil {
 			return nil, err
 		}
@@ -281,16 +318,56 @@ func (g *Guard) Owners(ctx context.Context, w Workload) ([]Owner, error) {
 // named reads an owner that the workload's own annotation or labels name, and marks it
 // Missing when it does not exist (also when its resource type is unknown: the tool is gone
 // altogether). In refuse mode a failed read is no error: the workload says who owns it, and
-// the refusal does not depend on what the read would have said.
-func (g *Guard) named(ctx context.Context, o Owner) (Owner, error) {
-	_, err := g.get(ctx, o)
+// the refusal does not depend on what the read would have said. The object is returned when
+// it was read.
+func (g *Guard) named(ctx context.Context, o Owner) (Owner, *unstructured.Unstructured, error) {
+	obj, err := g.get(ctx, o)
 	switch {
 	case apierrors.IsNotFound(err):
 		o.Missing = true
-	case err != nil && g.mode != Refuse:
-		return o, fmt.Errorf("read %s: %w", o, err)
+		return o, nil, nil
+	case err != nil && g.mode == Refuse:
+		return o, nil, nil
+	case err != nil:
+		return o, nil, fmt.Errorf("read %s: %w", o, err)
 	}
-	return o, nil
+	return o, obj, nil
+}
+
+// parent names what reconciles the Application app (read as obj) itself, "" for nothing:
+// an ApplicationSet that owns it, or a parent Application that tracks it, as Argo CD tracks
+// anything it applies (app of apps). In refuse mode a parent that cannot be read is no
+// error: it would only add to the refusal's message.
+func (g *Guard) parent(ctx context.Context, app Owner, obj *unstructured.Unstructured) (string, error) {
+	for _, ref := range obj.GetOwnerReferences() {
+		if gv, err := schema.ParseGroupVersion(ref.APIVersion); err == nil && gv.Group == ApplicationResource.Group && ref.Kind == "ApplicationSet" {
+			// Owner references name objects of the dependant's own namespace.
+			return fmt.Sprintf("Argo CD ApplicationSet %s/%s", app.Namespace, ref.Name), nil
+		}
+	}
+	self := Workload{Group: ApplicationResource.Group, Kind: Application, Namespace: app.Namespace, Name: app.Name,
+		Labels: obj.GetLabels(), Annotations: obj.GetAnnotations()}
+	if id := self.Annotations[ArgoCDTrackingID]; id != "" {
+		if p, ok := g.fromTrackingID(id, self); ok {
+			return fmt.Sprintf("%s (app of apps, %s)", p, p.Via), nil
+		}
+	}
+	if v := self.Labels[InstanceLabel]; v != "" {
+		p := g.application(v, "label "+InstanceLabel+"="+v)
+		if p.Namespace == app.Namespace && p.Name == app.Name {
+			return "", nil
+		}
+		pobj, err := g.lists(ctx, p, self)
+		switch {
+		case err != nil && g.mode == Refuse:
+			return "", nil
+		case err != nil:
+			return "", err
+		case pobj != nil:
+			return fmt.Sprintf("%s (app of apps, %s)", p, p.Via), nil
+		}
+	}
+	return "", nil
 }
 
 func (g *Guard) get(ctx context.Context, o Owner) (*unstructured.Unstructured, error) {
@@ -321,14 +398,15 @@ func (g *Guard) application(appName, via string) Owner {
 	return Owner{Kind: Application, Namespace: g.argoNamespace, Name: appName, Via: via}
 }
 
-// lists reports whether the Application app says it manages w.
-func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (bool, error) {
+// lists returns the Application app when it says it manages w, nil when it does not, or
+// when there is no such Application.
+func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (*unstructured.Unstructured, error) {
 	obj, err := g.get(ctx, app)
 	switch {
 	// No such Application, or no Argo CD at all (the resource type is unknown: also
 	// NotFound): the label is a Helm chart's, or a leftover.
 	case apierrors.IsNotFound(err):
-		return false, nil
+		return nil, nil
 	// RBAC answers 403 before the API server looks for the resource type, so a cluster
 	// without Argo CD says 403 too when gitops.yaml was not applied: ask discovery. When
 	// Argo CD is there, RBAC will say the same next time: a final refusal that says how to
@@ -339,17 +417,17 @@ func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (bool, error) 
 			served, derr := g.discovery.Serves(ctx, ApplicationResource)
 			if derr != nil {
 				// Only the discovery's error: it decides whether a retry can help.
-				return false, fmt.Errorf("read %s: forbidden, and whether Argo CD is installed is not known: %w", app, derr)
+				return nil, fmt.Errorf("read %s: forbidden, and whether Argo CD is installed is not known: %w", app, derr)
 			}
 			if !served {
-				return false, nil
+				return nil, nil
 			}
 		}
-		return false, fmt.Errorf("%w: the function may not read %s, which the workload's %s may point at (%w); "+
+		return nil, fmt.Errorf("%w: the function may not read %s, which %s may point at (%w); "+
 			"apply deploy/cluster-wide/gitops.yaml to let it read Applications, or set ROLLBACK_GITOPS=ignore",
 			ErrUnknown, app, app.Via, err)
 	case err != nil:
-		return false, fmt.Errorf("read Argo CD Application %s/%s: %w", app.Namespace, app.Name, err)
+		return nil, fmt.Errorf("read Argo CD Application %s/%s: %w", app.Namespace, app.Name, err)
 	}
 	resources, _, _ := unstructured.NestedSlice(obj.Object, "status", "resources")
 	for _, r := range resources {
@@ -358,10 +436,10 @@ func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (bool, error) 
 			continue
 		}
 		if m["group"] == w.Group && m["kind"] == w.Kind && m["namespace"] == w.Namespace && m["name"] == w.Name {
-			return true, nil
+			return obj, nil
 		}
 	}
-	return false, nil
+	return nil, nil
 }
 
 // HelmNote returns, for a workload Helm installed, a note that the next `helm upgrade`

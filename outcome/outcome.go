@@ -67,6 +67,7 @@ const (
 	ReasonGitOpsManaged      Reason = "gitops-managed"
 	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
 	ReasonGitOpsUnknown      Reason = "gitops-unknown"
+	ReasonGitOpsParent       Reason = "gitops-parent-managed"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -111,6 +112,7 @@ var classes = []struct {
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
 	{gitops.ErrOwnerMissing, Refused, ReasonGitOpsOwnerMissing},
+	{gitops.ErrParentManaged, Refused, ReasonGitOpsParent},
 	// Before the API's own classes: it wraps the apiserver's 403, which a retry does not fix
 	// either, but the refusal says how to.
 	{gitops.ErrUnknown, Refused, ReasonGitOpsUnknown},

@@ -43,6 +43,7 @@ func TestClassify(t *testing.T) {
 		{"GitOps managed", &gitops.ManagedError{}, Refused, ReasonGitOpsManaged, false},
 		{"GitOps owner missing", fmt.Errorf("%w: Flux Kustomization flux-system/apps", gitops.ErrOwnerMissing), Refused, ReasonGitOpsOwnerMissing, false},
 		{"GitOps unknown: Applications forbidden", fmt.Errorf("%w: (%w)", gitops.ErrUnknown, apierrors.NewForbidden(gr, "shop", errors.New("RBAC"))), Refused, ReasonGitOpsUnknown, false},
+		{"GitOps parent", fmt.Errorf("%w: Argo CD Application argocd/shop", gitops.ErrParentManaged), Refused, ReasonGitOpsParent, false},
 		{"too many targets", ErrTooManyTargets, Refused, ReasonTooManyTargets, false},
 		{"no namespace", target.ErrNoNamespace, Refused, ReasonNoNamespace, false},
 		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},
