@@ -7,16 +7,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -376,7 +380,7 @@ func TestGitOpsGate(t *testing.T) {
 			if tt.wantNote == "" {
 				return
 			}
-			if !cmp.Equal(r.Notes, []string{tt.wantNote}) || !strings.HasSuffix(r.Message, "; "+tt.wantNote) {
+			if !cmp.Equal(r.Notes, []string{tt.wantNote}) || !strings.HasSuffix(r.Message, ": "+tt.wantNote) && !strings.HasSuffix(r.Message, "; "+tt.wantNote) {
 				t.Errorf("result notes %q, message %q; want the note %q", r.Notes, r.Message, tt.wantNote)
 			}
 			if r.Action != outcome.RolledBack {
@@ -402,4 +406,142 @@ type served bool
 
 func (s served) Serves(context.Context, schema.GroupVersionResource) (bool, error) {
 	return bool(s), nil
+}
+
+// recordedEvents keeps the Events the function records: on the workload, and on the objects
+// changed for its undo.
+type recordedEvents struct {
+	mu             sync.Mutex
+	workload       []string
+	related        []string
+	relatedObjects []string
+}
+
+func (e *recordedEvents) Record(_ types.UID, r outcome.Result) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.workload = append(e.workload, r.String())
+}
+
+func (e *recordedEvents) RecordRelated(ref corev1.ObjectReference, r outcome.Result) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.related = append(e.related, r.String())
+	e.relatedObjects = append(e.relatedObjects, ref.Kind+" "+ref.Namespace+"/"+ref.Name)
+}
+
+func (e *recordedEvents) Shutdown() {}
+
+// TestGitOpsSuspendedThenNoUndo: the owner is suspended, then the undo does not happen: the
+// apiserver refuses the workload's write (an admission webhook, say), or the write conflicts
+// and the next attempt is refused. No state annotation can say what was suspended, so the
+// result and the Events on the workload and on the owner must: the owner stays suspended,
+// and someone has to resume it. When the next attempt succeeds, the state records it.
+func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
+	const said = "suspended Flux Kustomization flux-system/apps: spec.suspend set to true"
+	const resume = "flux resume kustomization apps -n flux-system"
+	deployments := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	tests := []struct {
+		name string
+		// patch answers the workload's n-th write (from 0); handled false lets it through.
+		patch func(kube *fake.Clientset, a k8stesting.Action, n int) (handled bool, err error)
+		// noWorkloadEvent: a copy of what another replica did makes no Event on the workload.
+		noWorkloadEvent bool
+		want            string
+		wantCode        int
+		wantUnits       int
+		wantSaid        string // the message says this after the error
+	}{
+		{name: "the write refused", want: "web failed api-error", wantCode: http.StatusUnprocessableEntity,
+			wantSaid: "; not rolled back, but done beforehand and left so: " + said,
+			patch: func(*fake.Clientset, k8stesting.Action, int) (bool, error) {
+				return true, apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil)
+			}},
+		{name: "the write conflicts, and meanwhile a person opted the workload out", want: "web refused opted-out", wantCode: http.StatusOK,
+			wantSaid: "; not rolled back, but done beforehand and left so: " + said,
+			patch: func(kube *fake.Clientset, _ k8stesting.Action, _ int) (bool, error) {
+				obj, err := kube.Tracker().Get(deployments, ownNamespace, "web")
+				if err != nil {
+					return true, err
+				}
+				d := obj.(*appsv1.Deployment).DeepCopy()
+				d.Annotations[undo.OptOutAnnotation] = "true"
+				if err := kube.Tracker().Update(deployments, d, ownNamespace); err != nil {
+					return true, err
+				}
+				return true, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", errors.New("changed"))
+			}},
+		{name: "the write conflicts once, then lands", want: "web rolled-back rolled-back", wantCode: http.StatusOK, wantUnits: 1,
+			wantSaid: "; " + said,
+			patch: func(_ *fake.Clientset, _ k8stesting.Action, n int) (bool, error) {
+				if n > 0 {
+					return false, nil
+				}
+				return true, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", errors.New("changed"))
+			}},
+		// As if another replica had made this very undo just before: its patch lands (made
+		// here with this one's), and this one's conflicts.
+		{name: "the write conflicts: another replica's undo won", want: "web skipped already-handled", wantCode: http.StatusOK,
+			noWorkloadEvent: true, wantSaid: "; " + said,
+			patch: func(kube *fake.Clientset, a k8stesting.Action, n int) (bool, error) {
+				if n > 0 {
+					return false, nil
+				}
+				if _, _, err := k8stesting.ObjectReaction(kube.Tracker())(a); err != nil {
+					return true, err
+				}
+				return true, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", errors.New("changed"))
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kube := fixture.Clientset(broken(fluxLabels, "web")...)
+			n := 0
+			kube.PrependReactor("patch", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				handled, err := tt.patch(kube, a, n)
+				n++
+				return handled, nil, err
+			})
+			dyn := newDynamic(kustomization(false))
+			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)}, map[string]string{"ROLLBACK_GITOPS": "suspend"})
+			ev := &recordedEvents{}
+			f.events = ev
+			code, resp := send("web")
+			if got := results(resp); code != tt.wantCode || !cmp.Equal(got, []string{tt.want}) {
+				t.Fatalf("answer %d %v; want %d, %s", code, got, tt.wantCode, tt.want)
+			}
+			if msg := resp.Results[0].Message; !strings.Contains(msg, tt.wantSaid) || !strings.Contains(msg, resume) {
+				t.Errorf("message %q does not say %q and how to resume", msg, tt.wantSaid)
+			}
+			ks, err := dyn.Resource(gitops.KustomizationResource).Namespace("flux-system").Get(context.Background(), "apps", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if suspended, _, _ := unstructured.NestedBool(ks.Object, "spec", "suspend"); !suspended {
+				t.Errorf("Kustomization spec %v; want it suspended, as the message says", ks.Object["spec"])
+			}
+			if n := unitsSpent(t, kube); n != tt.wantUnits {
+				t.Errorf("%d budget units spent; want %d", n, tt.wantUnits)
+			}
+			if tt.noWorkloadEvent && len(ev.workload) != 0 {
+				t.Errorf("Events on the workload %q; want none", ev.workload)
+			}
+			if !tt.noWorkloadEvent && (len(ev.workload) != 1 || !strings.Contains(ev.workload[0], said)) {
+				t.Errorf("Events on the workload %q; want one naming what was suspended", ev.workload)
+			}
+			if !cmp.Equal(ev.relatedObjects, []string{"Kustomization flux-system/apps"}) || !strings.Contains(ev.related[0], resume) {
+				t.Errorf("Events on %v: %q; want one on the Kustomization saying how to resume", ev.relatedObjects, ev.related)
+			}
+			if resp.Results[0].Action != outcome.RolledBack {
+				return
+			}
+			d, err := kube.AppsV1().Deployments(ownNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if state := d.Annotations[undo.StateAnnotation]; !strings.Contains(state, said) {
+				t.Errorf("state annotation %s does not record %q", state, said)
+			}
+		})
+	}
 }
