@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -176,6 +177,7 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 		labels      map[string]string
 		annotations map[string]string
 		want        []string
+		wantErr     error // the refusal, when not ErrManaged
 	}{
 		{name: "annotated", annotations: map[string]string{gitops.ArgoCDTrackingID: "shop:apps/Deployment:" + ns + "/annotated"},
 			want: []string{"Argo CD Application " + w.argo + "/shop"}},
@@ -189,6 +191,9 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 		{name: "released", labels: map[string]string{gitops.HelmName: "web", gitops.HelmNS: ns, gitops.ManagedByLabel: "Helm"},
 			want: []string{"Flux HelmRelease " + ns + "/web"}},
 		{name: "plain"},
+		// Labels of a Kustomization deleted with its workloads left behind: refused, as an
+		// owner that does not exist.
+		{name: "orphaned", labels: map[string]string{gitops.KustomizeName: "gone", gitops.KustomizeNS: w.flux}, wantErr: gitops.ErrOwnerMissing},
 	}
 	g := gitops.New(w.fn, w.disco, gitops.Refuse, w.argo)
 	for _, tt := range tests {
@@ -196,6 +201,13 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 			wl := w.deployment(t, tt.name, tt.labels, tt.annotations)
 			_, err := g.Check(context.Background(), wl)
 			var m *gitops.ManagedError
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Check = %v; want %v", err, tt.wantErr)
+				}
+				t.Logf("refused: %v", err)
+				return
+			}
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("Check = %v; want no owner", err)
@@ -214,6 +226,76 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 			}
 			t.Logf("refused: %v", err)
 		})
+	}
+}
+
+// TestGitOpsWithoutItsRBAC: without deploy/cluster-wide/gitops.yaml the function may not
+// read Applications. RBAC answers 403 whether or not the resource type exists, so discovery
+// tells the two apart: with Argo CD's CRD installed, a label-tracked workload is refused
+// as unknown (the message says to apply gitops.yaml); for a type the apiserver does not serve
+// discovery says so (then such a label counts as a Helm chart's).
+func TestGitOpsWithoutItsRBAC(t *testing.T) {
+	ctx := context.Background()
+	ns := "gitops-norbac"
+	applyCRDs(t, kube)
+	install(t, kube, ns)
+	_, fn := clientsOf(t, kube, ns)
+	disco := discoveryOf(t, ns)
+	// Argo CD's ApplicationSet CRD is not installed here.
+	applicationSets := schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applicationsets"}
+	for _, gvr := range []schema.GroupVersionResource{gitops.ApplicationResource, applicationSets} {
+		_, err := fn.Resource(gvr).Namespace("argocd").Get(ctx, "shop", get)
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("get %s without gitops.yaml = %v; want 403", gvr.Resource, err)
+		}
+	}
+	for gvr, want := range map[schema.GroupVersionResource]bool{gitops.ApplicationResource: true, applicationSets: false} {
+		if got, err := disco.Serves(ctx, gvr); err != nil || got != want {
+			t.Errorf("Serves(%s) = %v, %v; want %v", gvr.Resource, got, err, want)
+		}
+	}
+	w := &gitopsWorld{ns: ns}
+	wl := w.deployment(t, "labelled", map[string]string{gitops.InstanceLabel: "shop"}, nil)
+	for _, mode := range []gitops.Mode{gitops.Refuse, gitops.Suspend} {
+		_, err := gitops.New(fn, disco, mode, "").Check(ctx, wl)
+		if !errors.Is(err, gitops.ErrUnknown) || !strings.Contains(err.Error(), "apply deploy/cluster-wide/gitops.yaml") {
+			t.Errorf("%s: Check = %v; want unknown, saying to apply gitops.yaml", mode, err)
+		}
+		t.Logf("%s: refused: %v", mode, err)
+	}
+}
+
+// TestGitOpsAppOfAppsOnRealCRDs: an Application that a parent Application tracks (app of
+// apps, annotation tracking on the real object) is not suspended: the parent would turn
+// self-heal back on. Refused before any write; the Application keeps its spec.
+func TestGitOpsAppOfAppsOnRealCRDs(t *testing.T) {
+	w := newGitopsWorld(t, "gitops-parent")
+	ctx := context.Background()
+	child := `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: child
+  namespace: ARGO
+  annotations: {argocd.argoproj.io/tracking-id: "root:argoproj.io/Application:ARGO/child"}
+spec:
+  project: default
+  source: {repoURL: "https://git.example.com/shop.git", path: deploy, targetRevision: main}
+  destination: {server: "https://kubernetes.default.svc", namespace: SHOP}
+  syncPolicy:
+    automated: {prune: true, selfHeal: true}
+`
+	w.create(t, strings.NewReplacer("SHOP", w.ns, "ARGO", w.argo).Replace(child))
+	before := w.spec(t, gitops.Application, w.argo, "child")
+	wl := w.deployment(t, "child-web", nil, map[string]string{gitops.ArgoCDTrackingID: "child:apps/Deployment:" + w.ns + "/child-web"})
+	owners, err := gitops.New(w.fn, w.disco, gitops.Suspend, w.argo).Check(ctx, wl)
+	want := "is itself reconciled by Argo CD Application " + w.argo + "/root (app of apps"
+	if !errors.Is(err, gitops.ErrParentManaged) || !strings.Contains(err.Error(), want) || len(owners) != 0 {
+		t.Fatalf("Check = %+v, %v; want refused, saying %q", owners, err, want)
+	}
+	t.Logf("refused: %v", err)
+	if diff := cmp.Diff(before, w.spec(t, gitops.Application, w.argo, "child")); diff != "" {
+		t.Errorf("the Application changed (-before +after):\n%s", diff)
 	}
 }
 
