@@ -153,18 +153,18 @@ func (e *ManagedError) Error() string {
 		ErrManaged, strings.Join(names, ", "), suspend)
 }
 
+func (e *ManagedError) Unwrap() error { return ErrManaged }
+
 // parentError refuses to suspend owners whose Parent would undo the suspension.
 func parentError(owners []Owner) error {
 	var names []string
 	for _, o := range owners {
 		names = append(names, fmt.Sprintf("%s (%s) is itself reconciled by %s, which would turn its self-heal back on", o, o.Via, o.Parent))
 	}
-	return fmt.Errorf("%w: %s; nothing was suspended. Revert the bad change in Git, or turn self-heal off "+
+	return fmt.Errorf("%w: %s; nothing was suspended: revert the bad change in Git, or turn self-heal off "+
 		"where the Application comes from (the ApplicationSet's template, the parent's Git source) before a rollback",
 		ErrParentManaged, strings.Join(names, "; "))
 }
-
-func (e *ManagedError) Unwrap() error { return ErrManaged }
 
 // missingError refuses owners that the workload names but that do not exist, saying what to
 // do about each.
