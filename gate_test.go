@@ -7,16 +7,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -35,21 +39,28 @@ import (
 // Deployments by name.
 func gated(t *testing.T, kube *fake.Clientset, dyn *dynamicfake.FakeDynamicClient, env map[string]string) func(names ...string) (int, outcome.Response) {
 	t.Helper()
+	_, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn}, env)
+	return send
+}
+
+// startGated is gated with the clients given (the function's namespace set), returning the
+// function too.
+func startGated(t *testing.T, c clients, env map[string]string) (*Function, func(names ...string) (int, outcome.Response)) {
+	t.Helper()
 	cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}
 	for k, v := range env {
 		cfg[k] = v
 	}
+	c.namespace = ownNamespace
 	f := New()
-	f.newClient = func(config) (clients, error) {
-		return clients{kube: clientset.Wrap(kube), dynamic: dyn, namespace: ownNamespace}, nil
-	}
+	f.newClient = func(config) (clients, error) { return c, nil }
 	f.newLogger = zap.NewNop().Sugar
 	f.cgroupRoot = fstest.MapFS{}
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
 	}
 	t.Cleanup(func() { _ = f.Stop(context.Background()) })
-	return func(names ...string) (int, outcome.Response) {
+	return f, func(names ...string) (int, outcome.Response) {
 		t.Helper()
 		var alerts []alert.Alert
 		for _, n := range names {
@@ -218,6 +229,19 @@ func helmRelease() *unstructured.Unstructured {
 	}}
 }
 
+// generatedApplication is the Application argocd/shop, made by an ApplicationSet, with
+// self-heal on and the workload web among its resources.
+func generatedApplication() *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+		"metadata": map[string]any{"namespace": "argocd", "name": "shop", "uid": "app-uid", "resourceVersion": "5",
+			"ownerReferences": []any{map[string]any{"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet", "name": "shops", "uid": "set-uid"}}},
+		"spec": map[string]any{"syncPolicy": map[string]any{"automated": map[string]any{"selfHeal": true}}},
+		"status": map[string]any{"resources": []any{map[string]any{
+			"group": "apps", "version": "v1", "kind": "Deployment", "namespace": ownNamespace, "name": "web"}}},
+	}}
+}
+
 var fluxLabels = map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system"}
 
 // TestGitOpsGate: a workload Flux owns is refused by default (before the budget: nothing
@@ -229,7 +253,12 @@ func TestGitOpsGate(t *testing.T) {
 		name        string
 		mode        string
 		labels      map[string]string
+		ownerGone   bool // the Kustomization was deleted, leaving the workload behind
 		suspendErr  error
+		readErr     error  // the answer to every read of an Application
+		noArgoCD    bool   // discovery says the API server does not serve Applications
+		generated   bool   // an ApplicationSet made the Application argocd/shop, which lists the workload
+		wantCode    int    // the HTTP status, when set
 		suspendOn   string // the resource whose patch fails with suspendErr; kustomizations if empty
 		want        string
 		wantSpec    map[string]any
@@ -239,22 +268,46 @@ func TestGitOpsGate(t *testing.T) {
 		wantDynamic []string
 	}{
 		{name: "refuse (default)", labels: fluxLabels, want: "web refused gitops-managed",
-			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
+			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get kustomizations"}},
+		{name: "refuse, the Kustomization deleted: owner missing, nothing spent", labels: fluxLabels, ownerGone: true,
+			want: "web refused gitops-owner-missing", wantImage: "shop/web:v2", wantDynamic: []string{"get kustomizations"}},
 		{name: "suspend", mode: "suspend", labels: fluxLabels, want: "web rolled-back rolled-back",
 			wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
 			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
-			wantDynamic: []string{"get kustomizations", "patch kustomizations"}},
+			wantDynamic: []string{"get kustomizations", "get kustomizations", "patch kustomizations"}},
+		{name: "suspend, the Kustomization deleted: owner missing, nothing written or spent", mode: "suspend", labels: fluxLabels, ownerGone: true,
+			want: "web refused gitops-owner-missing", wantImage: "shop/web:v2", wantDynamic: []string{"get kustomizations"}},
 		{name: "suspend refused by RBAC: failed, nothing spent", mode: "suspend", labels: fluxLabels,
 			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}, "apps", errors.New("RBAC")),
 			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
-			wantDynamic: []string{"get kustomizations", "patch kustomizations"}},
+			wantDynamic: []string{"get kustomizations", "get kustomizations", "patch kustomizations"}},
 		{name: "suspend: the second owner refuses; the first stays suspended and is named", mode: "suspend",
 			labels:     map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system", gitops.HelmName: "web", gitops.HelmNS: ownNamespace},
 			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "helm.toolkit.fluxcd.io", Resource: "helmreleases"}, "web", errors.New("RBAC")),
 			suspendOn:  "helmreleases",
 			want:       "web failed forbidden", wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
 			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
-			wantDynamic: []string{"get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
+			wantDynamic: []string{"get kustomizations", "get helmreleases", "get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
+		{name: "label tracking, Applications forbidden (no gitops.yaml): refused gitops-unknown, nothing spent",
+			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, "shop", errors.New("RBAC")),
+			want: "web refused gitops-unknown", wantCode: http.StatusOK, wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get applications"}},
+		{name: "label tracking, Applications forbidden, no Argo CD installed: a chart's label, rolled back",
+			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, "shop", errors.New("RBAC")),
+			noArgoCD: true, want: "web rolled-back rolled-back", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
+			wantDynamic: []string{"get applications"}},
+		{name: "label tracking, apiserver unavailable: failed, retryable",
+			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewServiceUnavailable("etcd"),
+			want: "web failed api-unavailable", wantCode: http.StatusServiceUnavailable, wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get applications"}},
+		{name: "label tracking, no Argo CD: a chart's label, rolled back", labels: map[string]string{gitops.InstanceLabel: "shop"},
+			want: "web rolled-back rolled-back", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1,
+			wantDynamic: []string{"get applications"}},
+		{name: "suspend, the Application generated by an ApplicationSet: refused, nothing written or spent", mode: "suspend",
+			labels: map[string]string{gitops.InstanceLabel: "shop"}, generated: true,
+			want: "web refused gitops-parent-managed", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get applications"}},
 		{name: "ignore", mode: "ignore", labels: fluxLabels, want: "web rolled-back rolled-back",
 			wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v1", wantUnits: 1},
 		{name: "Helm: rolled back, with a note", labels: map[string]string{gitops.ManagedByLabel: "Helm"}, want: "web rolled-back rolled-back",
@@ -265,6 +318,12 @@ func TestGitOpsGate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			kube := fixture.Clientset(broken(tt.labels, "web")...)
 			dyn := newDynamic(kustomization(false), helmRelease())
+			if tt.ownerGone {
+				dyn = newDynamic()
+			}
+			if tt.generated {
+				dyn = newDynamic(kustomization(false), generatedApplication())
+			}
 			if tt.suspendErr != nil {
 				on := tt.suspendOn
 				if on == "" {
@@ -274,14 +333,27 @@ func TestGitOpsGate(t *testing.T) {
 					return true, nil, tt.suspendErr
 				})
 			}
-			send := gated(t, kube, dyn, map[string]string{"ROLLBACK_GITOPS": tt.mode})
-			_, resp := send("web")
+			if tt.readErr != nil {
+				dyn.PrependReactor("get", "applications", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, tt.readErr
+				})
+			}
+			_, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(!tt.noArgoCD)},
+				map[string]string{"ROLLBACK_GITOPS": tt.mode})
+			code, resp := send("web")
+			if tt.wantCode != 0 && code != tt.wantCode {
+				t.Errorf("answer %d; want %d", code, tt.wantCode)
+			}
 			if got := results(resp); !cmp.Equal(got, []string{tt.want}) {
 				t.Fatalf("results %v; want %s (%s)", got, tt.want, resp.Results[0].Message)
 			}
 			r := resp.Results[0]
-			if tt.want == "web refused gitops-managed" && !strings.Contains(r.Message, "Flux Kustomization flux-system/apps") {
-				t.Errorf("refusal %q does not name the Kustomization", r.Message)
+			owner := "Flux Kustomization flux-system/apps"
+			if tt.labels[gitops.InstanceLabel] != "" {
+				owner = "Argo CD Application argocd/shop"
+			}
+			if r.Action == outcome.Refused && !strings.Contains(r.Message, owner) {
+				t.Errorf("refusal %q does not name %s", r.Message, owner)
 			}
 			var dynActions []string
 			for _, a := range dyn.Actions() {
@@ -290,12 +362,14 @@ func TestGitOpsGate(t *testing.T) {
 			if diff := cmp.Diff(tt.wantDynamic, dynActions); diff != "" {
 				t.Errorf("Argo CD / Flux actions (-want +got):\n%s", diff)
 			}
-			ks, err := dyn.Resource(gitops.KustomizationResource).Namespace("flux-system").Get(context.Background(), "apps", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tt.wantSpec, ks.Object["spec"]); diff != "" {
-				t.Errorf("Kustomization spec (-want +got):\n%s", diff)
+			if !tt.ownerGone {
+				ks, err := dyn.Resource(gitops.KustomizationResource).Namespace("flux-system").Get(context.Background(), "apps", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tt.wantSpec, ks.Object["spec"]); diff != "" {
+					t.Errorf("Kustomization spec (-want +got):\n%s", diff)
+				}
 			}
 			if img := deploymentImage(t, kube, ownNamespace, "web"); img != tt.wantImage {
 				t.Errorf("web at %s; want %s", img, tt.wantImage)
@@ -306,7 +380,7 @@ func TestGitOpsGate(t *testing.T) {
 			if tt.wantNote == "" {
 				return
 			}
-			if !cmp.Equal(r.Notes, []string{tt.wantNote}) || !strings.HasSuffix(r.Message, "; "+tt.wantNote) {
+			if !cmp.Equal(r.Notes, []string{tt.wantNote}) || !strings.HasSuffix(r.Message, ": "+tt.wantNote) && !strings.HasSuffix(r.Message, "; "+tt.wantNote) {
 				t.Errorf("result notes %q, message %q; want the note %q", r.Notes, r.Message, tt.wantNote)
 			}
 			if r.Action != outcome.RolledBack {
@@ -322,6 +396,151 @@ func TestGitOpsGate(t *testing.T) {
 			}
 			if !cmp.Equal(state.Last.Notes, []string{tt.wantNote}) {
 				t.Errorf("state records notes %q; want %q", state.Last.Notes, tt.wantNote)
+			}
+		})
+	}
+}
+
+// served is a discovery that serves every resource type, or none.
+type served bool
+
+func (s served) Serves(context.Context, schema.GroupVersionResource) (bool, error) {
+	return bool(s), nil
+}
+
+// recordedEvents keeps the Events the function records: on the workload, and on the objects
+// changed for its undo.
+type recordedEvents struct {
+	mu             sync.Mutex
+	workload       []string
+	related        []string
+	relatedObjects []string
+}
+
+func (e *recordedEvents) Record(_ types.UID, r outcome.Result) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.workload = append(e.workload, r.String())
+}
+
+func (e *recordedEvents) RecordRelated(ref corev1.ObjectReference, r outcome.Result) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.related = append(e.related, r.String())
+	e.relatedObjects = append(e.relatedObjects, ref.Kind+" "+ref.Namespace+"/"+ref.Name)
+}
+
+func (e *recordedEvents) Shutdown() {}
+
+// TestGitOpsSuspendedThenNoUndo: the owner is suspended, then the undo does not happen: the
+// apiserver refuses the workload's write (an admission webhook, say), or the write conflicts
+// and the next attempt is refused. No state annotation can say what was suspended, so the
+// result and the Events on the workload and on the owner must: the owner stays suspended,
+// and someone has to resume it. When the next attempt succeeds, the state records it.
+func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
+	const said = "suspended Flux Kustomization flux-system/apps: spec.suspend set to true"
+	const resume = "flux resume kustomization apps -n flux-system"
+	deployments := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	tests := []struct {
+		name string
+		// patch answers the workload's n-th write (from 0); handled false lets it through.
+		patch func(kube *fake.Clientset, a k8stesting.Action, n int) (handled bool, err error)
+		// noWorkloadEvent: a copy of what another replica did makes no Event on the workload.
+		noWorkloadEvent bool
+		want            string
+		wantCode        int
+		wantUnits       int
+		wantSaid        string // the message says this after the error
+	}{
+		{name: "the write refused", want: "web failed api-error", wantCode: http.StatusUnprocessableEntity,
+			wantSaid: "; not rolled back, but done beforehand and left so: " + said,
+			patch: func(*fake.Clientset, k8stesting.Action, int) (bool, error) {
+				return true, apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil)
+			}},
+		{name: "the write conflicts, and meanwhile a person opted the workload out", want: "web refused opted-out", wantCode: http.StatusOK,
+			wantSaid: "; not rolled back, but done beforehand and left so: " + said,
+			patch: func(kube *fake.Clientset, _ k8stesting.Action, _ int) (bool, error) {
+				obj, err := kube.Tracker().Get(deployments, ownNamespace, "web")
+				if err != nil {
+					return true, err
+				}
+				d := obj.(*appsv1.Deployment).DeepCopy()
+				d.Annotations[undo.OptOutAnnotation] = "true"
+				if err := kube.Tracker().Update(deployments, d, ownNamespace); err != nil {
+					return true, err
+				}
+				return true, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", errors.New("changed"))
+			}},
+		{name: "the write conflicts once, then lands", want: "web rolled-back rolled-back", wantCode: http.StatusOK, wantUnits: 1,
+			wantSaid: "; " + said,
+			patch: func(_ *fake.Clientset, _ k8stesting.Action, n int) (bool, error) {
+				if n > 0 {
+					return false, nil
+				}
+				return true, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", errors.New("changed"))
+			}},
+		// As if another replica had made this very undo just before: its patch lands (made
+		// here with this one's), and this one's conflicts.
+		{name: "the write conflicts: another replica's undo won", want: "web skipped already-handled", wantCode: http.StatusOK,
+			noWorkloadEvent: true, wantSaid: "; " + said,
+			patch: func(kube *fake.Clientset, a k8stesting.Action, n int) (bool, error) {
+				if n > 0 {
+					return false, nil
+				}
+				if _, _, err := k8stesting.ObjectReaction(kube.Tracker())(a); err != nil {
+					return true, err
+				}
+				return true, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", errors.New("changed"))
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kube := fixture.Clientset(broken(fluxLabels, "web")...)
+			n := 0
+			kube.PrependReactor("patch", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				handled, err := tt.patch(kube, a, n)
+				n++
+				return handled, nil, err
+			})
+			dyn := newDynamic(kustomization(false))
+			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)}, map[string]string{"ROLLBACK_GITOPS": "suspend"})
+			ev := &recordedEvents{}
+			f.events = ev
+			code, resp := send("web")
+			if got := results(resp); code != tt.wantCode || !cmp.Equal(got, []string{tt.want}) {
+				t.Fatalf("answer %d %v; want %d, %s", code, got, tt.wantCode, tt.want)
+			}
+			if msg := resp.Results[0].Message; !strings.Contains(msg, tt.wantSaid) || !strings.Contains(msg, resume) {
+				t.Errorf("message %q does not say %q and how to resume", msg, tt.wantSaid)
+			}
+			ks, err := dyn.Resource(gitops.KustomizationResource).Namespace("flux-system").Get(context.Background(), "apps", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if suspended, _, _ := unstructured.NestedBool(ks.Object, "spec", "suspend"); !suspended {
+				t.Errorf("Kustomization spec %v; want it suspended, as the message says", ks.Object["spec"])
+			}
+			if n := unitsSpent(t, kube); n != tt.wantUnits {
+				t.Errorf("%d budget units spent; want %d", n, tt.wantUnits)
+			}
+			if tt.noWorkloadEvent && len(ev.workload) != 0 {
+				t.Errorf("Events on the workload %q; want none", ev.workload)
+			}
+			if !tt.noWorkloadEvent && (len(ev.workload) != 1 || !strings.Contains(ev.workload[0], said)) {
+				t.Errorf("Events on the workload %q; want one naming what was suspended", ev.workload)
+			}
+			if !cmp.Equal(ev.relatedObjects, []string{"Kustomization flux-system/apps"}) || !strings.Contains(ev.related[0], resume) {
+				t.Errorf("Events on %v: %q; want one on the Kustomization saying how to resume", ev.relatedObjects, ev.related)
+			}
+			if resp.Results[0].Action != outcome.RolledBack {
+				return
+			}
+			d, err := kube.AppsV1().Deployments(ownNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if state := d.Annotations[undo.StateAnnotation]; !strings.Contains(state, said) {
+				t.Errorf("state annotation %s does not record %q", state, said)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
@@ -15,6 +16,8 @@ type clients struct {
 	// dynamic reads and patches Argo CD's and Flux's objects, whose Go types the function
 	// does not import.
 	dynamic dynamic.Interface
+	// discovery tells whether Argo CD is installed (nil: assume it is).
+	discovery gitops.Discovery
 	// namespace is the function's own.
 	namespace string
 }
@@ -50,5 +53,9 @@ func kubeClient(c config) (clients, error) {
 	if err != nil {
 		return clients{}, err
 	}
-	return clients{kube: client, dynamic: dyn, namespace: ns}, nil
+	disco, err := kube.NewDiscovery(rc)
+	if err != nil {
+		return clients{}, err
+	}
+	return clients{kube: client, dynamic: dyn, discovery: disco, namespace: ns}, nil
 }

@@ -72,13 +72,14 @@ func (f *Function) undoAll(ctx context.Context, lookups []*lookup) []outcome.Res
 			c, err := f.undoer.Undo(ctx, j.req)
 			results[i] = outcome.Of(j.alerts, j.target.Ref, c, err)
 			f.remember(j, c, err)
-			// An alert already handled is a copy too: its Event would only repeat the
-			// one its undo made.
+			// An alert already handled is a copy too: its Event would only repeat the one its
+			// undo made. Objects changed for it all the same (an owner this attempt suspended
+			// before another replica's undo won) still get theirs.
 			if !errors.Is(err, undo.ErrAlreadyHandled) {
 				f.events.Record(c.UID, results[i])
-				for _, ref := range c.Related {
-					f.events.RecordRelated(ref, results[i])
-				}
+			}
+			for _, ref := range c.Related {
+				f.events.RecordRelated(ref, results[i])
 			}
 		})
 	}

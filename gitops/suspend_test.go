@@ -75,7 +75,7 @@ func TestSuspend(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(tt.objects...)
-			got, err := New(c, Suspend, "").Suspend(context.Background(), []Owner{tt.owner}, tt.dryRun)
+			got, err := New(c, nil, Suspend, "").Suspend(context.Background(), []Owner{tt.owner}, tt.dryRun)
 			if err != nil {
 				t.Fatalf("Suspend = %v", err)
 			}
@@ -114,7 +114,7 @@ func TestSuspend(t *testing.T) {
 
 func TestSuspendDryRun(t *testing.T) {
 	c := newClient(obj(KustomizationResource, Kustomization, "flux-system", "apps", map[string]any{"interval": "1m"}, nil))
-	_, err := New(c, Suspend, "").Suspend(context.Background(), []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, true)
+	_, err := New(c, nil, Suspend, "").Suspend(context.Background(), []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestSuspendErrors(t *testing.T) {
 				}
 				return false, nil, nil
 			})
-			got, err := New(c, Suspend, "").Suspend(context.Background(), []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, false)
+			got, err := New(c, nil, Suspend, "").Suspend(context.Background(), []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, false)
 			if tt.wantErr == "" {
 				if err != nil || len(got) != 1 || !got[0].Changed {
 					t.Errorf("Suspend = %+v, %v; want it suspended after the conflict", got, err)

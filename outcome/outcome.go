@@ -66,6 +66,9 @@ const (
 	ReasonTooOld             Reason = "too-old"
 	ReasonBudgetExhausted    Reason = "budget-exhausted"
 	ReasonGitOpsManaged      Reason = "gitops-managed"
+	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
+	ReasonGitOpsUnknown      Reason = "gitops-unknown"
+	ReasonGitOpsParent       Reason = "gitops-parent-managed"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -114,6 +117,11 @@ var classes = []struct {
 	{undo.ErrTooOld, Refused, ReasonTooOld},
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
+	{gitops.ErrOwnerMissing, Refused, ReasonGitOpsOwnerMissing},
+	{gitops.ErrParentManaged, Refused, ReasonGitOpsParent},
+	// Before the API's own classes: it wraps the apiserver's 403, which a retry does not fix
+	// either, but the refusal says how to.
+	{gitops.ErrUnknown, Refused, ReasonGitOpsUnknown},
 	{ErrTooManyTargets, Refused, ReasonTooManyTargets},
 	{ErrTooManyAlerts, Refused, ReasonTooManyAlerts},
 	{target.ErrNoWorkloadLabel, Refused, ReasonNoWorkloadLabel},

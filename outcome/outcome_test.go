@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -42,6 +43,10 @@ func TestClassify(t *testing.T) {
 		{"foreign history", undo.ErrForeignHistory, Refused, ReasonForeignHistory, false},
 		{"workload gone", undo.ErrNotFound, Refused, ReasonNotFound, false},
 		{"too old", undo.ErrTooOld, Refused, ReasonTooOld, false},
+		{"GitOps managed", &gitops.ManagedError{}, Refused, ReasonGitOpsManaged, false},
+		{"GitOps owner missing", fmt.Errorf("%w: Flux Kustomization flux-system/apps", gitops.ErrOwnerMissing), Refused, ReasonGitOpsOwnerMissing, false},
+		{"GitOps unknown: Applications forbidden", fmt.Errorf("%w: (%w)", gitops.ErrUnknown, apierrors.NewForbidden(gr, "shop", errors.New("RBAC"))), Refused, ReasonGitOpsUnknown, false},
+		{"GitOps parent", fmt.Errorf("%w: Argo CD Application argocd/shop", gitops.ErrParentManaged), Refused, ReasonGitOpsParent, false},
 		{"too many targets", ErrTooManyTargets, Refused, ReasonTooManyTargets, false},
 		{"no namespace", target.ErrNoNamespace, Refused, ReasonNoNamespace, false},
 		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},
@@ -102,6 +107,36 @@ func TestHTTPStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := HTTPStatus(tc.err, tc.results); got != tc.want {
 				t.Errorf("HTTPStatus(%v, %v) = %d; want %d", tc.err, tc.results, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestOfNotes: the Gate's notes follow the message. After a failure, when objects were
+// changed for the undo (an owner suspended), the message says they stay changed: no state
+// annotation records them.
+func TestOfNotes(t *testing.T) {
+	const note = "suspended Flux Kustomization flux-system/apps: spec.suspend set to true"
+	owner := []corev1.ObjectReference{{Kind: "Kustomization", Namespace: "flux-system", Name: "apps"}}
+	alerts := []alert.Alert{{Labels: map[string]string{"alertname": "BadRollout"}, Fingerprint: "f"}}
+	ref := target.Ref{Kind: "Deployment", Namespace: "shop", Name: "web"}
+	tests := []struct {
+		name string
+		c    undo.Change
+		err  error
+		want string
+	}{
+		{name: "rolled back", c: undo.Change{From: 2, To: 1, Notes: []string{note}, Related: owner},
+			want: "rolled back from revision 2 to revision 1; " + note},
+		{name: "failed after the suspension", c: undo.Change{Notes: []string{note}, Related: owner}, err: errors.New("patch: invalid"),
+			want: "patch: invalid; not rolled back, but done beforehand and left so: " + note},
+		{name: "failed, nothing changed (dry run)", c: undo.Change{Notes: []string{"dry run: would have " + note}}, err: errors.New("patch: invalid"),
+			want: "patch: invalid; dry run: would have " + note},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Of(alerts, ref, tt.c, tt.err).Message; got != tt.want {
+				t.Errorf("Of(...).Message = %q; want %q", got, tt.want)
 			}
 		})
 	}

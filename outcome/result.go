@@ -72,7 +72,12 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 	default:
 		r.Message = fmt.Sprintf("rolled back from revision %d to revision %d", c.From, c.To)
 	}
-	if len(c.Notes) > 0 {
+	switch {
+	case (action == Failed || action == Refused) && len(c.Related) > 0:
+		// Objects were changed for an undo that did not happen (an owner suspended): no
+		// state annotation records it, so the message must say that they stay changed.
+		r.Message += "; not rolled back, but done beforehand and left so: " + strings.Join(c.Notes, "; ")
+	case len(c.Notes) > 0:
 		r.Message += "; " + strings.Join(c.Notes, "; ")
 	}
 	// Errors quote what the lookup was given; whatever a caller sent, a message stays a line.

@@ -69,7 +69,8 @@ type Change struct {
 	// Handled, when the undo ends with ErrAlreadyHandled, lists the request's alert IDs
 	// the workload's state records as handled.
 	Handled []string
-	// Notes and Related are the Gate's (see Admission), once it has admitted the undo.
+	// Notes and Related are the Gate's (see Admission), from every attempt it admitted: an
+	// owner suspended before a write conflicted stays suspended, whatever the next attempt.
 	Notes   []string
 	Related []corev1.ObjectReference
 }
@@ -176,8 +177,9 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	// for its own interruption and answers the last retriable error instead, nil here, which
 	// would report a timed-out write as a rollback.
 	reads := req.Reads
+	var done admitted
 	_ = retry.OnError(u.opts.Backoff, apierrors.IsConflict, func() error {
-		c, err = u.attempt(ctx, k, req, reads)
+		c, err = u.attempt(ctx, k, req, reads, &done)
 		reads = nil // after a conflict, read afresh
 		return err
 	})
@@ -188,10 +190,12 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	return c, err
 }
 
-func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads) (Change, error) {
+// attempt reads, decides and writes once. done holds what the Gate did in earlier attempts
+// of this Undo, and gets this one's.
+func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads, done *admitted) (Change, error) {
 	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name, reads)
 	if err != nil {
-		return Change{}, err
+		return Change{Notes: done.notes, Related: done.related}, err
 	}
 	if req.UID != "" && w.uid != req.UID {
 		// The object the alert was traced to is gone, and another of the same name took
@@ -199,7 +203,7 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads)
 		return Change{}, fmt.Errorf("%w: %s is not the object the alert's pod belongs to (UID %s, want %s)", ErrNotFound, w.ref, w.uid, req.UID)
 	}
 	from, to, err := u.decide(w, req)
-	c := Change{UID: w.uid, From: from.number, To: to.number}
+	c := Change{UID: w.uid, From: from.number, To: to.number, Notes: done.notes, Related: done.related}
 	if err != nil {
 		if errors.Is(err, ErrAlreadyHandled) {
 			state, _ := readState(w.annotations) // decide has checked it
@@ -214,7 +218,8 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads)
 	var adm Admission
 	if u.opts.Gate != nil {
 		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, UID: w.uid, Labels: w.labels, Annotations: w.annotations, AlertIDs: req.AlertIDs}, u.opts.DryRun)
-		c.Notes, c.Related = adm.Notes, adm.Related
+		done.add(adm)
+		c.Notes, c.Related = done.notes, done.related
 		if err != nil {
 			return c, err
 		}
@@ -229,7 +234,7 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads)
 	}
 	state, _ := readState(w.annotations) // decide has checked it
 	next, err := state.after(from.id, req.AlertIDs, Record{
-		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.number, To: to.number, Notes: adm.Notes,
+		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.number, To: to.number, Notes: done.notes,
 	}).encode()
 	if err != nil {
 		release()
@@ -240,6 +245,30 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads)
 		release()
 	}
 	return c, err
+}
+
+// admitted is what the Gate did for one Undo, over all its attempts. A later attempt may be
+// refused, or find nothing left to do, after an earlier one was admitted and its write
+// conflicted; what the earlier admission changed (an owner suspended) stays changed, and
+// the result, the Events and the state must still say so.
+type admitted struct {
+	notes   []string
+	related []corev1.ObjectReference
+}
+
+func (a *admitted) add(adm Admission) {
+	for _, n := range adm.Notes {
+		if !slices.Contains(a.notes, n) {
+			a.notes = append(a.notes, n)
+		}
+	}
+	for _, r := range adm.Related {
+		if !slices.ContainsFunc(a.related, func(x corev1.ObjectReference) bool {
+			return x.APIVersion == r.APIVersion && x.Kind == r.Kind && x.Namespace == r.Namespace && x.Name == r.Name
+		}) {
+			a.related = append(a.related, r)
+		}
+	}
 }
 
 // inconsistent reports whether a decision not to write may come from reading the workload

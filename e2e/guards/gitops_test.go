@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/gitops"
+	ikube "github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // gitopsWorld is Argo CD's and Flux's objects on the real apiserver, through their own CRDs,
@@ -23,8 +25,9 @@ import (
 type gitopsWorld struct {
 	admin dynamic.Interface
 	// fn acts as the function's ServiceAccount with kservice.yaml's Role and
-	// deploy/cluster-wide/gitops.yaml.
-	fn dynamic.Interface
+	// deploy/cluster-wide/gitops.yaml; disco reads discovery as that ServiceAccount.
+	fn    dynamic.Interface
+	disco gitops.Discovery
 	// ns holds the workloads and the HelmRelease; argo the Application, flux the
 	// Kustomization (each test has its own three).
 	ns, argo, flux string
@@ -90,12 +93,26 @@ func newGitopsWorld(t *testing.T, ns string) *gitopsWorld {
 		t.Fatal(err)
 	}
 	_, fn := clientsOf(t, kube, ns)
-	w := &gitopsWorld{admin: admin, fn: fn, ns: ns, argo: argo, flux: flux}
+	w := &gitopsWorld{admin: admin, fn: fn, disco: discoveryOf(t, ns), ns: ns, argo: argo, flux: flux}
 	r := strings.NewReplacer("SHOP", ns, "ARGO", argo, "FLUX", flux)
 	for _, doc := range []string{argoApplication, fluxKustomization, fluxHelmRelease} {
 		w.create(t, r.Replace(doc))
 	}
 	return w
+}
+
+// discoveryOf reads the API server's discovery as the function's ServiceAccount of ns.
+func discoveryOf(t *testing.T, ns string) gitops.Discovery {
+	t.Helper()
+	cfg, err := kube.ConfigFor(context.Background(), ns, "alert-rollback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ikube.NewDiscovery(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func (w *gitopsWorld) create(t *testing.T, doc string) {
@@ -160,6 +177,7 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 		labels      map[string]string
 		annotations map[string]string
 		want        []string
+		wantErr     error // the refusal, when not ErrManaged
 	}{
 		{name: "annotated", annotations: map[string]string{gitops.ArgoCDTrackingID: "shop:apps/Deployment:" + ns + "/annotated"},
 			want: []string{"Argo CD Application " + w.argo + "/shop"}},
@@ -173,13 +191,23 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 		{name: "released", labels: map[string]string{gitops.HelmName: "web", gitops.HelmNS: ns, gitops.ManagedByLabel: "Helm"},
 			want: []string{"Flux HelmRelease " + ns + "/web"}},
 		{name: "plain"},
+		// Labels of a Kustomization deleted with its workloads left behind: refused, as an
+		// owner that does not exist.
+		{name: "orphaned", labels: map[string]string{gitops.KustomizeName: "gone", gitops.KustomizeNS: w.flux}, wantErr: gitops.ErrOwnerMissing},
 	}
-	g := gitops.New(w.fn, gitops.Refuse, w.argo)
+	g := gitops.New(w.fn, w.disco, gitops.Refuse, w.argo)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			wl := w.deployment(t, tt.name, tt.labels, tt.annotations)
 			_, err := g.Check(context.Background(), wl)
 			var m *gitops.ManagedError
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Check = %v; want %v", err, tt.wantErr)
+				}
+				t.Logf("refused: %v", err)
+				return
+			}
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("Check = %v; want no owner", err)
@@ -201,6 +229,76 @@ func TestGitOpsOwnersOnRealCRDs(t *testing.T) {
 	}
 }
 
+// TestGitOpsWithoutItsRBAC: without deploy/cluster-wide/gitops.yaml the function may not
+// read Applications. RBAC answers 403 whether or not the resource type exists, so discovery
+// tells the two apart: with Argo CD's CRD installed, a label-tracked workload is refused
+// as unknown (the message says to apply gitops.yaml); for a type the apiserver does not serve
+// discovery says so (then such a label counts as a Helm chart's).
+func TestGitOpsWithoutItsRBAC(t *testing.T) {
+	ctx := context.Background()
+	ns := "gitops-norbac"
+	applyCRDs(t, kube)
+	install(t, kube, ns)
+	_, fn := clientsOf(t, kube, ns)
+	disco := discoveryOf(t, ns)
+	// Argo CD's ApplicationSet CRD is not installed here.
+	applicationSets := schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applicationsets"}
+	for _, gvr := range []schema.GroupVersionResource{gitops.ApplicationResource, applicationSets} {
+		_, err := fn.Resource(gvr).Namespace("argocd").Get(ctx, "shop", get)
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("get %s without gitops.yaml = %v; want 403", gvr.Resource, err)
+		}
+	}
+	for gvr, want := range map[schema.GroupVersionResource]bool{gitops.ApplicationResource: true, applicationSets: false} {
+		if got, err := disco.Serves(ctx, gvr); err != nil || got != want {
+			t.Errorf("Serves(%s) = %v, %v; want %v", gvr.Resource, got, err, want)
+		}
+	}
+	w := &gitopsWorld{ns: ns}
+	wl := w.deployment(t, "labelled", map[string]string{gitops.InstanceLabel: "shop"}, nil)
+	for _, mode := range []gitops.Mode{gitops.Refuse, gitops.Suspend} {
+		_, err := gitops.New(fn, disco, mode, "").Check(ctx, wl)
+		if !errors.Is(err, gitops.ErrUnknown) || !strings.Contains(err.Error(), "apply deploy/cluster-wide/gitops.yaml") {
+			t.Errorf("%s: Check = %v; want unknown, saying to apply gitops.yaml", mode, err)
+		}
+		t.Logf("%s: refused: %v", mode, err)
+	}
+}
+
+// TestGitOpsAppOfAppsOnRealCRDs: an Application that a parent Application tracks (app of
+// apps, annotation tracking on the real object) is not suspended: the parent would turn
+// self-heal back on. Refused before any write; the Application keeps its spec.
+func TestGitOpsAppOfAppsOnRealCRDs(t *testing.T) {
+	w := newGitopsWorld(t, "gitops-parent")
+	ctx := context.Background()
+	child := `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: child
+  namespace: ARGO
+  annotations: {argocd.argoproj.io/tracking-id: "root:argoproj.io/Application:ARGO/child"}
+spec:
+  project: default
+  source: {repoURL: "https://git.example.com/shop.git", path: deploy, targetRevision: main}
+  destination: {server: "https://kubernetes.default.svc", namespace: SHOP}
+  syncPolicy:
+    automated: {prune: true, selfHeal: true}
+`
+	w.create(t, strings.NewReplacer("SHOP", w.ns, "ARGO", w.argo).Replace(child))
+	before := w.spec(t, gitops.Application, w.argo, "child")
+	wl := w.deployment(t, "child-web", nil, map[string]string{gitops.ArgoCDTrackingID: "child:apps/Deployment:" + w.ns + "/child-web"})
+	owners, err := gitops.New(w.fn, w.disco, gitops.Suspend, w.argo).Check(ctx, wl)
+	want := "is itself reconciled by Argo CD Application " + w.argo + "/root (app of apps"
+	if !errors.Is(err, gitops.ErrParentManaged) || !strings.Contains(err.Error(), want) || len(owners) != 0 {
+		t.Fatalf("Check = %+v, %v; want refused, saying %q", owners, err, want)
+	}
+	t.Logf("refused: %v", err)
+	if diff := cmp.Diff(before, w.spec(t, gitops.Application, w.argo, "child")); diff != "" {
+		t.Errorf("the Application changed (-before +after):\n%s", diff)
+	}
+}
+
 // TestGitOpsAppsInAnyNamespace: a tracking id naming the Application as <namespace>_<name>
 // (Argo CD's apps in any namespace) finds it there, whatever ROLLBACK_ARGOCD_NAMESPACE says,
 // and the Application found is the real one: a dry-run suspend reaches it through its schema.
@@ -208,7 +306,7 @@ func TestGitOpsAppsInAnyNamespace(t *testing.T) {
 	w := newGitopsWorld(t, "gitops-anywhere")
 	ctx := context.Background()
 	wl := w.deployment(t, "anywhere", nil, map[string]string{gitops.ArgoCDTrackingID: w.argo + "_shop:apps/Deployment:" + w.ns + "/anywhere"})
-	g := gitops.New(w.fn, gitops.Suspend, "") // Argo CD's default namespace, argocd, holds nothing here
+	g := gitops.New(w.fn, w.disco, gitops.Suspend, "") // Argo CD's default namespace, argocd, holds nothing here
 	owners, err := g.Check(ctx, wl)
 	want := []gitops.Owner{{Kind: gitops.Application, Namespace: w.argo, Name: "shop", Via: "annotation " + gitops.ArgoCDTrackingID}}
 	if err != nil || !cmp.Equal(owners, want) {
@@ -242,7 +340,7 @@ func TestGitOpsSuspendOnRealCRDs(t *testing.T) {
 		b, _ := yaml.Marshal(before[o.Kind])
 		t.Logf("%s spec before:\n%s", o, b)
 	}
-	g := gitops.New(w.fn, gitops.Suspend, w.argo)
+	g := gitops.New(w.fn, w.disco, gitops.Suspend, w.argo)
 
 	dry, err := g.Suspend(ctx, owners, true)
 	if err != nil || len(dry) != 3 {
