@@ -111,8 +111,8 @@ func (k revisionKind) restore(ctx context.Context, w *workload, to revision, sta
 //   - each entry is named <object>-<its controller.kubernetes.io/hash label>, as the
 //     controllers name them, and its data replaces spec.template and nothing else (an entry
 //     that also set, say, spec.replicas would be applied as it is);
-//   - numbers and templates are unique: the controllers reuse the entry of a template they
-//     already have, so two of either mean someone else wrote one of them;
+//   - numbers are unique (and so are templates, checked on the two the undo would use: see
+//     decide), so two entries with one mean someone else wrote one of them;
 //   - the current revision is the one the object's status names (a StatefulSet's
 //     updateRevision) or, for a DaemonSet, the one holding its template; entries numbered
 //     above it are not history (someone wrote them, or the list ran ahead of the read).
@@ -161,9 +161,6 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 		w.history = append(w.history, revision{number: cr.Revision, id: cr.Name, template: t, patch: cr.Data.Raw, created: cr.CreationTimestamp.Time})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
-	if err := uniqueTemplates(w.history); err != nil {
-		return nil, foreign("%v", err)
-	}
 	cur := slices.IndexFunc(w.history, func(r revision) bool {
 		if obj.current != "" {
 			return r.id == obj.current
@@ -199,18 +196,6 @@ func revisionName(kind, object, hash string) string {
 		object = object[:223]
 	}
 	return object + "-" + hash
-}
-
-// uniqueTemplates refuses history in which two entries hold one template.
-func uniqueTemplates(history []revision) error {
-	for i := range history {
-		for j := i + 1; j < len(history); j++ {
-			if equalIgnoreHash(history[i].template, history[j].template) {
-				return fmt.Errorf("revisions %d and %d hold the same template", history[i].number, history[j].number)
-			}
-		}
-	}
-	return nil
 }
 
 // revisionTemplate reads the pod template a ControllerRevision restores. Its data must be

@@ -107,12 +107,6 @@ func (d deployments) load(ctx context.Context, ns, name string, reads *Reads) (*
 		})
 	}
 	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
-	// The controller reuses the ReplicaSet of a template it already has: two with one
-	// template mean someone else made one, and a copy of the current template below it
-	// would turn the undo into "already at target".
-	if err := uniqueTemplates(w.history); err != nil {
-		return nil, fmt.Errorf("%w: %v of deployment %s/%s", ErrForeignHistory, err, ns, name)
-	}
 	if len(w.history) > 0 && w.history[0].number != current {
 		// The current revision's ReplicaSet is not in the list: not made yet (the list
 		// is at least as new as the Deployment, so it is not that) or deleted by hand.

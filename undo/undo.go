@@ -338,6 +338,12 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 	if err := createdBefore(to, from); err != nil {
 		return from, to, err
 	}
+	// The controllers reuse the entry of a template they already have, so the target never
+	// holds the current revision's template: a copy of it, written by someone else, would
+	// turn the undo into "already at target".
+	if equalIgnoreHash(to.template, from.template) {
+		return from, to, fmt.Errorf("%w: revisions %d (%s) and %d (%s) hold the same template", ErrForeignHistory, to.number, to.id, from.number, from.id)
+	}
 	if equalIgnoreHash(to.template, w.template) {
 		return from, to, fmt.Errorf("%w (revision %d)", ErrAlreadyAtTarget, to.number)
 	}
