@@ -313,6 +313,7 @@ func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (boo
 		return err
 	})
 	if errors.Is(err, errStaleCopy) {
+		// A backoff of one step left no room for the fresh read.
 		err = attempt(nil)
 	}
 	if retryable(err) {
