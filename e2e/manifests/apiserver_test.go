@@ -23,7 +23,7 @@ import (
 // knativeCRD is Knative Serving's Service CRD, in the shared folder.
 const knativeCRD = "shared/knative/service-crd.yaml"
 
-// TestRBACOnAPIServer applies kservice.yaml and deploy/cluster-wide/rbac.yaml to a real
+// TestRBACOnAPIServer applies kservice.yaml and deploy/cluster-wide/ to a real
 // kube-apiserver (with Knative's Service CRD, so its schema is enforced) and asks the RBAC
 // authorizer what the function's ServiceAccount may do. In particular it settles that the
 // RoleBinding's subject needs no namespace: the apiserver takes the binding's own.
@@ -183,19 +183,50 @@ func TestRBACOnAPIServer(t *testing.T) {
 		}
 	})
 
+	// The ClusterRole alone grants nothing: it is bound per namespace (recommended) or
+	// everywhere.
+	kubectl(t, "apply", "-f", filepath.Join(repoRoot(t), "deploy/cluster-wide/rbac.yaml"))
+	const third = "payments"
+	if err := c.CreateNamespace(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("per-namespace install", func(t *testing.T) {
+		rbac := string(readRepoFile(t, "deploy/cluster-wide/rbac.yaml"))
+		// The documented command, as a user runs it, for one namespace.
+		cmd := "kubectl -n APP_NS create rolebinding alert-rollback --clusterrole=alert-rollback \\\n#     --serviceaccount=NS:alert-rollback"
+		if !strings.Contains(rbac, cmd) {
+			t.Fatalf("deploy/cluster-wide/rbac.yaml does not document %q", cmd)
+		}
+		kubectl(t, "-n", other, "create", "rolebinding", name, "--clusterrole="+name, "--serviceaccount="+home+":"+name)
+		t.Cleanup(func() { c.Kubectl(context.Background(), "-n", other, "delete", "rolebinding", name) })
+		var qs []question
+		for _, g := range wantGrants {
+			qs = append(qs,
+				question{home, other, g, true},          // the namespace bound
+				question{home, third, g, false},         // not one that is not
+				question{home, "kube-system", g, false}, // nor the system's
+			)
+		}
+		for _, g := range denied {
+			qs = append(qs, question{home, other, g, false})
+		}
+		ask(t, qs)
+	})
+
 	t.Run("cluster-wide install", func(t *testing.T) {
-		data := string(readRepoFile(t, "deploy/cluster-wide/rbac.yaml"))
+		data := string(readRepoFile(t, "deploy/cluster-wide/all-namespaces.yaml"))
 		const old = "namespace: monitoring\n"
 		if strings.Count(data, old) != 1 {
-			t.Fatalf("deploy/cluster-wide/rbac.yaml: %d lines %q; want 1 (its documented sed edits that line)", strings.Count(data, old), old)
+			t.Fatalf("deploy/cluster-wide/all-namespaces.yaml: %d lines %q; want 1 (its documented sed edits that line)", strings.Count(data, old), old)
 		}
-		edited := filepath.Join(t.TempDir(), "rbac.yaml")
+		edited := filepath.Join(t.TempDir(), "all-namespaces.yaml")
 		if err := os.WriteFile(edited, []byte(strings.Replace(data, old, "namespace: "+home+"\n", 1)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		// Why that file, unlike kservice.yaml, names a namespace: without it the apiserver
 		// refuses the ClusterRoleBinding.
-		unnamed := filepath.Join(t.TempDir(), "rbac.yaml")
+		unnamed := filepath.Join(t.TempDir(), "all-namespaces.yaml")
 		if err := os.WriteFile(unnamed, []byte(strings.Replace(data, "    "+old, "", 1)), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +239,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 		// The documented patch that tells the function it may act everywhere.
 		const patch = `[{"op":"add","path":"/spec/template/spec/containers/0/env/-","value":{"name":"ROLLBACK_NAMESPACES","value":"*"}}]`
 		if !strings.Contains(data, "'"+patch+"'") {
-			t.Fatalf("deploy/cluster-wide/rbac.yaml does not document the patch %s", patch)
+			t.Fatalf("deploy/cluster-wide/all-namespaces.yaml does not document the patch %s", patch)
 		}
 		kubectl(t, "-n", home, "patch", "ksvc", name, "--type=json", "-p", patch)
 		env := kubectl(t, "-n", home, "get", "ksvc", name, "-o", `jsonpath={range .spec.template.spec.containers[0].env[*]}{.name}={.value}{"\n"}{end}`)
@@ -218,7 +249,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 
 		var qs []question
 		for _, g := range wantGrants {
-			qs = append(qs, question{home, other, g, true}, question{other, other, g, false})
+			qs = append(qs, question{home, other, g, true}, question{home, third, g, true}, question{other, other, g, false})
 		}
 		for _, g := range denied {
 			qs = append(qs, question{home, other, g, false})

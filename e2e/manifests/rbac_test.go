@@ -147,7 +147,7 @@ func TestRoleGrantsExactly(t *testing.T) {
 
 func TestBindings(t *testing.T) {
 	rb := decodeFile(t, "kservice.yaml")["RoleBinding/"+name].(*rbacv1.RoleBinding)
-	crb := decodeFile(t, "deploy/cluster-wide/rbac.yaml")["ClusterRoleBinding/"+name].(*rbacv1.ClusterRoleBinding)
+	crb := decodeFile(t, "deploy/cluster-wide/all-namespaces.yaml")["ClusterRoleBinding/"+name].(*rbacv1.ClusterRoleBinding)
 	tests := []struct {
 		name         string
 		roleRef      rbacv1.RoleRef
@@ -159,7 +159,7 @@ func TestBindings(t *testing.T) {
 		wantNamespace bool
 	}{
 		{"RoleBinding in kservice.yaml", rb.RoleRef, rb.Subjects, "Role", false},
-		{"ClusterRoleBinding in deploy/cluster-wide/rbac.yaml", crb.RoleRef, crb.Subjects, "ClusterRole", true},
+		{"ClusterRoleBinding in deploy/cluster-wide/all-namespaces.yaml", crb.RoleRef, crb.Subjects, "ClusterRole", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
