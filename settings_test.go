@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sre-kit/alert-rollback/internal/readme"
 )
 
 // settingName is a ROLLBACK_* variable, spelt whole: "ROLLBACK_SERVER_*" in a comment or
@@ -93,30 +95,14 @@ func isModule(dir string) bool {
 // "## Settings".
 func readmeSettings(t *testing.T, path string) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	rows, err := readme.Table(path, "## Settings")
 	if err != nil {
-		t.Fatalf("read the README: %v", err)
-	}
-	_, section, ok := strings.Cut(string(b), "\n## Settings\n")
-	if !ok {
-		t.Fatalf("%s has no ## Settings section", path)
-	}
-	if next := strings.Index(section, "\n## "); next >= 0 {
-		section = section[:next]
+		t.Fatal(err)
 	}
 	code := regexp.MustCompile("`([^`]+)`")
 	names := map[string]bool{}
-	inTable := false
-	for line := range strings.SplitSeq(section, "\n") {
-		if !strings.HasPrefix(line, "|") {
-			if inTable {
-				break // the first table is the settings table
-			}
-			continue
-		}
-		inTable = true
-		first, _, _ := strings.Cut(strings.TrimPrefix(line, "|"), "|")
-		for _, m := range code.FindAllStringSubmatch(first, -1) {
+	for _, row := range rows {
+		for _, m := range code.FindAllStringSubmatch(row[0], -1) {
 			if settingName.MatchString(m[1]) {
 				if names[m[1]] {
 					t.Errorf("%s: %s has two rows in the settings table", path, m[1])

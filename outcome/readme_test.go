@@ -4,13 +4,14 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sre-kit/alert-rollback/internal/readme"
 )
 
 // TestReadmeReasonTable ties the README's reason-code table to the Reason constants: users
@@ -57,47 +58,32 @@ type reasonRow struct {
 // (and for failures whether they are retried), the second the codes, each in backticks.
 func readmeReasons(t *testing.T, path string) map[Reason]reasonRow {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	rows, err := readme.Table(path, "**Reason codes.**")
 	if err != nil {
-		t.Fatalf("read the README: %v", err)
-	}
-	_, after, ok := strings.Cut(string(b), "**Reason codes.**")
-	if !ok {
-		t.Fatalf("%s has no **Reason codes.** paragraph", path)
+		t.Fatal(err)
 	}
 	code := regexp.MustCompile("`([^`]+)`")
 	table := map[Reason]reasonRow{}
-	rows := 0
-	inTable := false
-	for line := range strings.SplitSeq(after, "\n") {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "|") {
-			if inTable {
-				break // the table ended
-			}
-			continue
-		}
-		inTable = true
-		cells := strings.Split(strings.Trim(line, "|"), "|")
+	n := 0
+	for _, cells := range rows {
 		if len(cells) != 2 {
-			t.Fatalf("%s: reason-code row %q: want 2 cells, got %d", path, line, len(cells))
+			t.Fatalf("%s: reason-code row %q: want 2 cells, got %d", path, cells, len(cells))
 		}
-		head := strings.TrimSpace(cells[0])
-		m := code.FindStringSubmatch(head)
+		m := code.FindStringSubmatch(cells[0])
 		if m == nil {
-			continue // the header row and the |---| line
+			continue // the header row
 		}
-		row := reasonRow{heading: head, action: Action(m[1]), retryable: strings.Contains(head, "retryable")}
-		rows++
+		row := reasonRow{heading: cells[0], action: Action(m[1]), retryable: strings.Contains(cells[0], "retryable")}
+		n++
 		for _, c := range code.FindAllStringSubmatch(cells[1], -1) {
 			r := Reason(c[1])
 			if prev, dup := table[r]; dup {
-				t.Errorf("%s lists %q twice, under %q and %q", path, r, prev.heading, head)
+				t.Errorf("%s lists %q twice, under %q and %q", path, r, prev.heading, cells[0])
 			}
 			table[r] = row
 		}
 	}
-	if rows == 0 || len(table) == 0 {
+	if n == 0 || len(table) == 0 {
 		t.Fatalf("%s: found no rows in the reason-code table", path)
 	}
 	return table

@@ -39,6 +39,17 @@ func TestForeignHistory(t *testing.T) {
 		cr.Data.Raw, _ = json.Marshal(data)
 		return cr
 	}
+	// renumberedPast plants revision 3 above the current 2, and then does what the controller
+	// does on its next sync: makes the current revision the newest again (2 becomes 4), so the
+	// planted 3 sits just below it, created after it.
+	renumberedPast := func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
+		crs[0].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+		crs[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+		crs[1].Revision = 4
+		evil := planted(crs, "evil/miner", 3, nil)
+		evil.CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
+		return []*appsv1.ControllerRevision{evil}
+	}
 	statefulSet := func(extra func([]*appsv1.ControllerRevision) []*appsv1.ControllerRevision, updateRevision bool) []runtime.Object {
 		s, crs := fixture.StatefulSet(ns, "db", "db:v1", "db:v2")
 		if updateRevision {
@@ -102,30 +113,14 @@ func TestForeignHistory(t *testing.T) {
 			req: request(target.DaemonSet, "agent"), wantImage: "agent:v1",
 		},
 		{
-			name: "statefulset: planted above, then renumbered past by the controller",
-			objects: statefulSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
-				// The controller makes the current revision the newest again: 2 becomes 4,
-				// and the planted 3 sits just below it.
-				crs[0].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
-				crs[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
-				crs[1].Revision = 4
-				evil := planted(crs, "evil/miner", 3, nil)
-				evil.CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
-				return []*appsv1.ControllerRevision{evil}
-			}, true),
-			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+			name:    "statefulset: planted above, then renumbered past by the controller",
+			objects: statefulSet(renumberedPast, true),
+			req:     request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
 		},
 		{
-			name: "daemonset: planted above, then renumbered past by the controller",
-			objects: daemonSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
-				crs[0].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
-				crs[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
-				crs[1].Revision = 4
-				evil := planted(crs, "evil/miner", 3, nil)
-				evil.CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
-				return []*appsv1.ControllerRevision{evil}
-			}),
-			req: request(target.DaemonSet, "agent"), wantErr: ErrForeignHistory, wantImage: "agent:v2",
+			name:    "daemonset: planted above, then renumbered past by the controller",
+			objects: daemonSet(renumberedPast),
+			req:     request(target.DaemonSet, "agent"), wantErr: ErrForeignHistory, wantImage: "agent:v2",
 		},
 		{
 			name: "deployment: a copy of the current template at a free number",

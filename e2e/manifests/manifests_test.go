@@ -34,6 +34,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/internal/readme"
 )
 
 // koImage is the image kservice.yaml names, and resolvedImage what `ko resolve` puts in its
@@ -426,26 +427,14 @@ var contractEnv = []string{
 // README documents (the first column of the table under "## Settings"): a documented
 // setting a manifest may not use, or an allowed one nobody can look up, fails here.
 func TestContractEnvIsReadme(t *testing.T) {
-	_, section, ok := strings.Cut(string(readRepoFile(t, "README.md")), "\n## Settings\n")
-	if !ok {
-		t.Fatal("README.md has no ## Settings section")
-	}
-	if next := strings.Index(section, "\n## "); next >= 0 {
-		section = section[:next]
+	rows, err := readme.Table(filepath.Join(repoRoot(t), "README.md"), "## Settings")
+	if err != nil {
+		t.Fatal(err)
 	}
 	setting := regexp.MustCompile("`(ROLLBACK_[A-Z0-9_]+)`")
 	var documented []string
-	inTable := false
-	for line := range strings.SplitSeq(section, "\n") {
-		if !strings.HasPrefix(line, "|") {
-			if inTable {
-				break // the first table is the settings table
-			}
-			continue
-		}
-		inTable = true
-		first, _, _ := strings.Cut(strings.TrimPrefix(line, "|"), "|")
-		for _, m := range setting.FindAllStringSubmatch(first, -1) {
+	for _, row := range rows {
+		for _, m := range setting.FindAllStringSubmatch(row[0], -1) {
 			documented = append(documented, m[1])
 		}
 	}
