@@ -27,9 +27,9 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 	if err != nil {
 		return undo.Admission{}, err
 	}
-	// A delivery of the same alerts again (the first one's answer was lost) spends no
-	// second unit.
-	unit, err := g.budget.TakeOnce(ctx, s.Ref.String(), budget.Key(string(s.UID), s.AlertIDs), dryRun)
+	// Every attempt spends a unit of its own, also two replicas undoing the same alerts: the
+	// loser gives its own back, never the unit that paid for the undo that landed.
+	unit, err := g.budget.Take(ctx, s.Ref.String(), dryRun)
 	if err != nil {
 		return undo.Admission{}, err
 	}

@@ -408,53 +408,6 @@ func TestTakeTimeout(t *testing.T) {
 	}
 }
 
-// TestTakeOnce: a delivery made again after its answer was lost (the Lease write landed,
-// the client saw a timeout) spends no second unit, and a delivery that finds another's unit
-// of the same key cannot give it back.
-func TestTakeOnce(t *testing.T) {
-	c := newClient(lease(t))
-	lost := true
-	// The first write reaches the Lease, but its answer is lost.
-	c.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if !lost {
-			return false, nil, nil
-		}
-		lost = false
-		l := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease).DeepCopy()
-		l.ResourceVersion = "999"
-		if err := c.Tracker().Update(leaseGVR, l, l.Namespace); err != nil {
-			return true, nil, err
-		}
-		return true, nil, &url.Error{Op: "update", URL: "https://127.0.0.1/leases", Err: context.DeadlineExceeded}
-	})
-	b := newBudget(c, Spec{Units: 5, Window: time.Hour}, &clock{now: t0})
-	ctx := context.Background()
-	key := Key("uid-web", []string{"fp2@1", "fp1@1"})
-	if key != Key("uid-web", []string{"fp1@1", "fp2@1"}) || key == Key("uid-api", []string{"fp1@1", "fp2@1"}) {
-		t.Fatal("Key must not depend on the order of the alerts, and must on the workload")
-	}
-	if _, err := b.TakeOnce(ctx, "shop/Deployment/web", key, false); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("first TakeOnce() = %v; want the lost answer's timeout", err)
-	}
-	again, err := b.TakeOnce(ctx, "shop/Deployment/web", key, false)
-	if err != nil || again.ID != "" {
-		t.Fatalf("TakeOnce() again = %+v, %v; want the unit already spent, and none to give back", again, err)
-	}
-	if err := b.Return(ctx, again); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := b.Spent(ctx); err != nil || n != 1 {
-		t.Fatalf("Spent() = %d, %v; want 1: one unit for one undo, however often it was delivered", n, err)
-	}
-	other, err := b.TakeOnce(ctx, "shop/Deployment/api", Key("uid-api", []string{"fp3@1"}), false)
-	if err != nil || other.ID == "" {
-		t.Fatalf("TakeOnce() for other alerts = %+v, %v; want a unit of its own", other, err)
-	}
-	if n, _ := b.Spent(ctx); n != 2 {
-		t.Fatalf("Spent() = %d; want 2", n)
-	}
-}
-
 // TestRememberedLease: a process writes the Lease from the copy it last saw, without reading
 // it first (one request a unit); a copy another replica made stale costs a conflict and a
 // read, never a wrong count; and a refusal is never decided on the copy.

@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sre-kit/alert-rollback/target"
 )
@@ -24,10 +23,7 @@ type Gate interface {
 // Subject is the workload an undo is about, as the Gate sees it.
 type Subject struct {
 	Ref                 target.Ref
-	UID                 types.UID
 	Labels, Annotations map[string]string
-	// AlertIDs are the alert occurrences the undo is for (Request.AlertIDs).
-	AlertIDs []string
 }
 
 // Admission is a Gate's yes.

@@ -217,7 +217,7 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads,
 	}
 	var adm Admission
 	if u.opts.Gate != nil {
-		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, UID: w.uid, Labels: w.labels, Annotations: w.annotations, AlertIDs: req.AlertIDs}, u.opts.DryRun)
+		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, Labels: w.labels, Annotations: w.annotations}, u.opts.DryRun)
 		done.add(adm)
 		c.Notes, c.Related = done.notes, done.related
 		if err != nil {
