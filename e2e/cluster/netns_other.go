@@ -1,0 +1,14 @@
+//go:build !linux
+
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+// dialInside needs Linux's network namespaces; the real node runs only there.
+func (n *netns) dialInside(ctx context.Context, network, address string) (net.Conn, error) {
+	return nil, errors.New("network namespaces need Linux")
+}
