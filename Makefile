@@ -2,7 +2,7 @@
 #   make demo   the function rolling back a real broken Deployment on a local control plane
 #   make test   every test, including those on the real control plane and real Alertmanager,
 #               and on a real node with Knative Serving (as root)
-#   make demo-knative   the function woken from zero by Knative, on a real node
+# (and make demo-knative: the demo on a real node, the function woken from zero by Knative)
 # Both build the pinned tools they need into .bin/ first, once (later runs reuse them).
 
 SHELL := /bin/bash
