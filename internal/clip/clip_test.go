@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -178,4 +179,26 @@ func TestCore(t *testing.T) {
 		t.Errorf("fields %v; want 12", m)
 	}
 	walk("", m)
+}
+
+// TestCoreKeepsSampling: the wrapped core still decides what is written; a sampler behind
+// Core drops what it would drop alone, and what it writes is clipped.
+func TestCoreKeepsSampling(t *testing.T) {
+	var buf strings.Builder
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	sampled := zapcore.NewSamplerWithOptions(zapcore.NewCore(enc, zapcore.AddSync(&buf), zap.InfoLevel), time.Hour, 100, 1000)
+	log := zap.New(sampled, zap.WrapCore(Core))
+	huge := strings.Repeat("\xff", 10<<10)
+	for range 150 {
+		log.Info("refused", zap.String("error", huge))
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 100 {
+		t.Errorf("%d lines written; want the sampler's 100", len(lines))
+	}
+	for _, l := range lines {
+		if len(l) > 2*Max {
+			t.Fatalf("line of %d bytes: %.200s…", len(l), l)
+		}
+	}
 }
