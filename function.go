@@ -24,6 +24,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/clip"
 	"github.com/sre-kit/alert-rollback/internal/memlimit"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/report"
@@ -84,7 +85,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		return err
 	}
 	f.cfg = c
-	f.log = f.newLogger()
+	// Every log line is clipped where it is written, whatever a field holds (see clip.Core).
+	f.log = f.newLogger().Desugar().WithOptions(zap.WrapCore(clip.Core)).Sugar()
 	cs, err := f.newClient(c)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)

@@ -23,8 +23,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -1126,61 +1124,5 @@ func TestStartSetsMemoryLimit(t *testing.T) {
 	limit := float64(134217728)
 	if got, want := debug.SetMemoryLimit(-1), int64(limit*memlimit.Share); got != want {
 		t.Fatalf("runtime memory limit = %d; want %d (90%% of the cgroup's 128 MiB)", got, want)
-	}
-}
-
-// TestCallerTextIsBounded sends labels of 300 KB wherever a caller's text can reach a
-// result (names that are no names, in every workload label and the namespace) and checks
-// that the answer and every log line stay small, and that nothing reached the cluster.
-func TestCallerTextIsBounded(t *testing.T) {
-	huge := strings.Repeat("x", 300<<10)
-	tests := []struct {
-		name   string
-		labels []string
-	}{
-		{"pod", []string{"pod", huge}},
-		{"deployment", []string{"deployment", huge}},
-		{"statefulset", []string{"statefulset", huge}},
-		{"replicaset", []string{"replicaset", huge}},
-		{"namespace", []string{"namespace", huge, "deployment", "checkout-api"}},
-		{"alertname and namespace", []string{"alertname", huge, "namespace", huge + "\n\x1b[31m", "pod", huge}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			client := fixture.Clientset()
-			core, logs := observer.New(zap.DebugLevel)
-			cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken, "ROLLBACK_BUDGET": "off", "ROLLBACK_NAMESPACES": "*"}
-			f := New()
-			f.newClient = func(config) (clients, error) {
-				return clients{kube: clientset.Wrap(client), dynamic: newDynamic(), namespace: ownNamespace}, nil
-			}
-			f.newLogger = zap.New(core).Sugar
-			f.cgroupRoot = fstest.MapFS{}
-			if err := f.Start(t.Context(), cfg); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = f.Stop(context.Background()) })
-
-			rec := httptest.NewRecorder()
-			f.Handle(rec, post(notification(firing(tc.labels...))))
-			if rec.Code != http.StatusOK {
-				t.Fatalf("status %d: %s", rec.Code, rec.Body)
-			}
-			if n := rec.Body.Len(); n > 4<<10 {
-				t.Fatalf("answer of %d bytes: %.300s…", n, rec.Body)
-			}
-			for _, e := range logs.All() {
-				line, err := (zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())).EncodeEntry(e.Entry, e.Context)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if line.Len() > 4<<10 {
-					t.Fatalf("log line of %d bytes: %.300s…", line.Len(), line.String())
-				}
-			}
-			if got := client.Actions(); len(got) != 0 {
-				t.Fatalf("API actions %v; want none for names that are no names", got)
-			}
-		})
 	}
 }

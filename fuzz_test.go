@@ -30,8 +30,9 @@ import (
 // The fuzz targets below run their seeds (and testdata/fuzz) under `make test` and plain
 // go test; `make fuzz` searches further (FUZZTIME each).
 
-// FuzzDecodeHTTP: whatever the request, decode either refuses it with a 4xx, or accepts a
-// POST with the right token and a notification alert.Decode accepts.
+// FuzzDecodeHTTP: whatever the request, decode either refuses it with a 4xx, answered within
+// maxAnswer bytes of valid UTF-8 whatever the refusal quotes, or accepts a POST with the
+// right token and a notification alert.Decode accepts.
 func FuzzDecodeHTTP(f *testing.F) {
 	valid := string(notification(firing("pod", "checkout-api-5d8f-x7k2p")))
 	for _, s := range []struct{ method, contentType, ceSpecversion, auth, body string }{
@@ -47,6 +48,9 @@ func FuzzDecodeHTTP(f *testing.F) {
 		{"GET", "application/json", "", "Bearer " + testToken, ""},
 		{"POST", "application/json", "", "Bearer " + testToken, strings.Repeat("[", 5000)},
 		{"POST", "", "", "Bearer " + testToken, valid},
+		// Refusals that quote what the caller sent.
+		{"POST", strings.Repeat("\xff", 8<<10), "", "Bearer " + testToken, valid},
+		{"POST", "application/json", "", "Bearer " + testToken, `{"version":"` + strings.Repeat("\xff", 8<<10) + `"}`},
 	} {
 		f.Add(s.method, s.contentType, s.ceSpecversion, s.auth, []byte(s.body))
 	}
@@ -72,6 +76,9 @@ func FuzzDecodeHTTP(f *testing.F) {
 			if status := outcome.HTTPStatus(err, nil); status < 400 || status >= 500 {
 				t.Fatalf("decode() = %v, answered %d; want a 4xx", err, status)
 			}
+			rec := httptest.NewRecorder()
+			fn.fail(rec, err)
+			checkAnswer(t, rec, maxAnswer)
 			return
 		}
 		if method != http.MethodPost {
@@ -217,9 +224,10 @@ var patchable = map[string]bool{
 }
 
 // FuzzHandle: whatever the notification, a request the handler refuses (a 4xx other than
-// 422) makes no API call at all; 422 and 503 each carry the failure that earns them; it never
-// calls the API outside the allowed namespaces, patches only the fixture's workloads there,
-// and never one that only bait (an owner of another group or UID) points at.
+// 422) makes no API call at all; 422 and 503 each carry the failure that earns them; the
+// answer stays within maxAnswer bytes a result (valid UTF-8, no string over clip.Max); it
+// never calls the API outside the allowed namespaces, patches only the fixture's workloads
+// there, and never one that only bait (an owner of another group or UID) points at.
 func FuzzHandle(f *testing.F) {
 	_, alerts := handleFixture()
 	for i, a := range alerts {
@@ -230,6 +238,7 @@ func FuzzHandle(f *testing.F) {
 	f.Add(uint8(2), notification(firing("deployment", "checkout-api"), firing("daemonset", "log-agent")))
 	f.Add(uint8(2), notification(firing("deployment", "checkout-api"), firing("statefulset", "orders-db")))
 	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"resolved"}]}`))
+	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"`+strings.Repeat("\xff", 8<<10)+`"}]}`))
 	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"firing","startsAt":"2026-11-26T01:00:00Z","labels":{"severity":"rollback","namespace":"kube-system","deployment":"coredns"}}]}`))
 	captures, _ := filepath.Glob("testdata/alertmanager-*.json")
 	for _, name := range captures {
@@ -327,6 +336,7 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 		status >= 500 && status != http.StatusServiceUnavailable:
 		t.Fatalf("Handle() = %d with %d final and %d retryable failures: %s", status, final, retryable, rec.Body)
 	}
+	checkAnswer(t, rec, maxAnswer*max(1, len(resp.Results)))
 	for _, a := range client.Actions() {
 		ns, verb, res := a.GetNamespace(), a.GetVerb(), a.GetResource().Resource
 		call := fmt.Sprintf("%s %s in %q", verb, res, ns)

@@ -12,6 +12,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 
+	"github.com/sre-kit/alert-rollback/internal/clip"
 	"github.com/sre-kit/alert-rollback/outcome"
 )
 
@@ -21,6 +22,8 @@ const (
 	ResultEventSource = "/alert-rollback"
 )
 
+// fail answers a request turned away. Its error may quote what the caller sent (a version,
+// a content type): the answer and the log line are clipped where each is written.
 func (f *Function) fail(w http.ResponseWriter, err error) {
 	status := outcome.HTTPStatus(err, nil)
 	switch status {
@@ -32,7 +35,7 @@ func (f *Function) fail(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	if f.log != nil && status != http.StatusServiceUnavailable {
-		f.log.Infow("request refused", "status", status, "error", err.Error())
+		f.log.Infow("request refused", "status", status, "error", err)
 	}
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
@@ -51,8 +54,9 @@ func (f *Function) reply(ctx context.Context, w http.ResponseWriter, in *incomin
 	ev.SetID(uuid.NewString())
 	ev.SetType(ResultEventType)
 	ev.SetSource(ResultEventSource)
-	ev.SetSubject(in.event.ID())
-	if err := ev.SetData(cloudevents.ApplicationJSON, resp); err != nil {
+	// The notification's id is the caller's text: clipped, like every string of the data.
+	ev.SetSubject(clip.String(in.event.ID(), clip.Max))
+	if err := ev.SetData(cloudevents.ApplicationJSON, clip.Strings(resp, clip.Max)); err != nil {
 		f.fail(w, err)
 		return
 	}
@@ -64,6 +68,8 @@ func (f *Function) reply(ctx context.Context, w http.ResponseWriter, in *incomin
 	}
 }
 
+// writeJSON writes v as the answer, every string of it clipped (clip.Strings): whatever a
+// caller or the cluster put in a field, the answer stays small and valid UTF-8.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	// Encoded whole first, so the answer goes out with a Content-Length in one piece: it is
 	// then complete as soon as it is flushed, even if the process stops right after.
@@ -71,7 +77,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false) // messages such as "Bearer <token>" stay readable
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_ = enc.Encode(clip.Strings(v, clip.Max))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
 	w.WriteHeader(status)

@@ -3,9 +3,8 @@ package alert
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/sre-kit/alert-rollback/internal/clip"
 )
 
 // maxText bounds every caller-chosen string (alert names, fingerprints, group keys) the
@@ -13,32 +12,9 @@ import (
 // megabytes of logs or push a workload's annotations toward the API server's 256 KiB cap.
 const maxText = 128
 
-// MaxMessage bounds a result's message: it may quote a few names of the cluster (each up to
-// 253 bytes) and must still stay a line, whatever the caller sent.
-const MaxMessage = 1024
-
-// Clip returns s made safe to store and log: control characters replaced, and cut to at
-// most maxText bytes (on a rune boundary) with "…" marking the cut.
-func Clip(s string) string { return ClipTo(s, maxText) }
-
-// ClipTo is Clip with a bound of max bytes.
-func ClipTo(s string, max int) string {
-	if len(s) <= max && strings.IndexFunc(s, unicode.IsControl) < 0 && utf8.ValidString(s) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range strings.ToValidUTF8(s, "�") {
-		if unicode.IsControl(r) {
-			r = '�'
-		}
-		if b.Len()+utf8.RuneLen(r) > max-len("…") {
-			b.WriteString("…")
-			break
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+// Clip returns s made safe to store and log: valid UTF-8 without control characters, in at
+// most maxText bytes, a cut marked as clip.String marks it.
+func Clip(s string) string { return clip.String(s, maxText) }
 
 // fingerprintLike reports whether fp looks like what Alertmanager sends (16 hex digits) or
 // close to it: short, and only letters and digits. Anything else is stored as a hash.

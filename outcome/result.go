@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/clip"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
@@ -81,7 +82,7 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 		r.Message += "; " + strings.Join(c.Notes, "; ")
 	}
 	// Errors quote what the lookup was given; whatever a caller sent, a message stays a line.
-	r.Message = alert.ClipTo(r.Message, alert.MaxMessage)
+	r.Message = clip.String(r.Message, clip.Max)
 	return r
 }
 

@@ -3,10 +3,13 @@
 package report
 
 import (
+	"fmt"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/sre-kit/alert-rollback/internal/clip"
 	"github.com/sre-kit/alert-rollback/internal/kube"
 	"github.com/sre-kit/alert-rollback/outcome"
 )
@@ -48,7 +51,7 @@ func (e *Events) Record(uid types.UID, r outcome.Result) {
 	}
 	ref := &corev1.ObjectReference{APIVersion: "apps/v1", Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, UID: uid}
 	reason, kind := EventReason(r)
-	e.recorder.AnnotatedEventf(ref, map[string]string{ReasonAnnotation: string(r.Reason)}, kind, reason, "%s", r.String())
+	e.recorder.AnnotatedEventf(ref, map[string]string{ReasonAnnotation: string(r.Reason)}, kind, reason, "%s", message(r.String()))
 }
 
 // ReasonSuspended is the reason of the Event on a GitOps owner (an Argo CD Application, a
@@ -64,8 +67,12 @@ func (e *Events) RecordRelated(ref corev1.ObjectReference, r outcome.Result) {
 		return
 	}
 	e.recorder.AnnotatedEventf(&ref, map[string]string{ReasonAnnotation: string(r.Reason)}, corev1.EventTypeWarning,
-		ReasonSuspended, "for %s %s/%s: %s", r.Kind, r.Namespace, r.Name, r.String())
+		ReasonSuspended, "%s", message(fmt.Sprintf("for %s %s/%s: %s", r.Kind, r.Namespace, r.Name, r.String())))
 }
+
+// message is an Event's message as written: it quotes the alert, which is caller text, so
+// it is clipped (clip.String).
+func message(s string) string { return clip.String(s, clip.Max) }
 
 // Shutdown flushes what it can and stops the broadcaster.
 func (e *Events) Shutdown() {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
+
+	"github.com/sre-kit/alert-rollback/internal/clip"
 )
 
 // frameworkHandler returns functions-framework-go's handler for the registered function,
@@ -54,7 +56,7 @@ func frameworkHandler(ctx context.Context, maxConcurrent int, probe string) (htt
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "{\"error\":%q}\n", "internal server unreachable: "+err.Error())
+			fmt.Fprintf(w, "{\"error\":%q}\n", clip.String("internal server unreachable: "+err.Error(), clip.Max))
 		},
 	}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -48,6 +49,10 @@ func (a *slowAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotFound)
 	fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
 }
+
+// maxAnswer bounds every answer of TestServe: a refusal quotes at most clip.Max bytes of
+// what it was sent.
+const maxAnswer = 2 << 10
 
 // TestServe runs the whole HTTP surface once (functions-framework-go registers the function
 // globally, so only once per process): our server's limits in front of the framework's
@@ -98,21 +103,26 @@ func TestServe(t *testing.T) {
 	}
 
 	tests := []struct {
-		name       string
-		method     string
-		path       string
-		token      string
-		body       string
-		header     string
-		wantStatus int
+		name   string
+		method string
+		path   string
+		token  string
+		body   string
+		header string
+		// contentType replaces application/json.
+		contentType string
+		wantStatus  int
 	}{
-		{"readiness", http.MethodGet, "/health/readiness", "", "", "", http.StatusOK},
-		{"liveness", http.MethodGet, "/health/liveness", "", "", "", http.StatusOK},
-		{"no token", http.MethodPost, "/", "", `{}`, "", http.StatusUnauthorized},
-		{"wrong token", http.MethodPost, "/", "guess", `{}`, "", http.StatusUnauthorized},
-		{"body over ROLLBACK_MAX_BODY_BYTES", http.MethodPost, "/", "secret-token", `{"x":"` + strings.Repeat("a", 2048) + `"}`, "", http.StatusRequestEntityTooLarge},
-		{"not a notification", http.MethodPost, "/", "secret-token", `{"version":"3"}`, "", http.StatusBadRequest},
-		{"header over the limit, no token", http.MethodPost, "/", "", `{}`, strings.Repeat("h", 32<<10), http.StatusRequestHeaderFieldsTooLarge},
+		{"readiness", http.MethodGet, "/health/readiness", "", "", "", "", http.StatusOK},
+		{"liveness", http.MethodGet, "/health/liveness", "", "", "", "", http.StatusOK},
+		{"no token", http.MethodPost, "/", "", `{}`, "", "", http.StatusUnauthorized},
+		{"wrong token", http.MethodPost, "/", "guess", `{}`, "", "", http.StatusUnauthorized},
+		{"body over ROLLBACK_MAX_BODY_BYTES", http.MethodPost, "/", "secret-token", `{"x":"` + strings.Repeat("a", 2048) + `"}`, "", "", http.StatusRequestEntityTooLarge},
+		{"not a notification", http.MethodPost, "/", "secret-token", `{"version":"3"}`, "", "", http.StatusBadRequest},
+		{"header over the limit, no token", http.MethodPost, "/", "", `{}`, strings.Repeat("h", 32<<10), "", http.StatusRequestHeaderFieldsTooLarge},
+		// Refusals that quote the caller's text: their answers are clipped.
+		{"huge content type", http.MethodPost, "/", "secret-token", `{}`, "", strings.Repeat("\xff", 6<<10), http.StatusUnsupportedMediaType},
+		{"huge version", http.MethodPost, "/", "secret-token", `{"version":"` + strings.Repeat("\xff", 900) + `"}`, "", "", http.StatusBadRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,6 +131,9 @@ func TestServe(t *testing.T) {
 				t.Fatal(err)
 			}
 			req.Header.Set("Content-Type", "application/json")
+			if tc.contentType != "" {
+				req.Header["Content-Type"] = []string{tc.contentType}
+			}
 			if tc.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tc.token)
 			}
@@ -134,7 +147,11 @@ func TestServe(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != tc.wantStatus {
-				t.Fatalf("%s %s = %d %s; want %d", tc.method, tc.path, resp.StatusCode, b, tc.wantStatus)
+				t.Fatalf("%s %s = %d %.300q; want %d", tc.method, tc.path, resp.StatusCode, b, tc.wantStatus)
+			}
+			// Every answer stays small and valid UTF-8, whatever the request quoted.
+			if len(b) > maxAnswer || !utf8.Valid(b) {
+				t.Errorf("answer of %d bytes (valid UTF-8 %v); want at most %d valid: %.300q…", len(b), utf8.Valid(b), maxAnswer, b)
 			}
 		})
 	}
