@@ -25,6 +25,7 @@ import (
 	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/undo"
 )
 
 // The fuzz targets below run their seeds (and testdata/fuzz) under `make test` and plain
@@ -115,7 +116,8 @@ func validMethod(m string) bool {
 
 // handleFixture is what the fake cluster holds for FuzzHandle: broken workloads of every
 // kind in the function's own namespace, the same Deployment in "payments" (allowed only
-// by the second setting) and in "kube-system" (never allowed), and an orphan ReplicaSet.
+// by the second setting) and in "kube-system" (never allowed), an orphan ReplicaSet, and
+// bait: planted history, and a Deployment another controller owns.
 func handleFixture() (objs []runtime.Object, alerts []alert.Alert) {
 	for _, ns := range []string{ownNamespace, "payments", "kube-system"} {
 		d, rss := fixture.Deployment(ns, "checkout-api", "shop/checkout:v1", "shop/checkout:v2")
@@ -170,7 +172,22 @@ func handleFixture() (objs []runtime.Object, alerts []alert.Alert) {
 		fixture.Pod(prss[2], "k8m2w"))
 	alerts = append(alerts, firing("deployment", "planted-web"), firing("pod", prss[2].Name+"-k8m2w"),
 		firing("statefulset", "planted-db"))
-	return objs, alerts
+
+	// Planted after this function's undo from v2 back to v1: v1's ReplicaSet is revision 3
+	// and notes it was 1, v2 is marked bad, and someone fills 1 with their image.
+	ud, urss := fixture.Deployment(ownNamespace, "undone-web", "uw:v2", "uw:v1")
+	urss[1].CreationTimestamp = metav1.NewTime(fixture.Created.Add(-20 * time.Minute))
+	urss[1].Annotations["deployment.kubernetes.io/revision"] = "3"
+	urss[1].Annotations["deployment.kubernetes.io/revision-history"] = "1"
+	urss[0].CreationTimestamp = metav1.NewTime(fixture.Created.Add(-10 * time.Minute))
+	urss[0].Annotations["deployment.kubernetes.io/revision"] = "2"
+	ud.Annotations["deployment.kubernetes.io/revision"] = "3"
+	ud.Annotations[undo.StateAnnotation] = `{"bad":["` + fixture.Hash("uw:v2") + `"]}`
+	_, evil := fixture.Deployment(ownNamespace, "undone-web", "evil/miner:v1")
+	evil[0].UID = "uid-planted-undone-web"
+	objs = append(append(objs, fixture.Objects(append(urss, evil...)...)...), ud, fixture.Pod(urss[1], "u7w2x"))
+	alerts = append(alerts, firing("deployment", "undone-web"), firing("pod", urss[1].Name+"-u7w2x"))
+	return controllerOwnedFixture(objs, alerts)
 }
 
 // victims are the workloads the bait points at, and the label values that name each of

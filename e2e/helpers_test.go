@@ -100,8 +100,15 @@ func (e *env) brokenDeployment(name string) string {
 // returns the name of the bad revision's Unschedulable pod.
 func (e *env) brokenAfter(name string, good int) string {
 	e.t.Helper()
+	return e.brokenOwned(name, good)
+}
+
+// brokenOwned is brokenAfter for a Deployment created with owners as its owner references.
+func (e *env) brokenOwned(name string, good int, owners ...metav1.OwnerReference) string {
+	e.t.Helper()
 	ctx := context.Background()
 	d := fixture.Deployment(e.ns, name, fixture.Container("registry.invalid/"+name+":v1", "100m"))
+	d.OwnerReferences = owners
 	if _, err := e.cs.AppsV1().Deployments(e.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}

@@ -83,6 +83,41 @@ func TestPlantedHistory(t *testing.T) {
 		assertUnchanged(t, before, e.deployment("shop-api"))
 	})
 
+	t.Run("ReplicaSet at the number the function's own undo freed", func(t *testing.T) {
+		e.brokenAfter("cart-api", 1) // revision 1 runs, 2 is Unschedulable
+		if r := post(t, map[string]string{"deployment": "cart-api"}); r.Action != outcome.RolledBack || r.FromRevision != 2 || r.ToRevision != 1 {
+			t.Fatalf("result %s %s %d->%d: %s; want rolled back from 2 to 1", r.Action, r.Reason, r.FromRevision, r.ToRevision, r.Message)
+		}
+		// The controller makes revision 1's ReplicaSet revision 3 and notes its old number.
+		if err := fixture.WaitDeploymentRevision(ctx, e.cs, e.ns, "cart-api", 3); err != nil {
+			t.Fatal(err)
+		}
+		current, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, "cart-api", 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := current.Annotations["deployment.kubernetes.io/revision-history"]; h != "1" {
+			t.Fatalf("revision 3's revision-history = %q; want \"1\"", h)
+		}
+		// Revision 2 is marked bad: someone fills the free 1, the only target left.
+		waitPastSecond(t, current.CreationTimestamp.Time)
+		planted := plantedReplicaSet(current, "5d7c9b8f6b", 1, evil)
+		if _, err := e.cs.AppsV1().ReplicaSets(e.ns).Create(ctx, planted, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		before := e.deployment("cart-api")
+		r := post(t, map[string]string{"deployment": "cart-api"})
+		if r.Action != outcome.Refused || r.Reason != outcome.ReasonForeignHistory {
+			t.Fatalf("result %s %s: %s; want refused foreign-history", r.Action, r.Reason, r.Message)
+		}
+		after := e.deployment("cart-api")
+		assertUnchanged(t, before, after)
+		if a, b := before.Annotations["alert-rollback.dev/state"], after.Annotations["alert-rollback.dev/state"]; a != b {
+			t.Errorf("state annotation %s -> %s; want no write", a, b)
+		}
+		t.Logf("%s %s: %s", r.Action, r.Reason, r.Message)
+	})
+
 	for _, kind := range []string{"StatefulSet", "DaemonSet"} {
 		t.Run(kind+" revision planted above, renumbered past by the controller", func(t *testing.T) {
 			name := strings.ToLower(kind) + "-planted"
@@ -195,6 +230,28 @@ func plantedRevision(t *testing.T, current *appsv1.ControllerRevision, image str
 		Data:       runtime.RawExtension{Raw: raw},
 		Revision:   number,
 	}
+}
+
+// plantedReplicaSet is a ReplicaSet of like's Deployment claiming revision number and
+// running image, named, labelled and owned as the controller would make it (hash is its
+// pod-template-hash), scaled to zero.
+func plantedReplicaSet(like *appsv1.ReplicaSet, hash string, number int, image string) *appsv1.ReplicaSet {
+	rs := like.DeepCopy()
+	owner := metav1.GetControllerOf(like).Name
+	rs.ObjectMeta = metav1.ObjectMeta{
+		Name: owner + "-" + hash, Labels: map[string]string{}, OwnerReferences: like.OwnerReferences,
+		Annotations: map[string]string{"deployment.kubernetes.io/revision": fmt.Sprint(number)},
+	}
+	for k, v := range like.Labels {
+		rs.Labels[k] = v
+	}
+	rs.Labels["pod-template-hash"] = hash
+	rs.Spec.Selector.MatchLabels["pod-template-hash"] = hash
+	rs.Spec.Template.Labels["pod-template-hash"] = hash
+	rs.Spec.Template.Spec.Containers[0].Image = image
+	rs.Spec.Replicas = new(int32)
+	rs.Status = appsv1.ReplicaSetStatus{}
+	return rs
 }
 
 // assertUnchanged fails unless the Deployment's template and revision are what they were.

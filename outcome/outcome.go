@@ -62,6 +62,7 @@ const (
 	ReasonNamespaceDenied    Reason = "namespace-denied"
 	ReasonNotFound           Reason = "not-found"
 	ReasonUnsupportedOwner   Reason = "unsupported-owner"
+	ReasonControllerOwned    Reason = "controller-owned"
 	ReasonForeignHistory     Reason = "foreign-history"
 	ReasonTooOld             Reason = "too-old"
 	ReasonBudgetExhausted    Reason = "budget-exhausted"
@@ -113,6 +114,7 @@ var classes = []struct {
 	{undo.ErrBadState, Refused, ReasonBadState},
 	{undo.ErrNotFound, Refused, ReasonNotFound},
 	{undo.ErrUnsupportedKind, Refused, ReasonUnsupportedOwner},
+	{undo.ErrControllerOwned, Refused, ReasonControllerOwned},
 	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
 	{undo.ErrTooOld, Refused, ReasonTooOld},
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},

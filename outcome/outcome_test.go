@@ -41,6 +41,7 @@ func TestClassify(t *testing.T) {
 		{"paused", undo.ErrPaused, Refused, ReasonPaused, false},
 		{"bad state", undo.ErrBadState, Refused, ReasonBadState, false},
 		{"foreign history", undo.ErrForeignHistory, Refused, ReasonForeignHistory, false},
+		{"controller owned", fmt.Errorf("%w: Deployment shop/web is controlled by serving.knative.dev/v1 Revision web-00002", undo.ErrControllerOwned), Refused, ReasonControllerOwned, false},
 		{"workload gone", undo.ErrNotFound, Refused, ReasonNotFound, false},
 		{"too old", undo.ErrTooOld, Refused, ReasonTooOld, false},
 		{"GitOps managed", &gitops.ManagedError{}, Refused, ReasonGitOpsManaged, false},

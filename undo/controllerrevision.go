@@ -136,6 +136,7 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 		resourceVersion: obj.GetResourceVersion(),
 		labels:          obj.GetLabels(),
 		annotations:     obj.GetAnnotations(),
+		controller:      metav1.GetControllerOf(obj),
 		template:        obj.template,
 	}
 	foreign := func(format string, args ...any) error {

@@ -69,17 +69,29 @@ func (d deployments) load(ctx context.Context, ns, name string, reads *Reads) (*
 		labels:          dep.Labels,
 		annotations:     dep.Annotations,
 		paused:          dep.Spec.Paused,
+		controller:      metav1.GetControllerOf(dep),
 		template:        &dep.Spec.Template,
 	}
 	// 0 when the controller has recorded no revision yet: then nothing is history.
 	current, _ := strconv.ParseInt(dep.Annotations[revisionAnnotation], 10, 64)
-	seen := map[int64]string{}
+	// The selector may match ReplicaSets of others; only controlled ones are history.
+	var controlled []*appsv1.ReplicaSet
+	// retired are the numbers ReplicaSets held before they were made current again, as their
+	// revision-history lists them. The controller numbers a revision past every ReplicaSet it
+	// has, so it never hands out such a number again while the ReplicaSet that held it is
+	// there: another ReplicaSet claiming one was written by someone else, after the number
+	// was freed (by an undo of this function, say).
+	retired := map[int64]string{}
 	for i := range rss {
-		rs := &rss[i]
-		// The selector may match ReplicaSets of others; only controlled ones are history.
-		if !metav1.IsControlledBy(rs, dep) {
-			continue
+		if rs := &rss[i]; metav1.IsControlledBy(rs, dep) {
+			controlled = append(controlled, rs)
+			for _, n := range revisionHistory(rs.Annotations) {
+				retired[n] = rs.Name
+			}
 		}
+	}
+	seen := map[int64]string{}
+	for _, rs := range controlled {
 		n, err := strconv.ParseInt(rs.Annotations[revisionAnnotation], 10, 64)
 		if err != nil {
 			continue // kubectl skips ReplicaSets without a readable revision too
@@ -90,6 +102,10 @@ func (d deployments) load(ctx context.Context, ns, name string, reads *Reads) (*
 		}
 		if other, dup := seen[n]; dup {
 			return nil, fmt.Errorf("%w: replicasets %s and %s both claim revision %d of deployment %s/%s", ErrForeignHistory, other, rs.Name, n, ns, name)
+		}
+		if other, ok := retired[n]; ok {
+			return nil, fmt.Errorf("%w: replicaset %s claims revision %d of deployment %s/%s, which replicaset %s held before it was made current again (its %s)",
+				ErrForeignHistory, rs.Name, n, ns, name, other, revisionHistoryAnnotation)
 		}
 		seen[n] = rs.Name
 		if n > current {
@@ -113,6 +129,18 @@ func (d deployments) load(ctx context.Context, ns, name string, reads *Reads) (*
 		return nil, fmt.Errorf("%w: no replicaset of deployment %s/%s holds its current revision %d", ErrForeignHistory, ns, name, current)
 	}
 	return w, nil
+}
+
+// revisionHistory reads a ReplicaSet's revision-history annotation: the numbers it held
+// before, oldest first, as the controller appends them. What does not parse is left out.
+func revisionHistory(annotations map[string]string) []int64 {
+	var out []int64
+	for _, f := range strings.Split(annotations[revisionHistoryAnnotation], ",") {
+		if n, err := strconv.ParseInt(f, 10, 64); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (d deployments) resourceVersion(ctx context.Context, ns, name string) (string, error) {

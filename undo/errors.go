@@ -23,6 +23,10 @@ var (
 	// weeks and starts failing today is not a bad rollout, and going back weeks is worse.
 	ErrTooOld          = errors.New("the current revision is older than ROLLBACK_MAX_AGE; this is not a recent rollout")
 	ErrUnsupportedKind = errors.New("not a Deployment, StatefulSet or DaemonSet")
+	// ErrControllerOwned refuses a workload that another object controls (a Knative
+	// Revision, an operator's custom resource): that controller writes the workload's
+	// template, and would put the undone revision back or fight the undo.
+	ErrControllerOwned = errors.New("the workload belongs to another controller, which would revert an undo")
 	// ErrForeignHistory means the rollout history holds entries the workload's controller
 	// cannot have made (two entries claiming one revision, say): someone else wrote them,
 	// and acting on them could restore a template of their choice.

@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/target"
@@ -60,6 +61,21 @@ func TestForeignHistory(t *testing.T) {
 	daemonSet := func(extra func([]*appsv1.ControllerRevision) []*appsv1.ControllerRevision) []runtime.Object {
 		d, crs := fixture.DaemonSet(ns, "agent", "agent:v1", "agent:v2")
 		return append(fixture.Objects(append(crs, extra(crs)...)...), d)
+	}
+	// afterUndo is a Deployment this function rolled back from v2 (revision 2) to v1
+	// (revision 1, made revision 3): v1's ReplicaSet notes its old number, v2 is marked bad.
+	// change may renumber the two (rss[0] is v2's, rss[1] v1's) and returns what to plant.
+	afterUndo := func(change func(rss []*appsv1.ReplicaSet) []*appsv1.ReplicaSet) []runtime.Object {
+		d, rss := fixture.Deployment(ns, "web-front-end", "app:v2", "app:v1")
+		rss[1].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+		rss[1].Annotations["deployment.kubernetes.io/revision"] = "3"
+		rss[1].Annotations["deployment.kubernetes.io/revision-history"] = "1"
+		rss[0].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+		rss[0].Annotations["deployment.kubernetes.io/revision"] = "2"
+		planted := change(rss)
+		d.Annotations["deployment.kubernetes.io/revision"] = rss[1].Annotations["deployment.kubernetes.io/revision"]
+		d = withState(d, State{Bad: []string{fixture.Hash("app:v2")}})
+		return append(fixture.Objects(append(rss, planted...)...), d)
 	}
 	tests := []struct {
 		name      string
@@ -165,6 +181,74 @@ func TestForeignHistory(t *testing.T) {
 			}(),
 			req: request(target.Deployment, "web-front-end"), wantImage: "app:v2",
 		},
+		{
+			name: "deployment: after an undo, a ReplicaSet claiming the number the undo retired",
+			// v1 (1), v2 (2), then this function's undo back to v1: v1's ReplicaSet is
+			// revision 3 and notes it was 1; v2 is marked bad. Someone then fills 1 with an
+			// image of their choice: the only revision left to go to.
+			objects: afterUndo(func(rss []*appsv1.ReplicaSet) []*appsv1.ReplicaSet {
+				return []*appsv1.ReplicaSet{plantedRS(rss[0], "evil/miner", 1)}
+			}),
+			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
+		},
+		{
+			name: "deployment: a ReplicaSet claiming a number another ReplicaSet's revision-history retired",
+			// v1's ReplicaSet was made current twice (1, then 3, now 5), v2 is 4: someone
+			// fills 3. It is above v1's first number, so only revision-history tells.
+			objects: afterUndo(func(rss []*appsv1.ReplicaSet) []*appsv1.ReplicaSet {
+				rss[1].Annotations["deployment.kubernetes.io/revision"] = "5"
+				rss[1].Annotations["deployment.kubernetes.io/revision-history"] = "1,3"
+				rss[0].Annotations["deployment.kubernetes.io/revision"] = "4"
+				return []*appsv1.ReplicaSet{plantedRS(rss[0], "evil/miner", 3)}
+			}),
+			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
+		},
+		{
+			name: "deployment: after an undo, a ReplicaSet filling a number pruning freed below the current one's first",
+			// v0 (1, since pruned), v1 (2), v2 (3), undo back to v1: v1 is 4 and notes 2.
+			// Someone fills 1, which no revision-history names.
+			objects: afterUndo(func(rss []*appsv1.ReplicaSet) []*appsv1.ReplicaSet {
+				rss[1].Annotations["deployment.kubernetes.io/revision"] = "4"
+				rss[1].Annotations["deployment.kubernetes.io/revision-history"] = "2"
+				rss[0].Annotations["deployment.kubernetes.io/revision"] = "3"
+				return []*appsv1.ReplicaSet{plantedRS(rss[0], "evil/miner", 1)}
+			}),
+			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
+		},
+		{
+			name: "deployment: made current twice, the entries made since its first number are history",
+			// v1 made current again twice (revisions 1, 3, then 5); v0 at 2 and v2 at 4 were
+			// made after v1 first was, above its first number: the undo goes to v2.
+			objects: func() []runtime.Object {
+				d, rss := fixture.Deployment(ns, "web-front-end", "app:v0", "app:v2", "app:v1")
+				rss[2].CreationTimestamp = metav1.NewTime(now.Add(-3 * time.Hour))
+				rss[2].Annotations["deployment.kubernetes.io/revision"] = "5"
+				rss[2].Annotations["deployment.kubernetes.io/revision-history"] = "1,3"
+				rss[0].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+				rss[0].Annotations["deployment.kubernetes.io/revision"] = "2"
+				rss[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+				rss[1].Annotations["deployment.kubernetes.io/revision"] = "4"
+				d.Annotations["deployment.kubernetes.io/revision"] = "5"
+				return append(fixture.Objects(rss...), d)
+			}(),
+			req: request(target.Deployment, "web-front-end"), wantImage: "app:v2",
+		},
+		{
+			name: "deployment: after an undo, an older revision made before the current one is still reachable",
+			// v0 (1), v1 (2), v2 (3), undo to v1 (4, noting 2), v2 bad: v0 is the target.
+			objects: func() []runtime.Object {
+				d, rss := fixture.Deployment(ns, "web-front-end", "app:v0", "app:v2", "app:v1")
+				rss[0].CreationTimestamp = metav1.NewTime(now.Add(-3 * time.Hour))
+				rss[2].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+				rss[2].Annotations["deployment.kubernetes.io/revision"] = "4"
+				rss[2].Annotations["deployment.kubernetes.io/revision-history"] = "2"
+				rss[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+				rss[1].Annotations["deployment.kubernetes.io/revision"] = "3"
+				d.Annotations["deployment.kubernetes.io/revision"] = "4"
+				return append(fixture.Objects(rss...), withState(d, State{Bad: []string{fixture.Hash("app:v2")}}))
+			}(),
+			req: request(target.Deployment, "web-front-end"), wantImage: "app:v0",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,4 +265,20 @@ func TestForeignHistory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plantedRS is a ReplicaSet of like's Deployment claiming revision number, running image,
+// named, labelled and owned as the controller would make it, created a minute ago: after
+// everything else the fixtures hold.
+func plantedRS(like *appsv1.ReplicaSet, image string, number int) *appsv1.ReplicaSet {
+	rs := like.DeepCopy()
+	hash := fixture.Hash(image)
+	owner := rs.OwnerReferences[0].Name
+	rs.Name, rs.UID = owner+"-"+hash, types.UID("uid-planted-"+hash)
+	rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = hash
+	rs.Spec.Template = fixture.Template(owner, image)
+	rs.Spec.Template.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = hash
+	rs.Annotations = map[string]string{"deployment.kubernetes.io/revision": strconv.Itoa(number)}
+	rs.CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
+	return rs
 }

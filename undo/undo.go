@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -127,7 +128,9 @@ type workload struct {
 	labels          map[string]string
 	annotations     map[string]string
 	paused          bool
-	template        *corev1.PodTemplateSpec
+	// controller is the workload's controller reference, if another object controls it.
+	controller *metav1.OwnerReference
+	template   *corev1.PodTemplateSpec
 	// history is newest first.
 	history []revision
 	// ahead is set when the history holds entries newer than the workload's current
@@ -295,6 +298,14 @@ func (u *Undoer) inconsistent(ctx context.Context, k kind, w *workload, err erro
 // decide applies the guards, in order, and picks the revision to restore: it returns the
 // current revision and the target, or the reason not to act.
 func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error) {
+	// First: whatever else holds, a workload another controller writes is not this
+	// function's to write. It is checked on the object read for this very write (a
+	// controller reference added since the alert was resolved counts; one added after this
+	// read makes the write conflict, and the next attempt reads it).
+	if c := w.controller; c != nil {
+		return from, to, fmt.Errorf("%w: %s is controlled by %s %s %s; roll back that owner instead", ErrControllerOwned,
+			w.ref, c.APIVersion, c.Kind, c.Name)
+	}
 	if w.annotations[OptOutAnnotation] == "true" {
 		return from, to, ErrOptOut
 	}
@@ -363,15 +374,30 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 // an entry when they create it, so an earlier number on a newer object was written by
 // someone else: a free number (after an undo renumbered an entry, or pruning) filled in to
 // steer the next undo; or, for a StatefulSet or DaemonSet, an entry numbered above the
-// current one that the controller then renumbered the current one past. The exception is a
-// current revision made current again (a rollback to its template), which is older than
-// the entries it replaced: the Deployment controller marks its ReplicaSet with the numbers
-// it had before (revision-history). ControllerRevisions carry no such mark, so after such
-// a rollback by other means the next undo of a StatefulSet or DaemonSet is left to people,
+// current one that the controller then renumbered the current one past.
+//
+// The exception is a current revision made current again (a rollback to its template),
+// which is older than the entries it replaced: the Deployment controller marks its
+// ReplicaSet with the numbers it had before (revision-history). Entries made after that
+// ReplicaSet was first made were numbered above the number it had then, the first of its
+// revision-history: only those are exempt, so the numbers below, freed by pruning or by
+// the renumbering itself, cannot be filled in either. (The controller drops the oldest
+// numbers of a revision-history past 2,000 characters; the first one left is then higher,
+// which can only refuse more.) ControllerRevisions carry no such mark, so after such a
+// rollback by other means the next undo of a StatefulSet or DaemonSet is left to people,
 // and the message says so. creationTimestamp is the apiserver's, never the writer's.
 func createdBefore(to, from revision) error {
-	if !to.created.After(from.created) || from.annotations[revisionHistoryAnnotation] != "" {
+	if !to.created.After(from.created) {
 		return nil
+	}
+	if history := revisionHistory(from.annotations); len(history) > 0 {
+		first := slices.Min(history)
+		if to.number > first {
+			return nil
+		}
+		return fmt.Errorf("%w: revision %d (%s) was created at %s, after the current revision %d (%s) was first made, as revision %d, at %s: "+
+			"the controller would have numbered it above %d; roll back by hand", ErrForeignHistory,
+			to.number, to.id, to.created.UTC().Format(time.RFC3339), from.number, from.id, first, from.created.UTC().Format(time.RFC3339), first)
 	}
 	return fmt.Errorf("%w: revision %d (%s) was created at %s, after the current revision %d (%s, %s): the controller did not number it, "+
 		"or the workload was rolled back to an older revision by other means; roll back by hand", ErrForeignHistory,
