@@ -25,6 +25,7 @@ import (
 	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/internal/clip"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/memlimit"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/report"
@@ -58,7 +59,7 @@ type Function struct {
 
 // events records what happened as Kubernetes Events (report.Events); tests count them.
 type events interface {
-	Record(uid types.UID, r outcome.Result)
+	Record(w kinds.Ref, uid types.UID, r outcome.Result)
 	RecordRelated(ref corev1.ObjectReference, r outcome.Result)
 	Shutdown()
 }

@@ -21,7 +21,7 @@ type gate struct {
 }
 
 func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admission, error) {
-	w := gitops.Workload{Group: "apps", Kind: s.Ref.Kind, Namespace: s.Ref.Namespace, Name: s.Ref.Name,
+	w := gitops.Workload{Group: s.Ref.Group, Kind: s.Ref.Kind, Namespace: s.Ref.Namespace, Name: s.Ref.Name,
 		Labels: s.Labels, Annotations: s.Annotations}
 	owners, err := g.gitops.Check(ctx, w)
 	if err != nil {

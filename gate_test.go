@@ -30,9 +30,9 @@ import (
 	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
 
@@ -419,7 +419,7 @@ type recordedEvents struct {
 	relatedObjects []string
 }
 
-func (e *recordedEvents) Record(_ types.UID, r outcome.Result) {
+func (e *recordedEvents) Record(_ kinds.Ref, _ types.UID, r outcome.Result) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.workload = append(e.workload, r.String())
@@ -559,7 +559,7 @@ func TestBudgetTwoReplicasOneUndo(t *testing.T) {
 		return gate{budget: budget.New(clientset.Wrap(kube).Leases(ownNamespace), ownNamespace, budget.Spec{Units: 5, Window: time.Hour}, budget.Options{}),
 			log: zap.NewNop().Sugar()}
 	}
-	s := undo.Subject{Ref: target.Ref{Kind: target.Deployment, Namespace: ownNamespace, Name: "web"}}
+	s := undo.Subject{Ref: kinds.RefOf(kinds.Deployment, ownNamespace, "web")}
 	if _, err := replica().Admit(t.Context(), s, false); err != nil { // the winner
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func (f *Function) undoAll(ctx context.Context, lookups []*lookup) []outcome.Res
 			// undo made. Objects changed for it all the same (an owner this attempt suspended
 			// before another replica's undo won) still get theirs.
 			if !errors.Is(err, undo.ErrAlreadyHandled) {
-				f.events.Record(c.UID, results[i])
+				f.events.Record(j.target.Ref, c.UID, results[i])
 			}
 			for _, ref := range c.Related {
 				f.events.RecordRelated(ref, results[i])

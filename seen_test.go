@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -38,7 +39,7 @@ type countingEvents struct {
 	n  map[outcome.Reason]int
 }
 
-func (c *countingEvents) Record(_ types.UID, r outcome.Result) {
+func (c *countingEvents) Record(_ kinds.Ref, _ types.UID, r outcome.Result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n[r.Reason]++

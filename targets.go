@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
@@ -144,8 +145,8 @@ func (f *Function) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outco
 	if len(firing) > f.cfg.maxAlerts {
 		// Nothing is looked up, and one row answers for them all: the cost, the answer and
 		// the log stay small whatever was sent.
-		err := fmt.Errorf("%w: %d firing alerts, limit %d; alert on the workload (a deployment, statefulset or daemonset label) or raise the limit",
-			outcome.ErrTooManyAlerts, len(firing), f.cfg.maxAlerts)
+		err := fmt.Errorf("%w: %d firing alerts, limit %d; alert on the workload (a %s label) or raise the limit",
+			outcome.ErrTooManyAlerts, len(firing), f.cfg.maxAlerts, kinds.Labels())
 		return nil, []outcome.Result{outcome.Of(firing, target.Ref{}, undo.Change{}, err)}
 	}
 	var (

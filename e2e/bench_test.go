@@ -16,8 +16,8 @@ import (
 	"k8s.io/kubectl/pkg/polymorphichelpers"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
 
@@ -83,7 +83,7 @@ func BenchmarkUndo(b *testing.B) {
 	})
 	b.Run("function", func(b *testing.B) {
 		u := undo.New(clientset.Wrap(cs), undo.Options{})
-		ref := target.Ref{Kind: target.Deployment, Namespace: e.ns, Name: "bench-function"}
+		ref := kinds.RefOf(kinds.Deployment, e.ns, "bench-function")
 		run1(b, "bench-function", func(i int) {
 			if _, err := u.Undo(ctx, undo.Request{Ref: ref, AlertIDs: []string{fmt.Sprintf("bench@%d", i)}}); err != nil {
 				b.Fatal(err)

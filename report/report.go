@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/sre-kit/alert-rollback/internal/clip"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube"
 	"github.com/sre-kit/alert-rollback/outcome"
 )
@@ -43,13 +44,13 @@ func NewEvents(client kube.Client, component string) *Events {
 	return &Events{broadcaster: b, recorder: b.NewRecorder(kube.Scheme(), corev1.EventSource{Component: component})}
 }
 
-// Record emits the event for a result about a workload with the given UID. Without a UID
+// Record emits the event for a result about the workload w, whose UID is uid. Without a UID
 // there is no object to attach it to (the workload was never found), so nothing is sent.
-func (e *Events) Record(uid types.UID, r outcome.Result) {
+func (e *Events) Record(w kinds.Ref, uid types.UID, r outcome.Result) {
 	if e == nil || uid == "" {
 		return
 	}
-	ref := &corev1.ObjectReference{APIVersion: "apps/v1", Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, UID: uid}
+	ref := &corev1.ObjectReference{APIVersion: w.APIVersion(), Kind: w.Kind, Namespace: w.Namespace, Name: w.Name, UID: uid}
 	reason, kind := EventReason(r)
 	e.recorder.AnnotatedEventf(ref, map[string]string{ReasonAnnotation: string(r.Reason)}, kind, reason, "%s", message(r.String()))
 }

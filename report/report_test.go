@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/sre-kit/alert-rollback/internal/clip"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/outcome"
 )
@@ -27,7 +28,7 @@ func TestEventMessagesAreClipped(t *testing.T) {
 		name   string
 		record func(*Events)
 	}{
-		{"on the workload", func(e *Events) { e.Record("uid-1", r) }},
+		{"on the workload", func(e *Events) { e.Record(kinds.RefOf(kinds.Deployment, "shop", "checkout-api"), "uid-1", r) }},
 		{"on a related object", func(e *Events) {
 			e.RecordRelated(corev1.ObjectReference{APIVersion: "argoproj.io/v1alpha1", Kind: "Application", Namespace: "shop", Name: "shop"}, r)
 		}},

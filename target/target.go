@@ -1,29 +1,18 @@
-// Package target finds the workload an alert is about, from its labels: a Deployment,
-// StatefulSet or DaemonSet named directly, or reached from a ReplicaSet or a Pod through
-// controller ownership. A name is never split on "-" to guess: a Deployment a name points
-// at counts only when its own ReplicaSet list confirms it (by controller UID); otherwise
-// ownership decides, and an owner counts only if it is of the apps group and kind this
-// function can roll back.
+// Package target finds the workload an alert is about, from its labels: a workload of one
+// of the kinds of package kinds named directly, or reached from an object in between (a
+// Deployment's ReplicaSet) or a Pod through controller ownership. A name is never split on
+// "-" to guess: a workload a name points at counts only when its own reads confirm it (by
+// controller UID); otherwise ownership decides, and an owner counts only if it is of a
+// group and kind this function can roll back.
 package target
 
 import (
 	"errors"
 	"fmt"
 
-	appsv1 "k8s.io/api/apps/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube"
-)
-
-// The workload kinds this function can roll back, spelled as Kubernetes spells them.
-const (
-	Deployment  = "Deployment"
-	StatefulSet = "StatefulSet"
-	DaemonSet   = "DaemonSet"
 )
 
 // Errors that make an alert's target unusable. None of them is helped by a retry.
@@ -32,31 +21,15 @@ var (
 	ErrNoNamespace      = errors.New("alert has no namespace label")
 	ErrInvalidName      = errors.New("invalid name")
 	ErrNamespaceDenied  = errors.New("namespace not allowed")
-	ErrNotFound         = errors.New("workload not found")
-	ErrUnsupportedOwner = errors.New("not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet")
+	ErrNotFound         = kinds.ErrNotFound
+	ErrUnsupportedOwner = kinds.ErrUnsupportedOwner
 )
 
-// Ref names a workload.
-type Ref struct {
-	Kind      string
-	Namespace string
-	Name      string
-}
+// Ref names a workload (see kinds.Ref).
+type Ref = kinds.Ref
 
-func (r Ref) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
-
-// Target is the workload an alert is about.
-type Target struct {
-	Ref
-	// Revision, when the alert named a pod or a ReplicaSet, identifies the revision that pod
-	// ran (a pod-template-hash for Deployments, a ControllerRevision name otherwise): an
-	// alert about a revision that is no longer current is stale. It is empty when the alert
-	// named the workload itself, or the pod is gone and its revision cannot be known.
-	Revision string
-	// UID is the workload's UID as the controller reference found on the way names it;
-	// empty when the alert named the workload itself. The undo acts only on that object.
-	UID types.UID
-}
+// Target is the workload an alert is about (see kinds.Target).
+type Target = kinds.Target
 
 // Resolver turns alert labels into Targets with as few API reads as it can: none for a
 // named workload, and none of its own for a ReplicaSet or a pod of a Deployment (the
@@ -79,34 +52,30 @@ type Resolver struct {
 	ReadPods bool
 }
 
-// label names, in the order they are looked at: the most precise first.
-var workloadLabels = []struct{ label, kind string }{
-	{"deployment", Deployment},
-	{"statefulset", StatefulSet},
-	{"daemonset", DaemonSet},
-	{"replicaset", "ReplicaSet"},
-	{"pod", "Pod"},
+// podLabel names a pod.
+const podLabel = "pod"
+
+// labelOf is one label that names a workload, or an object on the way to one.
+type labelOf struct {
+	label string
+	kind  kinds.Kind
+	// resolve, when set, follows the named object to its workload (a Deployment's
+	// ReplicaSet); when nil the label names the workload itself.
+	resolve kinds.ControllerLabeler
 }
 
-// appsOwner returns the controller of obj if it is an apps/v1 object of one of kinds: a
-// CRD of another group may use the same kind name (OpenKruise's StatefulSet, say), and
-// must not lead to the apps/v1 object of the same name.
-func appsOwner(obj metav1.Object, kinds ...string) (*metav1.OwnerReference, error) {
-	owner := metav1.GetControllerOf(obj)
-	if owner == nil {
-		return nil, fmt.Errorf("%w: it has no controller", ErrUnsupportedOwner)
-	}
-	gv, err := schema.ParseGroupVersion(owner.APIVersion)
-	if err != nil || gv.Group != appsv1.GroupName {
-		return nil, fmt.Errorf("%w: its controller is %s %s (apiVersion %q)", ErrUnsupportedOwner, owner.Kind, owner.Name, owner.APIVersion)
-	}
-	for _, k := range kinds {
-		if owner.Kind == k {
-			return owner, nil
+// workloadLabels are the labels looked at, in order: the most precise first (every kind's
+// own, then the objects in between, then pods, which Resolve handles itself).
+var workloadLabels = func() []labelOf {
+	var own, between []labelOf
+	for _, k := range kinds.All() {
+		own = append(own, labelOf{label: k.Label(), kind: k})
+		if c, ok := k.(kinds.ControllerLabeler); ok {
+			between = append(between, labelOf{label: c.ControllerLabel(), kind: k, resolve: c})
 		}
 	}
-	return nil, fmt.Errorf("%w: its controller is %s %s", ErrUnsupportedOwner, owner.Kind, owner.Name)
-}
+	return append(append(own, between...), labelOf{label: podLabel})
+}()
 
 // Key identifies the workload reference in labels (the label Resolve would follow and its
 // value), so alerts naming the same one are looked up once.

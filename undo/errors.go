@@ -6,7 +6,11 @@
 // It only returns errors; package outcome says what each means for the caller.
 package undo
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/sre-kit/alert-rollback/internal/kinds"
+)
 
 // Why an undo ends without changing the workload.
 var (
@@ -18,19 +22,18 @@ var (
 	ErrCooldown           = errors.New("rolled back too recently (ROLLBACK_COOLDOWN)")
 	ErrOptOut             = errors.New("the workload opted out with the annotation " + OptOutAnnotation + `="true"`)
 	ErrBadState           = errors.New("the annotation " + StateAnnotation + " is not readable; fix or remove it")
-	ErrNotFound           = errors.New("workload not found")
+	ErrNotFound           = kinds.ErrNotFound
 	// ErrTooOld refuses to undo a rollout that is not recent: a revision that ran well for
 	// weeks and starts failing today is not a bad rollout, and going back weeks is worse.
 	ErrTooOld          = errors.New("the current revision is older than ROLLBACK_MAX_AGE; this is not a recent rollout")
-	ErrUnsupportedKind = errors.New("not a Deployment, StatefulSet or DaemonSet")
+	ErrUnsupportedKind = errors.New("not a " + kinds.Names())
 	// ErrControllerOwned refuses a workload that another object controls (a Knative
 	// Revision, an operator's custom resource): that controller writes the workload's
 	// template, and would put the undone revision back or fight the undo.
 	ErrControllerOwned = errors.New("the workload belongs to another controller, which would revert an undo")
 	// ErrForeignHistory means the rollout history holds entries the workload's controller
-	// cannot have made (two entries claiming one revision, say): someone else wrote them,
-	// and acting on them could restore a template of their choice.
-	ErrForeignHistory = errors.New("the rollout history holds entries its controller did not make")
+	// cannot have made (see kinds.ErrForeignHistory).
+	ErrForeignHistory = kinds.ErrForeignHistory
 
 	// There is nothing to do.
 	ErrAlreadyHandled  = errors.New("this alert already caused a rollback")

@@ -8,7 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 )
 
 // Gate is asked once an undo is decided, just before its write: the checks that look
@@ -22,7 +22,7 @@ type Gate interface {
 
 // Subject is the workload an undo is about, as the Gate sees it.
 type Subject struct {
-	Ref                 target.Ref
+	Ref                 kinds.Ref
 	Labels, Annotations map[string]string
 }
 

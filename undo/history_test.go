@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
-	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 )
 
 // TestForeignHistory plants history entries that the workload's controller did not make,
@@ -92,7 +92,7 @@ func TestForeignHistory(t *testing.T) {
 				crs[1].Revision = 4
 				return []*appsv1.ControllerRevision{cr}
 			}, false),
-			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+			req: request(kinds.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
 		},
 		{
 			name: "statefulset revision not named as the controller names them",
@@ -102,7 +102,7 @@ func TestForeignHistory(t *testing.T) {
 				crs[1].Revision = 4
 				return []*appsv1.ControllerRevision{cr}
 			}, false),
-			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+			req: request(kinds.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
 		},
 		{
 			name: "statefulset: a copy of the current template at a higher number",
@@ -112,31 +112,31 @@ func TestForeignHistory(t *testing.T) {
 				cr.Labels["controller.kubernetes.io/hash"] = fixture.Hash("db:v2-copy")
 				return []*appsv1.ControllerRevision{cr}
 			}, false),
-			req: request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+			req: request(kinds.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
 		},
 		{
 			name: "statefulset: a revision above the one its status names is not history",
 			objects: statefulSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
 				return []*appsv1.ControllerRevision{planted(crs, "evil/miner", 3, nil)}
 			}, true),
-			req: request(target.StatefulSet, "db"), wantImage: "db:v1",
+			req: request(kinds.StatefulSet, "db"), wantImage: "db:v1",
 		},
 		{
 			name: "daemonset: a revision above the one holding its template is not history",
 			objects: daemonSet(func(crs []*appsv1.ControllerRevision) []*appsv1.ControllerRevision {
 				return []*appsv1.ControllerRevision{planted(crs, "evil/miner", 3, nil)}
 			}),
-			req: request(target.DaemonSet, "agent"), wantImage: "agent:v1",
+			req: request(kinds.DaemonSet, "agent"), wantImage: "agent:v1",
 		},
 		{
 			name:    "statefulset: planted above, then renumbered past by the controller",
 			objects: statefulSet(renumberedPast, true),
-			req:     request(target.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
+			req:     request(kinds.StatefulSet, "db"), wantErr: ErrForeignHistory, wantImage: "db:v2",
 		},
 		{
 			name:    "daemonset: planted above, then renumbered past by the controller",
 			objects: daemonSet(renumberedPast),
-			req:     request(target.DaemonSet, "agent"), wantErr: ErrForeignHistory, wantImage: "agent:v2",
+			req:     request(kinds.DaemonSet, "agent"), wantErr: ErrForeignHistory, wantImage: "agent:v2",
 		},
 		{
 			name: "deployment: a copy of the current template at a free number",
@@ -150,7 +150,7 @@ func TestForeignHistory(t *testing.T) {
 				copied.Annotations = map[string]string{"deployment.kubernetes.io/revision": strconv.Itoa(2)}
 				return append(fixture.Objects(rss[0], rss[2], copied), d)
 			}(),
-			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v3",
+			req: request(kinds.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v3",
 		},
 		{
 			name: "deployment: a ReplicaSet made after the current one, at a free earlier number",
@@ -163,7 +163,7 @@ func TestForeignHistory(t *testing.T) {
 				rss[1].CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
 				return append(fixture.Objects(rss...), d)
 			}(),
-			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v3",
+			req: request(kinds.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v3",
 		},
 		{
 			name: "deployment: a ReplicaSet made current again is older than the one it replaced",
@@ -179,7 +179,7 @@ func TestForeignHistory(t *testing.T) {
 				d.Annotations["deployment.kubernetes.io/revision"] = "3"
 				return append(fixture.Objects(rss...), d)
 			}(),
-			req: request(target.Deployment, "web-front-end"), wantImage: "app:v2",
+			req: request(kinds.Deployment, "web-front-end"), wantImage: "app:v2",
 		},
 		{
 			name: "deployment: after an undo, a ReplicaSet claiming the number the undo retired",
@@ -189,7 +189,7 @@ func TestForeignHistory(t *testing.T) {
 			objects: afterUndo(func(rss []*appsv1.ReplicaSet) []*appsv1.ReplicaSet {
 				return []*appsv1.ReplicaSet{plantedRS(rss[0], "evil/miner", 1)}
 			}),
-			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
+			req: request(kinds.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
 		},
 		{
 			name: "deployment: a ReplicaSet claiming a number another ReplicaSet's revision-history retired",
@@ -201,7 +201,7 @@ func TestForeignHistory(t *testing.T) {
 				rss[0].Annotations["deployment.kubernetes.io/revision"] = "4"
 				return []*appsv1.ReplicaSet{plantedRS(rss[0], "evil/miner", 3)}
 			}),
-			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
+			req: request(kinds.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
 		},
 		{
 			name: "deployment: after an undo, a ReplicaSet filling a number pruning freed below the current one's first",
@@ -213,7 +213,7 @@ func TestForeignHistory(t *testing.T) {
 				rss[0].Annotations["deployment.kubernetes.io/revision"] = "3"
 				return []*appsv1.ReplicaSet{plantedRS(rss[0], "evil/miner", 1)}
 			}),
-			req: request(target.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
+			req: request(kinds.Deployment, "web-front-end"), wantErr: ErrForeignHistory, wantImage: "app:v1",
 		},
 		{
 			name: "deployment: made current twice, the entries made since its first number are history",
@@ -231,7 +231,7 @@ func TestForeignHistory(t *testing.T) {
 				d.Annotations["deployment.kubernetes.io/revision"] = "5"
 				return append(fixture.Objects(rss...), d)
 			}(),
-			req: request(target.Deployment, "web-front-end"), wantImage: "app:v2",
+			req: request(kinds.Deployment, "web-front-end"), wantImage: "app:v2",
 		},
 		{
 			name: "deployment: after an undo, an older revision made before the current one is still reachable",
@@ -247,7 +247,7 @@ func TestForeignHistory(t *testing.T) {
 				d.Annotations["deployment.kubernetes.io/revision"] = "4"
 				return append(fixture.Objects(rss...), withState(d, State{Bad: []string{fixture.Hash("app:v2")}}))
 			}(),
-			req: request(target.Deployment, "web-front-end"), wantImage: "app:v0",
+			req: request(kinds.Deployment, "web-front-end"), wantImage: "app:v0",
 		},
 	}
 	for _, tc := range tests {
@@ -260,7 +260,7 @@ func TestForeignHistory(t *testing.T) {
 			if tc.wantErr != nil && len(writesOf(client)) > 0 {
 				t.Fatalf("refused, but wrote: %v", writesOf(client))
 			}
-			if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
+			if got := image(t, client, tc.req.Ref.GroupKind(), tc.req.Ref.Name); got != tc.wantImage {
 				t.Fatalf("image = %s; want %s", got, tc.wantImage)
 			}
 		})

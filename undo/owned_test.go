@@ -16,7 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
-	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 )
 
 // knativeRevision is the controller reference Knative Serving puts on a Revision's
@@ -50,7 +50,7 @@ func TestControllerOwned(t *testing.T) {
 		{
 			name:    "deployment of a Knative Revision",
 			objects: deploymentOwnedBy(knativeRevision),
-			req:     request(target.Deployment, "web-front-end"), wantErr: ErrControllerOwned,
+			req:     request(kinds.Deployment, "web-front-end"), wantErr: ErrControllerOwned,
 			wantOwner: "serving.knative.dev/v1 Revision web-front-end-00002", wantImage: "app:v2",
 		},
 		{
@@ -60,7 +60,7 @@ func TestControllerOwned(t *testing.T) {
 				s.OwnerReferences = []metav1.OwnerReference{operator}
 				return append(fixture.Objects(crs...), s)
 			}(),
-			req: request(target.StatefulSet, "db"), wantErr: ErrControllerOwned,
+			req: request(kinds.StatefulSet, "db"), wantErr: ErrControllerOwned,
 			wantOwner: "monitoring.coreos.com/v1 Prometheus k8s", wantImage: "db:v2",
 		},
 		{
@@ -70,13 +70,13 @@ func TestControllerOwned(t *testing.T) {
 				d.OwnerReferences = []metav1.OwnerReference{operator}
 				return append(fixture.Objects(crs...), d)
 			}(),
-			req: request(target.DaemonSet, "agent"), wantErr: ErrControllerOwned,
+			req: request(kinds.DaemonSet, "agent"), wantErr: ErrControllerOwned,
 			wantOwner: "monitoring.coreos.com/v1 Prometheus k8s", wantImage: "agent:v2",
 		},
 		{
 			name:    "an owner that is not a controller writes nothing: rolled back",
 			objects: deploymentOwnedBy(notController),
-			req:     request(target.Deployment, "web-front-end"), wantImage: "app:v1",
+			req:     request(kinds.Deployment, "web-front-end"), wantImage: "app:v1",
 		},
 	}
 	for _, tc := range tests {
@@ -94,7 +94,7 @@ func TestControllerOwned(t *testing.T) {
 					t.Fatalf("refused, but wrote: %v", w)
 				}
 			}
-			if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
+			if got := image(t, client, tc.req.Ref.GroupKind(), tc.req.Ref.Name); got != tc.wantImage {
 				t.Fatalf("image = %s; want %s", got, tc.wantImage)
 			}
 		})
@@ -115,7 +115,7 @@ func TestControllerOwnedAfterResolution(t *testing.T) {
 		t.Fatal(err)
 	}
 	adopt(t, client)
-	req := request(target.Deployment, "web-front-end")
+	req := request(kinds.Deployment, "web-front-end")
 	req.Reads = reads
 	_, err := u.Undo(context.Background(), req)
 	if !errors.Is(err, ErrControllerOwned) {
@@ -125,7 +125,7 @@ func TestControllerOwnedAfterResolution(t *testing.T) {
 	if w := writesOf(client); len(w) != 1 {
 		t.Errorf("writes = %d; want only the first attempt's, which conflicted", len(w))
 	}
-	if got := image(t, client, target.Deployment, "web-front-end"); got != "app:v2" {
+	if got := image(t, client, kinds.Deployment, "web-front-end"); got != "app:v2" {
 		t.Fatalf("image = %s; want app:v2", got)
 	}
 }

@@ -5,17 +5,19 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 )
 
 // The annotations this function owns on a workload.
 const (
 	// AnnotationPrefix starts every annotation this function owns. They are never copied
 	// back from an old ReplicaSet: they always come from the workload's current state.
-	AnnotationPrefix = "alert-rollback.dev/"
+	AnnotationPrefix = kinds.AnnotationPrefix
 	// StateAnnotation holds State as JSON. It is written in the same patch as the undo,
 	// under the same resourceVersion precondition, so state and undo land together or not at
 	// all, whichever replica of the function, and however many copies of an alert, race.
-	StateAnnotation = AnnotationPrefix + "state"
+	StateAnnotation = kinds.StateAnnotation
 	// OptOutAnnotation set to "true" makes the function refuse the workload.
 	OptOutAnnotation = AnnotationPrefix + "opt-out"
 )

@@ -8,26 +8,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sre-kit/alert-rollback/internal/kube"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/keymutex"
-	"k8s.io/utils/lru"
 
-	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
+	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // Request asks for one undo of one workload, on behalf of one or more alerts of a
 // notification (several alerts about one workload make one undo).
 type Request struct {
-	Ref target.Ref
+	Ref kinds.Ref
 	// AlertIDs are the alert occurrences asking; each causes at most one undo, ever.
 	AlertIDs []string
 	// Revisions are the revisions the alerts were about ("" when unknown). When every one is
@@ -41,7 +37,7 @@ type Request struct {
 	UID types.UID
 	// Reads, when set, holds what was read for this notification already (see Reads); the
 	// first attempt uses it.
-	Reads *Reads
+	Reads *kinds.Reads
 }
 
 // Options tune an Undoer.
@@ -78,21 +74,19 @@ type Change struct {
 
 // Undoer rolls workloads back. It is safe for concurrent use.
 type Undoer struct {
-	client kube.Client
-	opts   Options
+	env  *kinds.Env
+	opts Options
 	// locks serialises undos of one workload inside this process, so a burst of duplicate
 	// notifications costs one conflict-free write and cheap re-reads instead of a storm of
 	// conflicts. Across processes the resourceVersion precondition does the same job. A
 	// fixed set of hashed locks keeps memory bounded whatever names alerts carry; two
 	// workloads sharing a lock only wait for each other.
 	locks keymutex.KeyMutex
-	// selectors remembers the selectors of the Deployments read (see readDeployment),
-	// bounded: a forgotten one costs a round trip, nothing else.
-	selectors *lru.Cache
 }
 
-// selectorCapacity bounds the Deployment selectors remembered: a few hundred bytes each.
-const selectorCapacity = 1024
+// NewReads returns an empty kinds.Reads for one notification: what the resolution of its
+// alerts reads, the undo uses again.
+func (u *Undoer) NewReads() *kinds.Reads { return u.env.NewReads() }
 
 // New returns an Undoer acting through client.
 func New(client kube.Client, opts Options) *Undoer {
@@ -102,63 +96,7 @@ func New(client kube.Client, opts Options) *Undoer {
 	if opts.Backoff.Steps == 0 {
 		opts.Backoff = retry.DefaultRetry
 	}
-	return &Undoer{client: client, opts: opts, locks: keymutex.NewHashed(64), selectors: lru.New(selectorCapacity)}
-}
-
-// revision is one entry of a workload's rollout history, whatever its kind.
-type revision struct {
-	number int64
-	// id identifies the template: pod-template-hash, or the ControllerRevision's name.
-	id       string
-	template *corev1.PodTemplateSpec
-	// annotations are the ReplicaSet's, which kubectl copies back onto a Deployment.
-	annotations map[string]string
-	// patch is a ControllerRevision's data: the strategic merge patch that restores it.
-	patch []byte
-	// created is when the ReplicaSet or ControllerRevision was made: for the current
-	// revision, when its rollout started (or, for a revision rolled back to, earlier).
-	created time.Time
-}
-
-// workload is what the undo needs to know of a Deployment, StatefulSet or DaemonSet.
-type workload struct {
-	ref             target.Ref
-	uid             types.UID
-	resourceVersion string
-	labels          map[string]string
-	annotations     map[string]string
-	paused          bool
-	// controller is the workload's controller reference, if another object controls it.
-	controller *metav1.OwnerReference
-	template   *corev1.PodTemplateSpec
-	// history is newest first.
-	history []revision
-	// ahead is set when the history holds entries newer than the workload's current
-	// revision: read after a change, or written by someone else.
-	ahead bool
-}
-
-// kind reads and writes one kind of workload.
-type kind interface {
-	// load reads the workload and its history; a Deployment's come from reads when set.
-	load(ctx context.Context, ns, name string, reads *Reads) (*workload, error)
-	// resourceVersion reads the workload's current resourceVersion.
-	resourceVersion(ctx context.Context, ns, name string) (string, error)
-	// restore writes the revision's template and the new state annotation, under the
-	// precondition that the workload is still at w.resourceVersion.
-	restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error
-}
-
-func (u *Undoer) kindFor(k string) (kind, error) {
-	switch k {
-	case target.Deployment:
-		return deployments{u}, nil
-	case target.StatefulSet:
-		return statefulSets(u), nil
-	case target.DaemonSet:
-		return daemonSets(u), nil
-	}
-	return nil, fmt.Errorf("%w: kind %q", ErrUnsupportedKind, k)
+	return &Undoer{env: kinds.NewEnv(client), opts: opts, locks: keymutex.NewHashed(64)}
 }
 
 // Undo rolls the workload back to its newest earlier revision not marked bad, unless a
@@ -166,10 +104,11 @@ func (u *Undoer) kindFor(k string) (kind, error) {
 // decides again, a bounded number of times: the other writer may have been a copy of this
 // very alert.
 func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
-	k, err := u.kindFor(req.Ref.Kind)
-	if err != nil {
-		return Change{}, err
+	k, ok := kinds.For(req.Ref.GroupKind())
+	if !ok {
+		return Change{}, fmt.Errorf("%w: kind %q", ErrUnsupportedKind, req.Ref.Kind)
 	}
+	var err error
 	key := req.Ref.String()
 	u.locks.LockKey(key)
 	defer func() { _ = u.locks.UnlockKey(key) }()
@@ -195,32 +134,32 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 
 // attempt reads, decides and writes once. done holds what the Gate did in earlier attempts
 // of this Undo, and gets this one's.
-func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads, done *admitted) (Change, error) {
-	w, err := k.load(ctx, req.Ref.Namespace, req.Ref.Name, reads)
+func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *kinds.Reads, done *admitted) (Change, error) {
+	w, err := k.Load(ctx, u.env, req.Ref.Namespace, req.Ref.Name, reads)
 	if err != nil {
 		return Change{Notes: done.notes, Related: done.related}, err
 	}
-	if req.UID != "" && w.uid != req.UID {
+	if req.UID != "" && w.UID != req.UID {
 		// The object the alert was traced to is gone, and another of the same name took
 		// its place: it is not the one the alert is about.
-		return Change{}, fmt.Errorf("%w: %s is not the object the alert's pod belongs to (UID %s, want %s)", ErrNotFound, w.ref, w.uid, req.UID)
+		return Change{}, fmt.Errorf("%w: %s is not the object the alert's pod belongs to (UID %s, want %s)", ErrNotFound, w.Ref, w.UID, req.UID)
 	}
 	from, to, err := u.decide(w, req)
-	c := Change{UID: w.uid, From: from.number, To: to.number, Notes: done.notes, Related: done.related}
+	c := Change{UID: w.UID, From: from.Number, To: to.Number, Notes: done.notes, Related: done.related}
 	if err != nil {
 		if errors.Is(err, ErrAlreadyHandled) {
-			state, _ := readState(w.annotations) // decide has checked it
+			state, _ := readState(w.Annotations) // decide has checked it
 			c.Handled = state.handledOf(req.AlertIDs)
 		}
 		if u.inconsistent(ctx, k, w, err) {
-			err = apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: strings.ToLower(w.ref.Kind) + "s"},
-				w.ref.Name, fmt.Errorf("it changed while its history was read"))
+			err = apierrors.NewConflict(schema.GroupResource{Group: w.Ref.Group, Resource: strings.ToLower(w.Ref.Kind) + "s"},
+				w.Ref.Name, fmt.Errorf("it changed while its history was read"))
 		}
 		return c, err
 	}
 	var adm Admission
 	if u.opts.Gate != nil {
-		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, Labels: w.labels, Annotations: w.annotations}, u.opts.DryRun)
+		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.Ref, Labels: w.Labels, Annotations: w.Annotations}, u.opts.DryRun)
 		done.add(adm)
 		c.Notes, c.Related = done.notes, done.related
 		if err != nil {
@@ -235,15 +174,15 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads,
 			adm.Release(context.WithoutCancel(ctx))
 		}
 	}
-	state, _ := readState(w.annotations) // decide has checked it
-	next, err := state.after(from.id, req.AlertIDs, Record{
-		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.number, To: to.number, Notes: done.notes,
+	state, _ := readState(w.Annotations) // decide has checked it
+	next, err := state.after(from.ID, req.AlertIDs, Record{
+		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.Number, To: to.Number, Notes: done.notes,
 	}).encode()
 	if err != nil {
 		release()
 		return c, err
 	}
-	err = k.restore(ctx, w, to, next, u.opts.DryRun)
+	err = k.Restore(ctx, u.env, w, to, next, u.opts.DryRun)
 	if err != nil && rejected(err) {
 		release()
 	}
@@ -283,33 +222,33 @@ func (a *admitted) add(adm Admission) {
 // changed since it was read, the attempt counts as a conflict: read both again and decide on
 // what is really there. A workload that has not changed (a rollout the controller has not
 // recorded yet) keeps the decision.
-func (u *Undoer) inconsistent(ctx context.Context, k kind, w *workload, err error) bool {
-	suspect := w.ahead
+func (u *Undoer) inconsistent(ctx context.Context, k kinds.Kind, w *kinds.Workload, err error) bool {
+	suspect := w.Ahead
 	if errors.Is(err, ErrStale) || errors.Is(err, ErrAlreadyAtTarget) || errors.Is(err, ErrRolloutPending) {
-		suspect = suspect || len(w.history) > 0 && !equalIgnoreHash(w.history[0].template, w.template)
+		suspect = suspect || len(w.History) > 0 && !kinds.EqualIgnoreHash(w.History[0].Template, w.Template)
 	}
 	if !suspect {
 		return false
 	}
-	rv, rerr := k.resourceVersion(ctx, w.ref.Namespace, w.ref.Name)
-	return rerr == nil && rv != w.resourceVersion
+	rv, rerr := k.ResourceVersion(ctx, u.env, w.Ref.Namespace, w.Ref.Name)
+	return rerr == nil && rv != w.ResourceVersion
 }
 
 // decide applies the guards, in order, and picks the revision to restore: it returns the
 // current revision and the target, or the reason not to act.
-func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error) {
+func (u *Undoer) decide(w *kinds.Workload, req Request) (from, to kinds.Revision, err error) {
 	// First: whatever else holds, a workload another controller writes is not this
 	// function's to write. It is checked on the object read for this very write (a
 	// controller reference added since the alert was resolved counts; one added after this
 	// read makes the write conflict, and the next attempt reads it).
-	if c := w.controller; c != nil {
+	if c := w.Controller; c != nil {
 		return from, to, fmt.Errorf("%w: %s is controlled by %s %s %s; roll back that owner instead", ErrControllerOwned,
-			w.ref, c.APIVersion, c.Kind, c.Name)
+			w.Ref, c.APIVersion, c.Kind, c.Name)
 	}
-	if w.annotations[OptOutAnnotation] == "true" {
+	if w.Annotations[OptOutAnnotation] == "true" {
 		return from, to, ErrOptOut
 	}
-	state, err := readState(w.annotations)
+	state, err := readState(w.Annotations)
 	if err != nil {
 		return from, to, err
 	}
@@ -319,26 +258,26 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 		}
 		return from, to, ErrAlreadyHandled
 	}
-	if w.paused {
+	if w.Paused {
 		return from, to, ErrPaused
 	}
-	if len(w.history) == 0 {
+	if len(w.History) == 0 {
 		return from, to, ErrNoPreviousRevision
 	}
-	from = w.history[0]
-	if stale(req.Revisions, from.id) {
-		return from, to, fmt.Errorf("%w (alert about %s, current is revision %d, %s)", ErrStale, summary(req.Revisions), from.number, from.id)
+	from = w.History[0]
+	if stale(req.Revisions, from.ID) {
+		return from, to, fmt.Errorf("%w (alert about %s, current is revision %d, %s)", ErrStale, summary(req.Revisions), from.Number, from.ID)
 	}
-	if age := u.opts.Now().Sub(from.created); u.opts.MaxAge > 0 && !from.created.IsZero() && age > u.opts.MaxAge {
+	if age := u.opts.Now().Sub(from.Created); u.opts.MaxAge > 0 && !from.Created.IsZero() && age > u.opts.MaxAge {
 		return from, to, fmt.Errorf("%w: revision %d was rolled out %s ago (at %s), limit %s", ErrTooOld,
-			from.number, age.Round(time.Second), from.created.UTC().Format(time.RFC3339), u.opts.MaxAge)
+			from.Number, age.Round(time.Second), from.Created.UTC().Format(time.RFC3339), u.opts.MaxAge)
 	}
-	if len(w.history) < 2 {
+	if len(w.History) < 2 {
 		return from, to, ErrNoPreviousRevision
 	}
 	found := false
-	for _, r := range w.history[1:] {
-		if r.id != from.id && !slices.Contains(state.Bad, r.id) {
+	for _, r := range w.History[1:] {
+		if r.ID != from.ID && !slices.Contains(state.Bad, r.ID) {
 			to, found = r, true
 			break
 		}
@@ -352,13 +291,13 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 	// The controllers reuse the entry of a template they already have, so the target never
 	// holds the current revision's template: a copy of it, written by someone else, would
 	// turn the undo into "already at target".
-	if equalIgnoreHash(to.template, from.template) {
-		return from, to, fmt.Errorf("%w: revisions %d (%s) and %d (%s) hold the same template", ErrForeignHistory, to.number, to.id, from.number, from.id)
+	if kinds.EqualIgnoreHash(to.Template, from.Template) {
+		return from, to, fmt.Errorf("%w: revisions %d (%s) and %d (%s) hold the same template", ErrForeignHistory, to.Number, to.ID, from.Number, from.ID)
 	}
-	if equalIgnoreHash(to.template, w.template) {
-		return from, to, fmt.Errorf("%w (revision %d)", ErrAlreadyAtTarget, to.number)
+	if kinds.EqualIgnoreHash(to.Template, w.Template) {
+		return from, to, fmt.Errorf("%w (revision %d)", ErrAlreadyAtTarget, to.Number)
 	}
-	if !equalIgnoreHash(from.template, w.template) {
+	if !kinds.EqualIgnoreHash(from.Template, w.Template) {
 		return from, to, ErrRolloutPending
 	}
 	if state.Last != nil && u.opts.Cooldown > 0 {
@@ -386,22 +325,22 @@ func (u *Undoer) decide(w *workload, req Request) (from, to revision, err error)
 // which can only refuse more.) ControllerRevisions carry no such mark, so after such a
 // rollback by other means the next undo of a StatefulSet or DaemonSet is left to people,
 // and the message says so. creationTimestamp is the apiserver's, never the writer's.
-func createdBefore(to, from revision) error {
-	if !to.created.After(from.created) {
+func createdBefore(to, from kinds.Revision) error {
+	if !to.Created.After(from.Created) {
 		return nil
 	}
-	if history := revisionHistory(from.annotations); len(history) > 0 {
+	if history := from.Earlier; len(history) > 0 {
 		first := slices.Min(history)
-		if to.number > first {
+		if to.Number > first {
 			return nil
 		}
 		return fmt.Errorf("%w: revision %d (%s) was created at %s, after the current revision %d (%s) was first made, as revision %d, at %s: "+
 			"the controller would have numbered it above %d; roll back by hand", ErrForeignHistory,
-			to.number, to.id, to.created.UTC().Format(time.RFC3339), from.number, from.id, first, from.created.UTC().Format(time.RFC3339), first)
+			to.Number, to.ID, to.Created.UTC().Format(time.RFC3339), from.Number, from.ID, first, from.Created.UTC().Format(time.RFC3339), first)
 	}
 	return fmt.Errorf("%w: revision %d (%s) was created at %s, after the current revision %d (%s, %s): the controller did not number it, "+
 		"or the workload was rolled back to an older revision by other means; roll back by hand", ErrForeignHistory,
-		to.number, to.id, to.created.UTC().Format(time.RFC3339), from.number, from.id, from.created.UTC().Format(time.RFC3339))
+		to.Number, to.ID, to.Created.UTC().Format(time.RFC3339), from.Number, from.ID, from.Created.UTC().Format(time.RFC3339))
 }
 
 // stale reports whether the alerts were all about known revisions other than current.
@@ -415,16 +354,6 @@ func stale(revisions []string, current string) bool {
 		}
 	}
 	return true
-}
-
-// equalIgnoreHash compares pod templates as kubectl does, ignoring the pod-template-hash
-// label: the Deployment's own template never carries it, its ReplicaSets' always do, and
-// the hash of one template changes when the API adds a field.
-func equalIgnoreHash(a, b *corev1.PodTemplateSpec) bool {
-	a, b = a.DeepCopy(), b.DeepCopy()
-	delete(a.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	delete(b.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	return equality.Semantic.DeepEqual(a, b)
 }
 
 // summary names a few revisions, and counts the rest: a message must stay short whatever

@@ -20,8 +20,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/target"
 )
 
 const ns = "shop"
@@ -40,11 +40,11 @@ func withState(d *appsv1.Deployment, s State) *appsv1.Deployment {
 	return d
 }
 
-func request(kind, name string, ids ...string) Request {
+func request(kind schema.GroupKind, name string, ids ...string) Request {
 	if len(ids) == 0 {
 		ids = []string{"fp1@1764118800"}
 	}
-	return Request{Ref: target.Ref{Kind: kind, Namespace: ns, Name: name}, AlertIDs: ids, Alert: "KubePodUnschedulable"}
+	return Request{Ref: kinds.RefOf(kind, ns, name), AlertIDs: ids, Alert: "KubePodUnschedulable"}
 }
 
 // The API actions of the common paths.
@@ -58,30 +58,30 @@ func undoer(c kubernetes.Interface, dryRun bool) *Undoer {
 		Backoff: wait.Backoff{Steps: 3, Duration: time.Millisecond}})
 }
 
-func image(t *testing.T, c kubernetes.Interface, kind, name string) string {
+func image(t *testing.T, c kubernetes.Interface, kind schema.GroupKind, name string) string {
 	t.Helper()
 	ctx := context.Background()
 	var err error
 	var got string
 	switch kind {
-	case target.Deployment:
+	case kinds.Deployment:
 		var d *appsv1.Deployment
 		if d, err = c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			got = d.Spec.Template.Spec.Containers[0].Image
 		}
-	case target.StatefulSet:
+	case kinds.StatefulSet:
 		var s *appsv1.StatefulSet
 		if s, err = c.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			got = s.Spec.Template.Spec.Containers[0].Image
 		}
-	case target.DaemonSet:
+	case kinds.DaemonSet:
 		var d *appsv1.DaemonSet
 		if d, err = c.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			got = d.Spec.Template.Spec.Containers[0].Image
 		}
 	}
 	if err != nil {
-		t.Fatalf("get %s %s: %v", kind, name, err)
+		t.Fatalf("get %s %s: %v", kind.Kind, name, err)
 	}
 	return got
 }
@@ -107,7 +107,7 @@ func TestUndo(t *testing.T) {
 		{
 			name:     "previous revision",
 			objects:  func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
-			req:      request(target.Deployment, "web-front-end"),
+			req:      request(kinds.Deployment, "web-front-end"),
 			wantFrom: 2, wantTo: 1, wantImage: "app:v1",
 			wantActions: undoDeployment,
 		},
@@ -117,7 +117,7 @@ func TestUndo(t *testing.T) {
 				_, o := deployment("app:v1", "app:v2", "app:v3", "app:v4", "app:v5")
 				return o
 			},
-			req:      request(target.Deployment, "web-front-end"),
+			req:      request(kinds.Deployment, "web-front-end"),
 			wantFrom: 5, wantTo: 4, wantImage: "app:v4",
 			wantActions: undoDeployment,
 		},
@@ -128,7 +128,7 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
 				return []runtime.Object{d}
 			},
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrNoPreviousRevision,
 			wantImage:   "app:v1",
 			wantActions: readDeployment,
@@ -136,7 +136,7 @@ func TestUndo(t *testing.T) {
 		{
 			name:        "one revision",
 			objects:     func() []runtime.Object { _, o := deployment("app:v1"); return o },
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrNoPreviousRevision,
 			wantImage:   "app:v1",
 			wantActions: readDeployment,
@@ -148,7 +148,7 @@ func TestUndo(t *testing.T) {
 				d.Spec.Paused = true
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrPaused,
 			wantImage:   "app:v2",
 			wantActions: readDeployment,
@@ -160,7 +160,7 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v1")
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrAlreadyAtTarget,
 			wantImage:   "app:v1",
 			wantActions: append(readDeployment, "get deployments"),
@@ -172,7 +172,7 @@ func TestUndo(t *testing.T) {
 				d.Spec.Template = fixture.Template("web-front-end", "app:v3")
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrRolloutPending,
 			wantImage:   "app:v3",
 			wantActions: append(readDeployment, "get deployments"),
@@ -180,7 +180,7 @@ func TestUndo(t *testing.T) {
 		{
 			name:        "not found",
 			objects:     func() []runtime.Object { return nil },
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrNotFound,
 			wantActions: []string{"get deployments"},
 		},
@@ -193,7 +193,7 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Bad: []string{fixture.Hash("app:v2")}, Last: &Record{At: now.Add(-time.Hour)}})
 				return o
 			},
-			req:      request(target.Deployment, "web-front-end"),
+			req:      request(kinds.Deployment, "web-front-end"),
 			wantFrom: 3, wantTo: 2, wantImage: "app:v1",
 			wantActions: undoDeployment,
 		},
@@ -204,7 +204,7 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Bad: []string{fixture.Hash("app:v1")}})
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrNoGoodRevision,
 			wantImage:   "app:v2",
 			wantActions: readDeployment,
@@ -216,7 +216,7 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Handled: []string{"fp1@1764118800"}, Last: &Record{At: now.Add(-time.Hour), From: 2, To: 1}})
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end", "fp1@1764118800"),
+			req:         request(kinds.Deployment, "web-front-end", "fp1@1764118800"),
 			wantErr:     ErrAlreadyHandled,
 			wantImage:   "app:v1",
 			wantActions: readDeployment,
@@ -225,7 +225,7 @@ func TestUndo(t *testing.T) {
 			name:    "stale: the alert's pod is of an older revision",
 			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
 			req: func() Request {
-				r := request(target.Deployment, "web-front-end")
+				r := request(kinds.Deployment, "web-front-end")
 				r.Revisions = []string{fixture.Hash("app:v1")}
 				return r
 			}(),
@@ -237,7 +237,7 @@ func TestUndo(t *testing.T) {
 			name:    "an alert about the current revision is not stale",
 			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
 			req: func() Request {
-				r := request(target.Deployment, "web-front-end")
+				r := request(kinds.Deployment, "web-front-end")
 				r.Revisions = []string{fixture.Hash("app:v2")}
 				return r
 			}(),
@@ -251,7 +251,7 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Last: &Record{At: now.Add(-time.Minute)}})
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end", "other@1"),
+			req:         request(kinds.Deployment, "web-front-end", "other@1"),
 			wantErr:     ErrCooldown,
 			wantImage:   "app:v3",
 			wantActions: readDeployment,
@@ -263,7 +263,7 @@ func TestUndo(t *testing.T) {
 				withState(d, State{Last: &Record{At: now.Add(-11 * time.Minute)}})
 				return o
 			},
-			req:      request(target.Deployment, "web-front-end", "other@1"),
+			req:      request(kinds.Deployment, "web-front-end", "other@1"),
 			wantFrom: 3, wantTo: 2, wantImage: "app:v2",
 			wantActions: undoDeployment,
 		},
@@ -274,7 +274,7 @@ func TestUndo(t *testing.T) {
 				d.Annotations[OptOutAnnotation] = "true"
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrOptOut,
 			wantImage:   "app:v2",
 			wantActions: readDeployment,
@@ -286,7 +286,7 @@ func TestUndo(t *testing.T) {
 				d.Annotations[StateAnnotation] = "{"
 				return o
 			},
-			req:         request(target.Deployment, "web-front-end"),
+			req:         request(kinds.Deployment, "web-front-end"),
 			wantErr:     ErrBadState,
 			wantImage:   "app:v2",
 			wantActions: readDeployment,
@@ -294,7 +294,7 @@ func TestUndo(t *testing.T) {
 		{
 			name:     "dry run",
 			objects:  func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
-			req:      request(target.Deployment, "web-front-end"),
+			req:      request(kinds.Deployment, "web-front-end"),
 			dryRun:   true,
 			wantFrom: 2, wantTo: 1,
 			wantActions: undoDeployment,
@@ -302,7 +302,7 @@ func TestUndo(t *testing.T) {
 		{
 			name:    "conflicts exhausted",
 			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
-			req:     request(target.Deployment, "web-front-end"),
+			req:     request(kinds.Deployment, "web-front-end"),
 			reactors: func(c *fake.Clientset) {
 				c.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 					return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("modified"))
@@ -315,7 +315,7 @@ func TestUndo(t *testing.T) {
 		{
 			name:    "forbidden is a failure no retry fixes",
 			objects: func() []runtime.Object { _, o := deployment("app:v1", "app:v2"); return o },
-			req:     request(target.Deployment, "web-front-end"),
+			req:     request(kinds.Deployment, "web-front-end"),
 			reactors: func(c *fake.Clientset) {
 				c.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 					return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web-front-end", errors.New("rbac"))
@@ -338,7 +338,7 @@ func TestUndo(t *testing.T) {
 				return append(fixture.Objects(rss...), d)
 			},
 			req: func() Request {
-				r := request(target.Deployment, "web-front-end", "fp1@1764118800")
+				r := request(kinds.Deployment, "web-front-end", "fp1@1764118800")
 				r.Revisions = []string{fixture.Hash("app:v2")}
 				return r
 			}(),
@@ -361,14 +361,14 @@ func TestUndo(t *testing.T) {
 		{
 			name:     "statefulset",
 			objects:  func() []runtime.Object { return append(fixture.Objects(crs...), stsObj.DeepCopy()) },
-			req:      request(target.StatefulSet, "db"),
+			req:      request(kinds.StatefulSet, "db"),
 			wantFrom: 3, wantTo: 2, wantImage: "db:v2",
 			wantActions: []string{"get statefulsets", "list controllerrevisions", "patch statefulsets"},
 		},
 		{
 			name:     "daemonset",
 			objects:  func() []runtime.Object { return append(fixture.Objects(dcrs...), dsObj.DeepCopy()) },
-			req:      request(target.DaemonSet, "agent"),
+			req:      request(kinds.DaemonSet, "agent"),
 			wantFrom: 2, wantTo: 1, wantImage: "agent:v1",
 			wantActions: []string{"get daemonsets", "list controllerrevisions", "patch daemonsets"},
 		},
@@ -378,7 +378,7 @@ func TestUndo(t *testing.T) {
 				return append(fixture.Objects(dcrs...), dsObj.DeepCopy())
 			},
 			req: func() Request {
-				r := request(target.DaemonSet, "agent")
+				r := request(kinds.DaemonSet, "agent")
 				r.Revisions = []string{dcrs[0].Name}
 				return r
 			}(),
@@ -419,7 +419,7 @@ func TestUndo(t *testing.T) {
 				t.Errorf("API actions = %q; want %q", got, tc.wantActions)
 			}
 			if tc.wantImage != "" {
-				if got := image(t, client, tc.req.Ref.Kind, tc.req.Ref.Name); got != tc.wantImage {
+				if got := image(t, client, tc.req.Ref.GroupKind(), tc.req.Ref.Name); got != tc.wantImage {
 					t.Errorf("image after Undo() = %q; want %q", got, tc.wantImage)
 				}
 			}
@@ -463,7 +463,7 @@ func TestUndoWritesStateWithTheUndo(t *testing.T) {
 	rss[0].Annotations[StateAnnotation] = `{"handled":["old@1"]}`
 	client := fixture.Clientset(append(fixture.Objects(rss...), d)...)
 
-	if _, err := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end")); err != nil {
+	if _, err := undoer(client, false).Undo(context.Background(), request(kinds.Deployment, "web-front-end")); err != nil {
 		t.Fatalf("Undo() = %v", err)
 	}
 	var patch []map[string]any
@@ -513,8 +513,8 @@ func TestRevisionPatchHasThePrecondition(t *testing.T) {
 		objects []runtime.Object
 		req     Request
 	}{
-		{"statefulset", append(fixture.Objects(crs...), sts), request(target.StatefulSet, "db")},
-		{"daemonset", append(fixture.Objects(dcrs...), ds), request(target.DaemonSet, "agent")},
+		{"statefulset", append(fixture.Objects(crs...), sts), request(kinds.StatefulSet, "db")},
+		{"daemonset", append(fixture.Objects(dcrs...), ds), request(kinds.DaemonSet, "agent")},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -578,13 +578,13 @@ func TestMaxAge(t *testing.T) {
 		maxAge  time.Duration
 		wantErr error
 	}{
-		{"recent rollout", deploymentAt(minutesAgo), request(target.Deployment, "web-front-end"), time.Hour, nil},
-		{"three weeks old", deploymentAt(weeksAgo), request(target.Deployment, "web-front-end"), time.Hour, ErrTooOld},
-		{"three weeks old, guard off", deploymentAt(weeksAgo), request(target.Deployment, "web-front-end"), 0, nil},
-		{"statefulset three weeks old", statefulSetAt(weeksAgo), request(target.StatefulSet, "db"), time.Hour, ErrTooOld},
-		{"statefulset recent", statefulSetAt(minutesAgo), request(target.StatefulSet, "db"), time.Hour, nil},
-		{"daemonset three weeks old", daemonSetAt(weeksAgo), request(target.DaemonSet, "agent"), time.Hour, ErrTooOld},
-		{"daemonset recent", daemonSetAt(minutesAgo), request(target.DaemonSet, "agent"), time.Hour, nil},
+		{"recent rollout", deploymentAt(minutesAgo), request(kinds.Deployment, "web-front-end"), time.Hour, nil},
+		{"three weeks old", deploymentAt(weeksAgo), request(kinds.Deployment, "web-front-end"), time.Hour, ErrTooOld},
+		{"three weeks old, guard off", deploymentAt(weeksAgo), request(kinds.Deployment, "web-front-end"), 0, nil},
+		{"statefulset three weeks old", statefulSetAt(weeksAgo), request(kinds.StatefulSet, "db"), time.Hour, ErrTooOld},
+		{"statefulset recent", statefulSetAt(minutesAgo), request(kinds.StatefulSet, "db"), time.Hour, nil},
+		{"daemonset three weeks old", daemonSetAt(weeksAgo), request(kinds.DaemonSet, "agent"), time.Hour, ErrTooOld},
+		{"daemonset recent", daemonSetAt(minutesAgo), request(kinds.DaemonSet, "agent"), time.Hour, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -630,7 +630,7 @@ func TestUndoTimeouts(t *testing.T) {
 			client.PrependReactor(tc.verb, tc.resource, func(k8stesting.Action) (bool, runtime.Object, error) {
 				return true, nil, &url.Error{Op: tc.verb, URL: "https://127.0.0.1/" + tc.resource, Err: tc.err}
 			})
-			_, err := undoer(client, false).Undo(context.Background(), request(target.Deployment, "web-front-end"))
+			_, err := undoer(client, false).Undo(context.Background(), request(kinds.Deployment, "web-front-end"))
 			if !errors.Is(err, tc.err) {
 				t.Errorf("Undo() = %v; want it to fail with %v", err, tc.err)
 			}

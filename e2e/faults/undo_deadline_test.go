@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
 
@@ -26,24 +27,24 @@ import (
 func TestUndoDeadline(t *testing.T) {
 	tests := []struct {
 		name     string
-		kind     string
+		kind     schema.GroupKind
 		verb     string
 		resource string
 		err      error
 	}{
-		{"Deployment write times out", target.Deployment, "patch", "deployments", context.DeadlineExceeded},
-		{"Deployment write cancelled", target.Deployment, "patch", "deployments", context.Canceled},
-		{"Deployment read times out", target.Deployment, "get", "deployments", context.DeadlineExceeded},
-		{"StatefulSet write times out", target.StatefulSet, "patch", "statefulsets", context.DeadlineExceeded},
+		{"Deployment write times out", kinds.Deployment, "patch", "deployments", context.DeadlineExceeded},
+		{"Deployment write cancelled", kinds.Deployment, "patch", "deployments", context.Canceled},
+		{"Deployment read times out", kinds.Deployment, "get", "deployments", context.DeadlineExceeded},
+		{"StatefulSet write times out", kinds.StatefulSet, "patch", "statefulsets", context.DeadlineExceeded},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var objs []runtime.Object
 			switch tc.kind {
-			case target.Deployment:
+			case kinds.Deployment:
 				d, rss := fixture.Deployment("shop", "web", "app:v1", "app:v2")
 				objs = append(fixture.Objects(d), fixture.Objects(rss...)...)
-			case target.StatefulSet:
+			case kinds.StatefulSet:
 				s, crs := fixture.StatefulSet("shop", "web", "app:v1", "app:v2")
 				objs = append(fixture.Objects(s), fixture.Objects(crs...)...)
 			}
@@ -53,7 +54,7 @@ func TestUndoDeadline(t *testing.T) {
 				return true, nil, &url.Error{Op: "Patch", URL: "https://127.0.0.1/" + tc.resource, Err: tc.err}
 			})
 			u := undo.New(clientset.Wrap(client), undo.Options{Now: time.Now})
-			req := undo.Request{Ref: target.Ref{Kind: tc.kind, Namespace: "shop", Name: "web"}, AlertIDs: []string{"fp@1"}, Alert: "Broken"}
+			req := undo.Request{Ref: kinds.RefOf(tc.kind, "shop", "web"), AlertIDs: []string{"fp@1"}, Alert: "Broken"}
 			c, err := u.Undo(context.Background(), req)
 			action, reason := outcome.Classify(err)
 			if err == nil || action != outcome.Failed || !outcome.Retryable(reason) {

@@ -1,4 +1,4 @@
-package undo
+package kinds
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"github.com/sre-kit/alert-rollback/internal/kube"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 )
+
+const ns = "shop"
 
 // listRecorder records the options of every ReplicaSet list: the fake's actions drop the
 // resourceVersion, which is what readDeployment's guarantee is about.
@@ -91,8 +93,8 @@ func TestReadDeploymentListsAtOnceWhenTheSelectorIsKnown(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := fixture.Clientset(append(fixture.Objects(rss...), d)...)
 			rec := &listRecorder{Client: clientset.Wrap(c)}
-			u := New(rec, Options{})
-			if _, _, err := u.readDeployment(context.Background(), ns, "web"); err != nil {
+			e := NewEnv(rec)
+			if _, _, err := e.readDeployment(context.Background(), ns, "web"); err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff([]string{first}, rec.opts); diff != "" {
@@ -100,7 +102,7 @@ func TestReadDeploymentListsAtOnceWhenTheSelectorIsKnown(t *testing.T) {
 			}
 			tt.between(c)
 			rec.opts = nil
-			dep, got, err := u.readDeployment(context.Background(), ns, "web")
+			dep, got, err := e.readDeployment(context.Background(), ns, "web")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package undo
+package kinds
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // one Deployment made at once wait for the first. It is safe for concurrent use, and lives
 // as long as the notification: nothing is kept between notifications.
 type Reads struct {
-	u  *Undoer
+	e  *Env
 	mu sync.Mutex
 	m  map[string]*deploymentRead
 }
@@ -31,7 +31,7 @@ type deploymentRead struct {
 }
 
 // NewReads returns an empty Reads for one notification.
-func (u *Undoer) NewReads() *Reads { return &Reads{u: u, m: map[string]*deploymentRead{}} }
+func (e *Env) NewReads() *Reads { return &Reads{e: e, m: map[string]*deploymentRead{}} }
 
 // Deployment returns the Deployment ns/name and the ReplicaSets its selector matches (not
 // only those it controls), read once per notification. The objects are shared: callers
@@ -46,7 +46,7 @@ func (r *Reads) Deployment(ctx context.Context, ns, name string) (*appsv1.Deploy
 	}
 	r.mu.Unlock()
 	if !ok {
-		e.dep, e.rss, e.err = r.u.readDeployment(ctx, ns, name)
+		e.dep, e.rss, e.err = r.e.readDeployment(ctx, ns, name)
 		close(e.done)
 	}
 	select {
@@ -73,15 +73,15 @@ func (r *Reads) Deployment(ctx context.Context, ns, name string) (*appsv1.Deploy
 // same guarantee: it is of the Deployment with the UID the selector was learnt from, and
 // its resourceVersion is not older than the Deployment's. Otherwise the ReplicaSets are
 // listed again, as above.
-func (u *Undoer) readDeployment(ctx context.Context, ns, name string) (*appsv1.Deployment, []appsv1.ReplicaSet, error) {
-	c := u.client
+func (e *Env) readDeployment(ctx context.Context, ns, name string) (*appsv1.Deployment, []appsv1.ReplicaSet, error) {
+	c := e.Client
 	key := ns + "/" + name
 	var (
 		dep   *appsv1.Deployment
 		early *appsv1.ReplicaSetList // listed while the Deployment was read
 		err   error
 	)
-	if v, ok := u.selectors.Get(key); ok {
+	if v, ok := e.selectors.Get(key); ok {
 		known := v.(knownSelector)
 		var listErr error
 		listed := make(chan struct{})
@@ -119,7 +119,7 @@ func (u *Undoer) readDeployment(ctx context.Context, ns, name string) (*appsv1.D
 	if err != nil {
 		return nil, nil, fmt.Errorf("list replicasets of deployment %s/%s: %w", ns, name, err)
 	}
-	u.selectors.Add(key, knownSelector{uid: dep.UID, selector: selector.String()})
+	e.selectors.Add(key, knownSelector{uid: dep.UID, selector: selector.String()})
 	return dep, list.Items, nil
 }
 

@@ -1,4 +1,4 @@
-package undo
+package kinds
 
 import (
 	"context"
@@ -9,62 +9,30 @@ import (
 	"sort"
 	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/sre-kit/alert-rollback/target"
+	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // StatefulSets and DaemonSets keep their history in ControllerRevisions, whose data is a
 // strategic merge patch that replaces spec.template. Their undo is that patch, as kubectl
 // applies it, plus (here) the resourceVersion precondition and the state annotation.
 
-// revisionKind is a StatefulSet or a DaemonSet: the two differ only in which typed client
-// reads and patches them.
+// revisionKind is what a kind keeping its history in ControllerRevisions tells the shared
+// code here: how to read and patch its objects, and how its controller labels and names
+// the revisions.
 type revisionKind struct {
-	u    *Undoer
-	kind string
-	get  func(ctx context.Context, ns, name string) (*object, error)
+	gk  schema.GroupKind
+	get func(ctx context.Context, c kube.Client, ns, name string) (*object, error)
 	// patch sends a strategic merge patch.
-	patch func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error
-}
-
-func statefulSets(u *Undoer) revisionKind {
-	c := u.client
-	return revisionKind{
-		u: u, kind: "StatefulSet",
-		get: func(ctx context.Context, ns, name string) (*object, error) {
-			s, err := c.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return nil, err
-			}
-			return &object{s, s.Spec.Selector, &s.Spec.Template, s.Status.UpdateRevision}, nil
-		},
-		patch: func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error {
-			_, err := c.StatefulSets(ns).Patch(ctx, name, types.StrategicMergePatchType, data, opts)
-			return err
-		},
-	}
-}
-
-func daemonSets(u *Undoer) revisionKind {
-	c := u.client
-	return revisionKind{
-		u: u, kind: "DaemonSet",
-		get: func(ctx context.Context, ns, name string) (*object, error) {
-			d, err := c.DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return nil, err
-			}
-			return &object{d, d.Spec.Selector, &d.Spec.Template, ""}, nil
-		},
-		patch: func(ctx context.Context, ns, name string, data []byte, opts metav1.PatchOptions) error {
-			_, err := c.DaemonSets(ns).Patch(ctx, name, types.StrategicMergePatchType, data, opts)
-			return err
-		},
-	}
+	patch func(ctx context.Context, c kube.Client, ns, name string, data []byte, opts metav1.PatchOptions) error
+	// hashLabel is the label of a ControllerRevision's hash, as the controller writes it.
+	hashLabel string
+	// maxName, when not 0, is the length the controller cuts the object's name to in its
+	// revisions' names.
+	maxName int
 }
 
 // object is what the undo needs of a StatefulSet or DaemonSet.
@@ -77,30 +45,30 @@ type object struct {
 	current string
 }
 
-// load reads the object and its ControllerRevisions; reads is for Deployments only.
-func (k revisionKind) load(ctx context.Context, ns, name string, _ *Reads) (*workload, error) {
-	obj, err := k.get(ctx, ns, name)
+// load reads the object and its ControllerRevisions.
+func (k revisionKind) load(ctx context.Context, e *Env, ns, name string) (*Workload, error) {
+	obj, err := k.get(ctx, e.Client, ns, name)
 	if err != nil {
-		return nil, getError(strings.ToLower(k.kind), ns, name, err)
+		return nil, getError(strings.ToLower(k.gk.Kind), ns, name, err)
 	}
-	return k.u.withHistory(ctx, obj, k.kind)
+	return k.withHistory(ctx, e, obj)
 }
 
-func (k revisionKind) resourceVersion(ctx context.Context, ns, name string) (string, error) {
-	obj, err := k.get(ctx, ns, name)
+func (k revisionKind) resourceVersion(ctx context.Context, e *Env, ns, name string) (string, error) {
+	obj, err := k.get(ctx, e.Client, ns, name)
 	if err != nil {
 		return "", err
 	}
 	return obj.GetResourceVersion(), nil
 }
 
-func (k revisionKind) restore(ctx context.Context, w *workload, to revision, state string, dryRun bool) error {
+func (k revisionKind) restore(ctx context.Context, e *Env, w *Workload, to Revision, state string, dryRun bool) error {
 	patch, err := revisionPatch(w, to, state)
 	if err != nil {
 		return err
 	}
-	if err := k.patch(ctx, w.ref.Namespace, w.ref.Name, patch, patchOptions(dryRun)); err != nil {
-		return fmt.Errorf("patch %s %s/%s: %w", strings.ToLower(k.kind), w.ref.Namespace, w.ref.Name, err)
+	if err := k.patch(ctx, e.Client, w.Ref.Namespace, w.Ref.Name, patch, patchOptions(dryRun)); err != nil {
+		return fmt.Errorf("patch %s %s/%s: %w", strings.ToLower(k.gk.Kind), w.Ref.Namespace, w.Ref.Name, err)
 	}
 	return nil
 }
@@ -116,13 +84,13 @@ func (k revisionKind) restore(ctx context.Context, w *workload, to revision, sta
 //   - the current revision is the one the object's status names (a StatefulSet's
 //     updateRevision) or, for a DaemonSet, the one holding its template; entries numbered
 //     above it are not history (someone wrote them, or the list ran ahead of the read).
-func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*workload, error) {
-	ns, name := obj.GetNamespace(), obj.GetName()
+func (k revisionKind) withHistory(ctx context.Context, e *Env, obj *object) (*Workload, error) {
+	ns, name, kind := obj.GetNamespace(), obj.GetName(), k.gk.Kind
 	selector, err := metav1.LabelSelectorAsSelector(obj.selector)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s/%s: selector: %w", kind, ns, name, err)
 	}
-	list, err := u.client.ControllerRevisions(ns).List(ctx, metav1.ListOptions{
+	list, err := e.Client.ControllerRevisions(ns).List(ctx, metav1.ListOptions{
 		LabelSelector:        selector.String(),
 		ResourceVersion:      obj.GetResourceVersion(),
 		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan,
@@ -130,14 +98,14 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 	if err != nil {
 		return nil, fmt.Errorf("list controllerrevisions of %s %s/%s: %w", kind, ns, name, err)
 	}
-	w := &workload{
-		ref:             target.Ref{Kind: kind, Namespace: ns, Name: name},
-		uid:             obj.GetUID(),
-		resourceVersion: obj.GetResourceVersion(),
-		labels:          obj.GetLabels(),
-		annotations:     obj.GetAnnotations(),
-		controller:      metav1.GetControllerOf(obj),
-		template:        obj.template,
+	w := &Workload{
+		Ref:             RefOf(k.gk, ns, name),
+		UID:             obj.GetUID(),
+		ResourceVersion: obj.GetResourceVersion(),
+		Labels:          obj.GetLabels(),
+		Annotations:     obj.GetAnnotations(),
+		Controller:      metav1.GetControllerOf(obj),
+		Template:        obj.template,
 	}
 	foreign := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s of %s %s/%s", ErrForeignHistory, fmt.Sprintf(format, args...), kind, ns, name)
@@ -148,7 +116,7 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 		if !metav1.IsControlledBy(cr, obj) {
 			continue
 		}
-		if hash := cr.Labels[hashLabel(kind)]; hash == "" || cr.Name != revisionName(kind, name, hash) {
+		if hash := cr.Labels[k.hashLabel]; hash == "" || cr.Name != k.revisionName(name, hash) {
 			return nil, foreign("controllerrevision %s is not named and labelled as the controller names its revisions", cr.Name)
 		}
 		if other, dup := seen[cr.Revision]; dup {
@@ -159,20 +127,20 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 		if err != nil {
 			return nil, foreign("controllerrevision %s: %v", cr.Name, err)
 		}
-		w.history = append(w.history, revision{number: cr.Revision, id: cr.Name, template: t, patch: cr.Data.Raw, created: cr.CreationTimestamp.Time})
+		w.History = append(w.History, Revision{Number: cr.Revision, ID: cr.Name, Template: t, Patch: cr.Data.Raw, Created: cr.CreationTimestamp.Time})
 	}
-	sort.Slice(w.history, func(i, j int) bool { return w.history[i].number > w.history[j].number })
-	cur := slices.IndexFunc(w.history, func(r revision) bool {
+	sort.Slice(w.History, func(i, j int) bool { return w.History[i].Number > w.History[j].Number })
+	cur := slices.IndexFunc(w.History, func(r Revision) bool {
 		if obj.current != "" {
-			return r.id == obj.current
+			return r.ID == obj.current
 		}
-		return equalIgnoreHash(r.template, obj.template)
+		return EqualIgnoreHash(r.Template, obj.template)
 	})
 	switch {
 	case cur > 0:
-		w.ahead = true
-		w.history = w.history[cur:]
-	case cur < 0 && obj.current != "" && len(w.history) > 0:
+		w.Ahead = true
+		w.History = w.History[cur:]
+	case cur < 0 && obj.current != "" && len(w.History) > 0:
 		return nil, foreign("no controllerrevision holds its current revision %s", obj.current)
 	}
 	// cur < 0 otherwise: the controller has not recorded the current template yet, and the
@@ -180,21 +148,11 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 	return w, nil
 }
 
-// hashLabel is the label holding a ControllerRevision's hash, as each controller writes it:
-// the StatefulSet controller through k8s.io/kubernetes/pkg/controller/history, the
-// DaemonSet controller with the label its pods carry too.
-func hashLabel(kind string) string {
-	if kind == "StatefulSet" {
-		return "controller.kubernetes.io/hash"
-	}
-	return appsv1.ControllerRevisionHashLabelKey // "controller-revision-hash"
-}
-
-// revisionName is the name the controller of kind gives the revision of object with hash:
-// <object>-<hash>, the StatefulSet controller cutting the object's name to 223 bytes.
-func revisionName(kind, object, hash string) string {
-	if kind == "StatefulSet" && len(object) > 223 {
-		object = object[:223]
+// revisionName is the name the controller gives the revision of object with hash:
+// <object>-<hash>, the object's name cut to maxName bytes where the controller cuts it.
+func (k revisionKind) revisionName(object, hash string) string {
+	if k.maxName > 0 && len(object) > k.maxName {
+		object = object[:k.maxName]
 	}
 	return object + "-" + hash
 }
@@ -221,13 +179,13 @@ func revisionTemplate(raw []byte) (*corev1.PodTemplateSpec, error) {
 
 // revisionPatch is the ControllerRevision's own patch (what kubectl sends) with the
 // resourceVersion precondition and the state annotation added to its metadata.
-func revisionPatch(w *workload, to revision, state string) ([]byte, error) {
+func revisionPatch(w *Workload, to Revision, state string) ([]byte, error) {
 	var patch map[string]any
-	if err := json.Unmarshal(to.patch, &patch); err != nil {
-		return nil, fmt.Errorf("controllerrevision %s: %w", to.id, err)
+	if err := json.Unmarshal(to.Patch, &patch); err != nil {
+		return nil, fmt.Errorf("controllerrevision %s: %w", to.ID, err)
 	}
 	patch["metadata"] = map[string]any{
-		"resourceVersion": w.resourceVersion,
+		"resourceVersion": w.ResourceVersion,
 		"annotations":     map[string]string{StateAnnotation: state},
 	}
 	return json.Marshal(patch)

@@ -1,0 +1,356 @@
+package kinds
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sre-kit/alert-rollback/internal/kube"
+)
+
+// Deployment is the apps/v1 Deployment. Its history is the ReplicaSets it controls; its pods'
+// controller is one of those ReplicaSets, which alerts may name too.
+var Deployment = appsv1.SchemeGroupVersion.WithKind("Deployment").GroupKind()
+
+// replicaSet is the controller of a Deployment's pods.
+var replicaSet = appsv1.SchemeGroupVersion.WithKind("ReplicaSet").GroupKind()
+
+// The Deployment annotations kubectl keeps from the Deployment rather than copying back
+// from the ReplicaSet (k8s.io/kubectl pkg/polymorphichelpers/rollback.go annotationsToSkip);
+// the controller owns them, or they describe the Deployment and not a revision.
+const (
+	revisionAnnotation        = "deployment.kubernetes.io/revision"
+	revisionHistoryAnnotation = "deployment.kubernetes.io/revision-history"
+	desiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
+	maxReplicasAnnotation     = "deployment.kubernetes.io/max-replicas"
+)
+
+var annotationsToSkip = map[string]bool{
+	corev1.LastAppliedConfigAnnotation: true,
+	revisionAnnotation:                 true,
+	revisionHistoryAnnotation:          true,
+	desiredReplicasAnnotation:          true,
+	maxReplicasAnnotation:              true,
+	appsv1.DeprecatedRollbackTo:        true,
+}
+
+type deployment struct{}
+
+func (deployment) GroupVersionKind() schema.GroupVersionKind {
+	return appsv1.SchemeGroupVersion.WithKind(Deployment.Kind)
+}
+
+func (deployment) Label() string                   { return "deployment" }
+func (deployment) PodController() schema.GroupKind { return replicaSet }
+func (deployment) ControllerLabel() string         { return "replicaset" }
+
+// load reads the Deployment and the ReplicaSets it controls (see readDeployment), or takes
+// them from reads when they were read for this notification already.
+//
+// The history is what the Deployment controller made, and nothing else: ReplicaSets it
+// controls (owner UID), named <deployment>-<pod-template-hash> with that hash on their
+// template, each revision number claimed once, none newer than the revision the Deployment
+// itself records (deployment.kubernetes.io/revision), which is the current one.
+func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Reads) (*Workload, error) {
+	var (
+		dep *appsv1.Deployment
+		rss []appsv1.ReplicaSet
+		err error
+	)
+	if reads != nil {
+		dep, rss, err = reads.Deployment(ctx, ns, name)
+	} else {
+		dep, rss, err = e.readDeployment(ctx, ns, name)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: deployment %s/%s", ErrNotFound, ns, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	w := &Workload{
+		Ref:             RefOf(Deployment, ns, name),
+		UID:             dep.UID,
+		ResourceVersion: dep.ResourceVersion,
+		Labels:          dep.Labels,
+		Annotations:     dep.Annotations,
+		Paused:          dep.Spec.Paused,
+		Controller:      metav1.GetControllerOf(dep),
+		Template:        &dep.Spec.Template,
+	}
+	// 0 when the controller has recorded no revision yet: then nothing is history.
+	current, _ := strconv.ParseInt(dep.Annotations[revisionAnnotation], 10, 64)
+	// The selector may match ReplicaSets of others; only controlled ones are history.
+	var controlled []*appsv1.ReplicaSet
+	// retired are the numbers ReplicaSets held before they were made current again, as their
+	// revision-history lists them. The controller numbers a revision past every ReplicaSet it
+	// has, so it never hands out such a number again while the ReplicaSet that held it is
+	// there: another ReplicaSet claiming one was written by someone else, after the number
+	// was freed (by an undo of this function, say).
+	retired := map[int64]string{}
+	for i := range rss {
+		if rs := &rss[i]; metav1.IsControlledBy(rs, dep) {
+			controlled = append(controlled, rs)
+			for _, n := range revisionHistory(rs.Annotations) {
+				retired[n] = rs.Name
+			}
+		}
+	}
+	seen := map[int64]string{}
+	for _, rs := range controlled {
+		n, err := strconv.ParseInt(rs.Annotations[revisionAnnotation], 10, 64)
+		if err != nil {
+			continue // kubectl skips ReplicaSets without a readable revision too
+		}
+		hash := rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
+		if hash == "" || rs.Name != name+"-"+hash || rs.Spec.Template.Labels[appsv1.DefaultDeploymentUniqueLabelKey] != hash {
+			return nil, fmt.Errorf("%w: replicaset %s/%s is not named and labelled as the Deployment controller names its ReplicaSets", ErrForeignHistory, ns, rs.Name)
+		}
+		if other, dup := seen[n]; dup {
+			return nil, fmt.Errorf("%w: replicasets %s and %s both claim revision %d of deployment %s/%s", ErrForeignHistory, other, rs.Name, n, ns, name)
+		}
+		if other, ok := retired[n]; ok {
+			return nil, fmt.Errorf("%w: replicaset %s claims revision %d of deployment %s/%s, which replicaset %s held before it was made current again (its %s)",
+				ErrForeignHistory, rs.Name, n, ns, name, other, revisionHistoryAnnotation)
+		}
+		seen[n] = rs.Name
+		if n > current {
+			// Newer than the Deployment read: the history was read after a change, or
+			// someone wrote it. Either way it is not this Deployment's history yet.
+			w.Ahead = true
+			continue
+		}
+		w.History = append(w.History, Revision{
+			Number:      n,
+			ID:          hash,
+			Template:    &rs.Spec.Template,
+			Annotations: rs.Annotations,
+			Created:     rs.CreationTimestamp.Time,
+			Earlier:     revisionHistory(rs.Annotations),
+		})
+	}
+	sort.Slice(w.History, func(i, j int) bool { return w.History[i].Number > w.History[j].Number })
+	if len(w.History) > 0 && w.History[0].Number != current {
+		// The current revision's ReplicaSet is not in the list: not made yet (the list
+		// is at least as new as the Deployment, so it is not that) or deleted by hand.
+		return nil, fmt.Errorf("%w: no replicaset of deployment %s/%s holds its current revision %d", ErrForeignHistory, ns, name, current)
+	}
+	return w, nil
+}
+
+// revisionHistory reads a ReplicaSet's revision-history annotation: the numbers it held
+// before, oldest first, as the controller appends them. What does not parse is left out.
+func revisionHistory(annotations map[string]string) []int64 {
+	var out []int64
+	for _, f := range strings.Split(annotations[revisionHistoryAnnotation], ",") {
+		if n, err := strconv.ParseInt(f, 10, 64); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (deployment) ResourceVersion(ctx context.Context, e *Env, ns, name string) (string, error) {
+	dep, err := e.Client.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return dep.ResourceVersion, nil
+}
+
+// restore writes what kubectl writes (the revision's template without its hash label, and
+// the annotations kubectl computes) plus the new state, as one JSON patch. Unlike kubectl
+// it also sets metadata.resourceVersion to the one read: the API server then refuses the
+// write with a conflict if anything changed the Deployment since, instead of overwriting it.
+func (deployment) Restore(ctx context.Context, e *Env, w *Workload, to Revision, state string, dryRun bool) error {
+	template := to.Template.DeepCopy()
+	delete(template.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "replace", "path": "/metadata/resourceVersion", "value": w.ResourceVersion},
+		{"op": "replace", "path": "/spec/template", "value": template},
+		{"op": "add", "path": "/metadata/annotations", "value": deploymentAnnotations(w.Annotations, to.Annotations, state)},
+	})
+	if err != nil {
+		return err
+	}
+	_, err = e.Client.Deployments(w.Ref.Namespace).Patch(ctx, w.Ref.Name, types.JSONPatchType, patch, patchOptions(dryRun))
+	if err != nil {
+		return fmt.Errorf("patch deployment %s/%s: %w", w.Ref.Namespace, w.Ref.Name, err)
+	}
+	return nil
+}
+
+// deploymentAnnotations computes the Deployment's annotations after the undo exactly as
+// kubectl does (the skipped ones from the Deployment, the rest from the ReplicaSet), except
+// for this function's own annotations: they always come from the Deployment, because the
+// ReplicaSet holds a stale copy made when it was created.
+func deploymentAnnotations(current, fromRS map[string]string, state string) map[string]string {
+	out := map[string]string{}
+	for k, v := range current {
+		if annotationsToSkip[k] || strings.HasPrefix(k, AnnotationPrefix) {
+			out[k] = v
+		}
+	}
+	for k, v := range fromRS {
+		if !annotationsToSkip[k] && !strings.HasPrefix(k, AnnotationPrefix) {
+			out[k] = v
+		}
+	}
+	out[StateAnnotation] = state
+	return out
+}
+
+// FromPod is the Deployment of a pod whose controller is ReplicaSet owner.
+func (deployment) FromPod(ctx context.Context, c kube.Client, pod *corev1.Pod, owner *metav1.OwnerReference, reads *Reads) (Target, error) {
+	return fromReplicaSet(ctx, c, pod.Namespace, owner.Name, owner.UID, reads)
+}
+
+// FromController is the Deployment of the ReplicaSet ns/name.
+func (deployment) FromController(ctx context.Context, c kube.Client, ns, name string, reads *Reads) (Target, error) {
+	return fromReplicaSet(ctx, c, ns, name, "", reads)
+}
+
+// FromPodName finds the Deployment of pod ns/name from its name, without reading the pod.
+//
+// A pod of a Deployment is named <replicaset>-<5 characters>, and its ReplicaSet
+// <deployment>-<pod-template-hash>. The undo reads that Deployment and lists its
+// ReplicaSets anyway; when the list holds a ReplicaSet of exactly the pod's name less its
+// suffix, controlled by that very Deployment (by UID), the name is taken as confirmed and
+// the pod is not read: the undo then costs the workload's three requests and nothing more.
+// What the name cannot rule out is a Job or a bare pod named <deployment>-<hash>-<5
+// characters> on purpose, hash and all; only someone who can create pods in that namespace
+// can do that, and readPods closes it at the cost of one request per pod.
+//
+// With readPods, the Deployment its name points at is read while the pod is, so a pod of a
+// Deployment still costs the round trips of the workload alone; that read is never trusted,
+// and when the pod says otherwise it was only wasted.
+func (deployment) FromPodName(ctx context.Context, ns, name string, reads *Reads, readPods bool) (Target, bool, func(), error) {
+	d, ok := deploymentOfPodName(name)
+	if !ok || reads == nil {
+		return Target{}, false, nil, nil
+	}
+	if !readPods {
+		t, confirmed, err := ownReplicaSet(ctx, reads, ns, d, name[:strings.LastIndexByte(name, '-')], "")
+		return t, confirmed || err != nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _, _ = reads.Deployment(ctx, ns, d)
+	}()
+	return Target{}, false, func() { <-done }, nil
+}
+
+// generatedSuffix is what the ReplicaSet controller appends to a ReplicaSet's name for a
+// pod: "-" and five characters from apimachinery's rand alphabet.
+var generatedSuffix = regexp.MustCompile(`-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
+
+// templateHash is a pod-template-hash as the Deployment controller spells it: a 32-bit hash
+// in the same alphabet.
+var templateHash = regexp.MustCompile(`^[bcdfghjklmnpqrstvwxz2456789]{1,10}$`)
+
+// deploymentOfPodName is the Deployment a pod's name would belong to if a ReplicaSet of a
+// Deployment made it: <deployment>-<pod-template-hash>-<5 characters>. A guess only.
+func deploymentOfPodName(pod string) (string, bool) {
+	if !generatedSuffix.MatchString(pod) {
+		return "", false
+	}
+	rs := pod[:strings.LastIndexByte(pod, '-')]
+	i := strings.LastIndexByte(rs, '-')
+	if i <= 0 || !templateHash.MatchString(rs[i+1:]) {
+		return "", false
+	}
+	return rs[:i], true
+}
+
+// FromGonePod resolves a pod that no longer exists (the alert outlived it, which is common
+// once a rollout replaced it). Its ReplicaSet is the pod name without the generated suffix,
+// but that is only a guess until ownership confirms it: the ReplicaSet must exist and be
+// controlled by a Deployment, and then its pod-template-hash says which revision the pod
+// ran.
+func (deployment) FromGonePod(ctx context.Context, c kube.Client, ns, name string, reads *Reads) (Target, error) {
+	if generatedSuffix.MatchString(name) {
+		t, err := fromReplicaSet(ctx, c, ns, name[:strings.LastIndexByte(name, '-')], "", reads)
+		if err == nil || !errors.Is(err, ErrNotFound) {
+			return t, err
+		}
+	}
+	return Target{}, fmt.Errorf("%w: pod %s/%s is gone and no Deployment's ReplicaSet owned it", ErrNotFound, ns, name)
+}
+
+// fromReplicaSet resolves the ReplicaSet name; uid, when set, is the UID a pod's controller
+// reference gives it: a ReplicaSet of that name with another UID is not the pod's.
+//
+// The Deployment controller names a Deployment's ReplicaSets <deployment>-<pod-template-hash>,
+// and the hash has no "-", so the name says which Deployment to read. The undo reads that
+// Deployment and lists its ReplicaSets anyway; the same list (through reads) confirms the
+// guess: the ReplicaSet is in it, controlled by that very Deployment (its controller
+// reference carries the Deployment's UID) and, when uid is set, it is the pod's. Only then
+// is the name trusted. Otherwise the ReplicaSet itself is read, and its controller
+// reference decides, as if no guess had been made.
+func fromReplicaSet(ctx context.Context, c kube.Client, ns, name string, uid types.UID, reads *Reads) (Target, error) {
+	if i := strings.LastIndexByte(name, '-'); reads != nil && i > 0 {
+		t, confirmed, err := ownReplicaSet(ctx, reads, ns, name[:i], name, uid)
+		if confirmed || err != nil {
+			return t, err
+		}
+	}
+	return readReplicaSet(ctx, c, ns, name, uid)
+}
+
+// ownReplicaSet reads Deployment ns/dep through reads and reports whether its ReplicaSet
+// list holds ReplicaSet rs (of UID uid, when set) controlled by it: then the Target is that
+// Deployment, at rs's revision. A Deployment that is not there confirms nothing, and is no
+// error.
+func ownReplicaSet(ctx context.Context, reads *Reads, ns, dep, rs string, uid types.UID) (Target, bool, error) {
+	d, rss, err := reads.Deployment(ctx, ns, dep)
+	if apierrors.IsNotFound(err) {
+		return Target{}, false, nil
+	}
+	if err != nil {
+		return Target{}, false, err
+	}
+	for i := range rss {
+		r := &rss[i]
+		if r.Name == rs && metav1.IsControlledBy(r, d) && (uid == "" || r.UID == uid) {
+			return Target{
+				Ref:      RefOf(Deployment, ns, d.Name),
+				Revision: r.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
+				UID:      d.UID,
+			}, true, nil
+		}
+	}
+	return Target{}, false, nil
+}
+
+// readReplicaSet reads the ReplicaSet and follows its controller reference.
+func readReplicaSet(ctx context.Context, c kube.Client, ns, name string, uid types.UID) (Target, error) {
+	rs, err := c.ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || err == nil && uid != "" && rs.UID != uid {
+		return Target{}, fmt.Errorf("%w: replicaset %s/%s", ErrNotFound, ns, name)
+	}
+	if err != nil {
+		return Target{}, fmt.Errorf("get replicaset %s/%s: %w", ns, name, err)
+	}
+	owner, err := ControllerAmong(rs, Deployment)
+	if err != nil {
+		return Target{}, fmt.Errorf("replicaset %s/%s: %w", ns, name, err)
+	}
+	return Target{
+		Ref:      RefOf(Deployment, ns, owner.Name),
+		Revision: rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
+		UID:      owner.UID,
+	}, nil
+}

@@ -1,0 +1,203 @@
+// Package kinds holds the kinds of workload the function can roll back, in a registry keyed
+// by schema.GroupKind (the shape of kubectl's RollbackerFor): each kind is one file that says
+// how a workload of that kind is named by an alert, reached from a pod, read with its
+// rollout history, and restored to an earlier revision. What does not depend on the kind
+// (the guards, the state kept on the workload, the budget, GitOps) lives in package undo,
+// which asks the registry for the kind of each workload.
+//
+// Adding a kind: a file here implementing Kind, one line in registry, its RBAC rows
+// (kservice.yaml, deploy/cluster-wide/rbac.yaml, the README), its README row, its tests.
+package kinds
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sre-kit/alert-rollback/internal/kube"
+)
+
+// registry lists the kinds, in the order an alert's labels are looked at: when an alert
+// names workloads of several kinds, the first kind's label counts.
+var registry = []Kind{
+	deployment{},
+	statefulSet{},
+	daemonSet{},
+}
+
+// Kind is one kind of workload: how alerts name it, and how to read its history and
+// restore a revision. Implementations hold no state; what they read through is Env.
+type Kind interface {
+	// GroupVersionKind names the kind and the version it is read and written in.
+	GroupVersionKind() schema.GroupVersionKind
+	// Label is the alert label that names a workload of this kind ("deployment").
+	Label() string
+	// PodController is the kind of the controller of this kind's pods: the kind itself, or
+	// an object of its own in between (a Deployment's ReplicaSet).
+	PodController() schema.GroupKind
+	// FromPod is the workload of pod, whose controller reference is owner (of kind
+	// PodController); reads holds the notification's reads (nil: none).
+	FromPod(ctx context.Context, c kube.Client, pod *corev1.Pod, owner *metav1.OwnerReference, reads *Reads) (Target, error)
+
+	// Load reads the workload and its history; reads, when set, holds reads made for this
+	// notification already.
+	Load(ctx context.Context, e *Env, ns, name string, reads *Reads) (*Workload, error)
+	// ResourceVersion reads the workload's current resourceVersion.
+	ResourceVersion(ctx context.Context, e *Env, ns, name string) (string, error)
+	// Restore writes the revision's template and the new state annotation, under the
+	// precondition that the workload is still at w.ResourceVersion.
+	Restore(ctx context.Context, e *Env, w *Workload, to Revision, state string, dryRun bool) error
+}
+
+// ControllerLabeler is a Kind whose pods' controller is an object of its own (a Deployment's
+// ReplicaSet), which alerts may name too.
+type ControllerLabeler interface {
+	// ControllerLabel is the alert label naming that object ("replicaset").
+	ControllerLabel() string
+	// FromController is the workload of that object, ns/name.
+	FromController(ctx context.Context, c kube.Client, ns, name string, reads *Reads) (Target, error)
+}
+
+// PodNamer is a Kind whose pods' names say which workload they belong to, which the kind's
+// own reads can confirm without reading the pod.
+type PodNamer interface {
+	// FromPodName resolves pod ns/name from its name when reads confirm it (ok). With
+	// readPods, it confirms nothing but may start the reads the undo will make; wait, when
+	// not nil, must be called before the lookup returns.
+	FromPodName(ctx context.Context, ns, name string, reads *Reads, readPods bool) (t Target, ok bool, wait func(), err error)
+	// FromGonePod resolves a pod that no longer exists, from its name and what it can
+	// confirm of it; ErrNotFound when it cannot.
+	FromGonePod(ctx context.Context, c kube.Client, ns, name string, reads *Reads) (Target, error)
+}
+
+// For returns the kind of gk.
+func For(gk schema.GroupKind) (Kind, bool) {
+	for _, k := range registry {
+		if k.GroupVersionKind().GroupKind() == gk {
+			return k, true
+		}
+	}
+	return nil, false
+}
+
+// All returns the kinds, in the registry's order.
+func All() []Kind { return registry }
+
+// ForPodController returns the kind whose pods' controller is of kind gk.
+func ForPodController(gk schema.GroupKind) (Kind, bool) {
+	for _, k := range registry {
+		if k.PodController() == gk {
+			return k, true
+		}
+	}
+	return nil, false
+}
+
+// Names lists the kinds, "Deployment, StatefulSet or DaemonSet", for messages.
+func Names() string {
+	var s []string
+	for _, k := range registry {
+		s = append(s, k.GroupVersionKind().Kind)
+	}
+	return Or(s)
+}
+
+// Labels lists the labels that name a workload of some kind, "deployment, statefulset or
+// daemonset", for messages.
+func Labels() string {
+	var s []string
+	for _, k := range registry {
+		s = append(s, k.Label())
+	}
+	return Or(s)
+}
+
+// groupVersions lists the kinds by the group and version they are read in, "apps/v1
+// Deployment, StatefulSet or DaemonSet", for messages.
+func groupVersions() string {
+	var out []string
+	var last schema.GroupVersion
+	var names []string
+	flush := func() {
+		if len(names) > 0 {
+			out = append(out, last.String()+" "+Or(names))
+		}
+	}
+	for _, k := range registry {
+		gvk := k.GroupVersionKind()
+		if gvk.GroupVersion() != last {
+			flush()
+			last, names = gvk.GroupVersion(), nil
+		}
+		names = append(names, gvk.Kind)
+	}
+	flush()
+	return strings.Join(out, " or ")
+}
+
+// Or joins words as "a, b or c".
+func Or(words []string) string {
+	if len(words) <= 1 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// Errors of the kinds, which package outcome classifies (through the names package undo
+// and package target give them).
+var (
+	// ErrNotFound: the workload, or the object an alert named on the way to it, is not there.
+	ErrNotFound = errors.New("workload not found")
+	// ErrForeignHistory means the rollout history holds entries the workload's controller
+	// cannot have made (two entries claiming one revision, say): someone else wrote them,
+	// and acting on them could restore a template of their choice.
+	ErrForeignHistory = errors.New("the rollout history holds entries its controller did not make")
+	// ErrUnsupportedOwner: what the alert names is controlled by nothing this function can
+	// roll back.
+	ErrUnsupportedOwner = errors.New("not controlled by an " + groupVersions())
+)
+
+// Ref names a workload: its group and kind, namespace and name.
+type Ref struct {
+	Group     string
+	Kind      string
+	Namespace string
+	Name      string
+}
+
+// RefOf names the workload ns/name of kind gk.
+func RefOf(gk schema.GroupKind, ns, name string) Ref {
+	return Ref{Group: gk.Group, Kind: gk.Kind, Namespace: ns, Name: name}
+}
+
+func (r Ref) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
+
+// GroupKind is the kind of the workload r names.
+func (r Ref) GroupKind() schema.GroupKind { return schema.GroupKind{Group: r.Group, Kind: r.Kind} }
+
+// APIVersion is the apiVersion the workload's kind is read in ("" for no kind of the
+// registry), as an object reference carries it.
+func (r Ref) APIVersion() string {
+	if k, ok := For(r.GroupKind()); ok {
+		return k.GroupVersionKind().GroupVersion().String()
+	}
+	return ""
+}
+
+// Target is the workload an alert is about.
+type Target struct {
+	Ref
+	// Revision, when the alert named a pod or a ReplicaSet, identifies the revision that pod
+	// ran (a pod-template-hash for Deployments, a ControllerRevision name otherwise): an
+	// alert about a revision that is no longer current is stale. It is empty when the alert
+	// named the workload itself, or the pod is gone and its revision cannot be known.
+	Revision string
+	// UID is the workload's UID as the controller reference found on the way names it;
+	// empty when the alert named the workload itself. The undo acts only on that object.
+	UID types.UID
+}
