@@ -14,7 +14,7 @@ import (
 
 // DaemonSet is the apps/v1 DaemonSet. Its history is the ControllerRevisions it controls
 // (see revisionKind); its pods' controller is the DaemonSet itself.
-var DaemonSet = appsv1.SchemeGroupVersion.WithKind("DaemonSet").GroupKind()
+var DaemonSet = daemonSet{}.GroupVersionKind().GroupKind()
 
 type daemonSet struct{}
 
@@ -37,7 +37,7 @@ var daemonSets = revisionKind{
 }
 
 func (daemonSet) GroupVersionKind() schema.GroupVersionKind {
-	return appsv1.SchemeGroupVersion.WithKind(DaemonSet.Kind)
+	return appsv1.SchemeGroupVersion.WithKind("DaemonSet")
 }
 
 func (daemonSet) Label() string                   { return "daemonset" }

@@ -22,7 +22,7 @@ import (
 
 // Deployment is the apps/v1 Deployment. Its history is the ReplicaSets it controls; its pods'
 // controller is one of those ReplicaSets, which alerts may name too.
-var Deployment = appsv1.SchemeGroupVersion.WithKind("Deployment").GroupKind()
+var Deployment = deployment{}.GroupVersionKind().GroupKind()
 
 // replicaSet is the controller of a Deployment's pods.
 var replicaSet = appsv1.SchemeGroupVersion.WithKind("ReplicaSet").GroupKind()
@@ -49,7 +49,7 @@ var annotationsToSkip = map[string]bool{
 type deployment struct{}
 
 func (deployment) GroupVersionKind() schema.GroupVersionKind {
-	return appsv1.SchemeGroupVersion.WithKind(Deployment.Kind)
+	return appsv1.SchemeGroupVersion.WithKind("Deployment")
 }
 
 func (deployment) Label() string                   { return "deployment" }

@@ -31,7 +31,10 @@ var registry = []Kind{
 }
 
 // Kind is one kind of workload: how alerts name it, and how to read its history and
-// restore a revision. Implementations hold no state; what they read through is Env.
+// restore a revision. Implementations hold no state; what they read through is Env. Their
+// GroupVersionKind and Label use no variable of this package: package variables such as
+// ErrUnsupportedOwner are made from them through the registry, before other variables of
+// the package may be set.
 type Kind interface {
 	// GroupVersionKind names the kind and the version it is read and written in.
 	GroupVersionKind() schema.GroupVersionKind

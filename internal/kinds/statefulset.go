@@ -14,7 +14,7 @@ import (
 
 // StatefulSet is the apps/v1 StatefulSet. Its history is the ControllerRevisions it
 // controls (see revisionKind); its pods' controller is the StatefulSet itself.
-var StatefulSet = appsv1.SchemeGroupVersion.WithKind("StatefulSet").GroupKind()
+var StatefulSet = statefulSet{}.GroupVersionKind().GroupKind()
 
 type statefulSet struct{}
 
@@ -39,7 +39,7 @@ var statefulSets = revisionKind{
 }
 
 func (statefulSet) GroupVersionKind() schema.GroupVersionKind {
-	return appsv1.SchemeGroupVersion.WithKind(StatefulSet.Kind)
+	return appsv1.SchemeGroupVersion.WithKind("StatefulSet")
 }
 
 func (statefulSet) Label() string                   { return "statefulset" }
