@@ -4,9 +4,9 @@
 // Stop, Ready, Alive); cmd/rollback serves the same function with
 // functions-framework-go for kservice.yaml and local runs.
 //
-// A request goes decode (decode.go) → pick targets (targets.go, package target) → undo
-// with guards (rollback.go, package undo) → report (reply.go); package outcome says what
-// each result means and which HTTP status it gets.
+// A request goes decode (decode.go) → the pipeline (internal/pipeline: lookups → targets →
+// guards → undo → report) → reply (reply.go); package outcome says what each result means
+// and which HTTP status it gets.
 package function
 
 import (
@@ -18,15 +18,13 @@ import (
 	"os"
 
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/logging"
 
 	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/internal/clip"
-	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/memlimit"
+	"github.com/sre-kit/alert-rollback/internal/pipeline"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/report"
 	"github.com/sre-kit/alert-rollback/target"
@@ -38,15 +36,11 @@ import (
 type Function struct {
 	cfg      config
 	log      *zap.SugaredLogger
-	resolver *target.Resolver
-	undoer   *undo.Undoer
-	events   events
+	pipeline *pipeline.Pipeline
 	inflight inflight
 	// slots bounds the notifications handled at once, whatever server runs the function:
 	// cmd/rollback bounds them in front as well, func's runtime does not.
 	slots chan struct{}
-	// seen remembers the alert occurrences this process saw handled (see seen).
-	seen *seen
 	// newClient builds the Kubernetes clients and finds the function's own namespace;
 	// tests replace it with fakes.
 	newClient func(config) (clients, error)
@@ -55,13 +49,6 @@ type Function struct {
 	// cgroupRoot is the file system holding proc/ and sys/, where the container's memory
 	// limit is found; tests replace it.
 	cgroupRoot fs.FS
-}
-
-// events records what happened as Kubernetes Events (report.Events); tests count them.
-type events interface {
-	Record(w kinds.Ref, uid types.UID, r outcome.Result)
-	RecordRelated(ref corev1.ObjectReference, r outcome.Result)
-	Shutdown()
 }
 
 // New returns an unstarted Function. func calls it once per process.
@@ -93,14 +80,14 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	client, ownNamespace := cs.kube, cs.namespace
-	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
+	resolver := &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace, ReadPods: c.readPods}
 	// The budget's Lease lives in the function's own namespace, shared by its replicas.
-	g := gate{budget: budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
-		gitops: gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace), log: f.log}
-	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
-	f.events = report.NewEvents(client, "alert-rollback")
-	f.seen = newSeen(seenCapacity)
+	g := pipeline.NewGate(budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
+		gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace), f.log)
+	undoer := undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
+	f.pipeline = pipeline.New(pipeline.Config{Match: c.match, MaxAlerts: c.maxAlerts, MaxTargets: c.maxTargets},
+		f.log, resolver, undoer, report.NewEvents(client, "alert-rollback"))
 	f.slots = make(chan struct{}, c.maxConcurrent)
 	if c.authToken == "" {
 		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
@@ -118,8 +105,8 @@ func (f *Function) Stop(ctx context.Context) error {
 		f.log.Info("stopping: new notifications get 503, those in flight finish")
 	}
 	err := f.inflight.drain(ctx)
-	if f.events != nil {
-		f.events.Shutdown()
+	if f.pipeline != nil {
+		f.pipeline.Events.Shutdown()
 	}
 	if f.log != nil {
 		_ = f.log.Sync()
@@ -129,7 +116,7 @@ func (f *Function) Stop(ctx context.Context) error {
 
 // Ready reports whether the function can take notifications: started and not stopping.
 func (f *Function) Ready(ctx context.Context) (bool, error) {
-	if f.undoer == nil {
+	if f.pipeline == nil {
 		return false, errors.New("not started")
 	}
 	if f.inflight.draining() {
@@ -167,7 +154,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, err)
 		return
 	}
-	resp := f.rollback(ctx, in.msg)
+	resp := f.pipeline.Run(ctx, in.msg)
 	f.reply(ctx, w, in, resp)
 	// Send the answer now, before this request stops counting as in flight: Stop waits
 	// for in-flight requests, and the process may exit right after.

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
@@ -507,7 +506,7 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 			dyn := newDynamic(kustomization(false))
 			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)}, map[string]string{"ROLLBACK_GITOPS": "suspend"})
 			ev := &recordedEvents{}
-			f.events = ev
+			f.pipeline.Events = ev
 			code, resp := send("web")
 			if got := results(resp); code != tt.wantCode || !cmp.Equal(got, []string{tt.want}) {
 				t.Fatalf("answer %d %v; want %d, %s", code, got, tt.wantCode, tt.want)
@@ -545,33 +544,5 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 				t.Errorf("state annotation %s does not record %q", state, said)
 			}
 		})
-	}
-}
-
-// TestBudgetTwoReplicasOneUndo: two replicas admit an undo for the same alerts about the
-// same workload (an HA pair's copies). Each spends a unit of its own; when the one that loses
-// the race gives its unit back, the winner's stays: the undo that landed is paid for. With
-// units named after the alerts, shared by both, the loser gave back the winner's unit, and
-// e2e/guards' storm made one undo more than the budget.
-func TestBudgetTwoReplicasOneUndo(t *testing.T) {
-	kube := fixture.Clientset()
-	replica := func() gate {
-		return gate{budget: budget.New(clientset.Wrap(kube).Leases(ownNamespace), ownNamespace, budget.Spec{Units: 5, Window: time.Hour}, budget.Options{}),
-			log: zap.NewNop().Sugar()}
-	}
-	s := undo.Subject{Ref: kinds.RefOf(kinds.Deployment, ownNamespace, "web")}
-	if _, err := replica().Admit(t.Context(), s, false); err != nil { // the winner
-		t.Fatal(err)
-	}
-	loser, err := replica().Admit(t.Context(), s, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := unitsSpent(t, kube); n != 2 {
-		t.Fatalf("%d units spent by two admissions; want 2, one each", n)
-	}
-	loser.Release(t.Context()) // its write conflicted: the other replica's landed
-	if n := unitsSpent(t, kube); n != 1 {
-		t.Fatalf("%d units spent after the loser gave its own back; want 1, the winner's", n)
 	}
 }

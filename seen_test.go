@@ -29,7 +29,6 @@ import (
 	"github.com/sre-kit/alert-rollback/internal/kube"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
 )
 
@@ -212,7 +211,7 @@ func TestCopiesAnsweredFromMemory(t *testing.T) {
 			})
 			f := start(t, client, tc.env)
 			ev := &countingEvents{n: map[outcome.Reason]int{}}
-			f.events = ev
+			f.pipeline.Events = ev
 
 			if status, got := handle(t, f, tc.first); status != http.StatusOK || !cmp.Equal(got, tc.wantFirst) {
 				t.Fatalf("first notification: %d %v; want 200 %v", status, got, tc.wantFirst)
@@ -239,7 +238,7 @@ func TestCopiesInFlightWait(t *testing.T) {
 	client := fixture.Clientset(objs...)
 	hold := holdFirstDeploymentRead(client)
 	f := start(t, client, nil)
-	f.events = &countingEvents{n: map[outcome.Reason]int{}}
+	f.pipeline.Events = &countingEvents{n: map[outcome.Reason]int{}}
 	body := notification(firing("pod", badPod))
 
 	const copies = 8
@@ -251,12 +250,10 @@ func TestCopiesInFlightWait(t *testing.T) {
 		wg.Go(func() { _, results[i] = handle(t, f, body) })
 	}
 	err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		f.seen.mu.Lock()
-		defer f.seen.mu.Unlock()
-		return f.seen.waits >= copies-1, nil
+		return f.pipeline.Waits() >= copies-1, nil
 	})
 	if err != nil {
-		t.Fatalf("copies waiting: %d; want %d", f.seen.waits, copies-1)
+		t.Fatalf("copies waiting: %d; want %d", f.pipeline.Waits(), copies-1)
 	}
 	hold.release()
 	wg.Wait()
@@ -280,45 +277,6 @@ func TestCopiesInFlightWait(t *testing.T) {
 	}
 }
 
-func TestSeenIsBounded(t *testing.T) {
-	s := newSeen(2)
-	v := handledUndo{ref: target.Ref{Kind: "Deployment", Namespace: "shop", Name: "a"}}
-	s.add("a", v)
-	s.add("b", v)
-	s.get("a") // a is now the most recently used
-	s.add("c", v)
-	for key, want := range map[string]bool{"a": true, "b": false, "c": true} {
-		if _, ok := s.get(key); ok != want {
-			t.Errorf("get(%q) found %v; want %v", key, ok, want)
-		}
-	}
-	if n := s.order.Len(); n != 2 || len(s.entries) != 2 {
-		t.Errorf("%d entries (%d in the map); want 2", n, len(s.entries))
-	}
-}
-
-// TestClaimWaitsAndTimesOut: a claim on a key in flight waits for its release, and gives
-// up with the context.
-func TestClaimWaitsAndTimesOut(t *testing.T) {
-	s := newSeen(8)
-	release, err := s.claim(context.Background(), []string{"x", "y"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	if _, err := s.claim(ctx, []string{"y", "z"}); err == nil {
-		t.Fatal("claim of a key in flight succeeded; want it to wait until the deadline")
-	}
-	if _, ok := s.inflight["z"]; ok {
-		t.Error("a claim that waited holds a key; want all or nothing")
-	}
-	release()
-	if _, err := s.claim(context.Background(), []string{"y", "z"}); err != nil {
-		t.Fatalf("claim after release = %v", err)
-	}
-}
-
 // TestPodAndDeploymentReadAtOnce: for an alert about a pod, the Deployment its name points
 // at is read while the pod is, so the pod path takes the round trips of the workload's own.
 // The pod read here answers only once the Deployment read has started: read one after the
@@ -337,7 +295,7 @@ func TestPodAndDeploymentReadAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Stop(context.Background())
-	f.events = &countingEvents{n: map[outcome.Reason]int{}}
+	f.pipeline.Events = &countingEvents{n: map[outcome.Reason]int{}}
 	if status, got := handle(t, f, notification(firing("pod", badPod))); status != http.StatusOK || !cmp.Equal(got, []string{"rolled-back rolled-back"}) {
 		t.Fatalf("Handle() = %d %v; want 200 rolled-back", status, got)
 	}

@@ -1,4 +1,4 @@
-package function
+package pipeline
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/outcome"
 	"github.com/sre-kit/alert-rollback/target"
 	"github.com/sre-kit/alert-rollback/undo"
@@ -36,41 +35,20 @@ type plan struct {
 // resolveParallelism bounds the target lookups in flight for one notification.
 const resolveParallelism = 8
 
-// lookup is one distinct workload reference among the alerts: alerts naming the same
-// workload label in the same namespace share one lookup.
-type lookup struct {
-	namespace string
-	labels    map[string]string
-	target    target.Target
-	err       error
-	alerts    []alert.Alert
-	keys      []string
-	// seen, when set, is what this process remembers of one of the alerts (see seen).
-	seen *handledUndo
-}
-
-// pickTargets finds the workload each lookup is about (or takes it from what this process
-// remembers of its alerts), and groups them: several alerts about one workload make one
+// pickTargets finds the workload each lookup is about (unless recall took it from what this
+// process remembers of its alerts), and groups them: several alerts about one workload make one
 // undo. When the notification names more workloads than ROLLBACK_MAX_TARGETS, nothing is
 // undone: a monitoring glitch must not roll back a fleet.
-func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
+func (f *Pipeline) pickTargets(ctx context.Context, lookups []*lookup) plan {
 	var p plan
-	// Deployments read to confirm a ReplicaSet's owner are read once, and their undo
-	// uses the same reads.
+	// Workloads read to confirm an owner on the way are read once, and their undo uses the
+	// same reads.
 	reads := f.undoer.NewReads()
-	for _, l := range lookups {
-		for _, k := range l.keys {
-			if v, ok := f.seen.get(k); ok {
-				l.seen, l.target = &v, target.Target{Ref: v.ref, UID: v.uid}
-				break
-			}
-		}
-	}
 
 	// Resolve in rounds of resolveParallelism, stopping as soon as the notification is known
 	// to name too many workloads: a flood of alerts costs a bounded number of API calls.
 	resolved := 0
-	for resolved < len(lookups) && distinct(lookups[:resolved]) <= f.cfg.maxTargets {
+	for resolved < len(lookups) && distinct(lookups[:resolved]) <= f.cfg.MaxTargets {
 		end := min(resolved+resolveParallelism, len(lookups))
 		var wg sync.WaitGroup
 		for _, l := range lookups[resolved:end] {
@@ -85,17 +63,17 @@ func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
 	n, failed := distinct(lookups[:resolved]), failures(lookups[:resolved])
 	var blocked error
 	switch {
-	case n > f.cfg.maxTargets:
+	case n > f.cfg.MaxTargets:
 		more := ""
 		if resolved < len(lookups) {
 			more = fmt.Sprintf(" after looking up %d of %d workload labels", resolved, len(lookups))
 		}
-		blocked = fmt.Errorf("%w: at least %d workloads%s, limit %d", outcome.ErrTooManyTargets, n, more, f.cfg.maxTargets)
-	case n+failed > f.cfg.maxTargets:
+		blocked = fmt.Errorf("%w: at least %d workloads%s, limit %d", outcome.ErrTooManyTargets, n, more, f.cfg.MaxTargets)
+	case n+failed > f.cfg.MaxTargets:
 		// The lookups that failed might each be a workload: until they succeed, whether the
 		// notification is within the limit is not known. Nothing is done, and the answer
 		// asks for a retry.
-		blocked = fmt.Errorf("%w: %d workloads found and %d lookups failed, limit %d", outcome.ErrTargetsUnknown, n, failed, f.cfg.maxTargets)
+		blocked = fmt.Errorf("%w: %d workloads found and %d lookups failed, limit %d", outcome.ErrTargetsUnknown, n, failed, f.cfg.MaxTargets)
 	}
 
 	byRef := map[target.Ref]*job{}
@@ -127,59 +105,6 @@ func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
 		j.req.Revisions = append(j.req.Revisions, l.target.Revision)
 	}
 	return p
-}
-
-// lookups keeps the firing alerts that match ROLLBACK_MATCH and groups them by the
-// workload label they name (and its namespace), in the order they came, so each is looked
-// up once. Alerts whose namespace cannot be told are settled at once, and so is a
-// notification with more of them than ROLLBACK_MAX_ALERTS.
-func (f *Function) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outcome.Result) {
-	var firing []alert.Alert
-	for _, a := range msg.Alerts {
-		if !a.Firing() || !f.cfg.match.Matches(a.Labels) {
-			*ignored++
-			continue
-		}
-		firing = append(firing, a)
-	}
-	if len(firing) > f.cfg.maxAlerts {
-		// Nothing is looked up, and one row answers for them all: the cost, the answer and
-		// the log stay small whatever was sent.
-		err := fmt.Errorf("%w: %d firing alerts, limit %d; alert on the workload (a %s label) or raise the limit",
-			outcome.ErrTooManyAlerts, len(firing), f.cfg.maxAlerts, kinds.Labels())
-		return nil, []outcome.Result{outcome.Of(firing, target.Ref{}, undo.Change{}, err)}
-	}
-	var (
-		out     []*lookup
-		settled []outcome.Result
-		byKey   = map[string]*lookup{}
-	)
-	for _, a := range firing {
-		ns, err := f.resolver.Namespace(a.Labels)
-		if err != nil {
-			settled = append(settled, outcome.Of([]alert.Alert{a}, target.Ref{}, undo.Change{}, err))
-			continue
-		}
-		key := ns + "\x00" + target.Key(a.Labels)
-		l := byKey[key]
-		if l == nil {
-			l = &lookup{namespace: ns, labels: a.Labels}
-			byKey[key] = l
-			out = append(out, l)
-		}
-		l.alerts = append(l.alerts, a)
-		l.keys = append(l.keys, seenKey(ns, a))
-	}
-	return out, settled
-}
-
-// keysOf lists the seen keys of every alert of the lookups.
-func keysOf(lookups []*lookup) []string {
-	var keys []string
-	for _, l := range lookups {
-		keys = append(keys, l.keys...)
-	}
-	return keys
 }
 
 // distinct counts the workloads among resolved lookups.

@@ -1,4 +1,4 @@
-package function
+package pipeline
 
 import (
 	"context"
@@ -9,6 +9,11 @@ import (
 	"github.com/sre-kit/alert-rollback/gitops"
 	"github.com/sre-kit/alert-rollback/undo"
 )
+
+// NewGate returns undo's Gate over the fleet-wide budget and the GitOps guard.
+func NewGate(b *budget.Budget, g *gitops.Guard, log *zap.SugaredLogger) undo.Gate {
+	return gate{budget: b, gitops: g, log: log}
+}
 
 // gate is undo's Gate: the checks beyond one workload, asked once an undo is decided and
 // just before its write. In order: the GitOps owner (a refusal spends nothing), the budget

@@ -1,4 +1,4 @@
-package function
+package pipeline
 
 import (
 	"container/list"
@@ -128,6 +128,19 @@ func (s *seen) claim(ctx context.Context, keys []string) (release func(), err er
 		case <-busy:
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+	}
+}
+
+// recall takes what this process remembers of the lookups' alerts: a lookup with one alert
+// seen handled is answered from memory, about the workload it was resolved to then.
+func (f *Pipeline) recall(lookups []*lookup) {
+	for _, l := range lookups {
+		for _, k := range l.keys {
+			if v, ok := f.seen.get(k); ok {
+				l.seen, l.target = &v, target.Target{Ref: v.ref, UID: v.uid}
+				break
+			}
 		}
 	}
 }
