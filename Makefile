@@ -241,7 +241,7 @@ test: fmt vet tools knative-tools
 FUZZTIME ?= 60s
 FUZZMINIMIZETIME ?= 5s
 FUZZFLAGS ?=
-FUZZ_TARGETS := ./alert:FuzzDecode .:FuzzDecodeHTTP .:FuzzHandle .:FuzzHandleAlert ./undo:FuzzState
+FUZZ_TARGETS := ./internal/alert:FuzzDecode .:FuzzDecodeHTTP .:FuzzHandle .:FuzzHandleAlert ./internal/undo:FuzzState
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

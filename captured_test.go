@@ -12,9 +12,9 @@ import (
 
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // capture is a notification a real Alertmanager sent, saved by the end-to-end tests

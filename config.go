@@ -10,9 +10,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/budget"
-	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/alert"
+	"github.com/sre-kit/alert-rollback/internal/budget"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
 )
 
 // config is every setting, read from the map Start receives (the process environment under

@@ -20,15 +20,15 @@ import (
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
-	"github.com/sre-kit/alert-rollback/budget"
-	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 	"github.com/sre-kit/alert-rollback/internal/clip"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
 	"github.com/sre-kit/alert-rollback/internal/memlimit"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 	"github.com/sre-kit/alert-rollback/internal/pipeline"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/report"
-	"github.com/sre-kit/alert-rollback/target"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/report"
+	"github.com/sre-kit/alert-rollback/internal/target"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // Function is the rollback function. Its zero value is not usable: create it with New and

@@ -34,13 +34,13 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
-	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
 	"github.com/sre-kit/alert-rollback/internal/memlimit"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // The func instanced HTTP contract, checked at compile time: func's scaffolding looks for

@@ -22,10 +22,10 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // The fuzz targets below run their seeds (and testdata/fuzz) under `make test` and plain

@@ -25,14 +25,14 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/budget"
-	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/alert"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // gated starts the function with the given fakes and settings on top of the defaults (the

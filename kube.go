@@ -6,7 +6,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
 	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 

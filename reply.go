@@ -13,7 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sre-kit/alert-rollback/internal/clip"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // The CloudEvent answer to a CloudEvent notification.

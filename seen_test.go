@@ -28,8 +28,8 @@ import (
 
 	"github.com/sre-kit/alert-rollback/internal/kube"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // countingEvents counts the Events the function records, by reason code.

@@ -12,9 +12,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 )
 
 // TestAlertmanager sends the seed's alert through a real Alertmanager running the shipped

@@ -18,7 +18,7 @@ import (
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // BenchmarkUndo measures one Deployment undo on the real API server, side by side:

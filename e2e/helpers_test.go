@@ -17,10 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 )
 
 // env is one test's namespace with the function's identity installed from kservice.yaml.

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // TestPlantedHistory writes rollout history the workloads' controllers did not make, as

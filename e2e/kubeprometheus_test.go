@@ -17,7 +17,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // progressDeadline is the stuck Deployment's spec.progressDeadlineSeconds: short, so the real

@@ -15,7 +15,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // TestControllerOwned: a workload another controller owns is that controller's to write,

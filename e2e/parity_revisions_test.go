@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // TestKubectlParityControllerRevisions does for StatefulSets and DaemonSets what

@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // TestKubectlParity runs, for several rollout histories, `kubectl rollout undo` (the

@@ -17,7 +17,7 @@ import (
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // fastTimers make Alertmanager send a group within a second and repeat it every 2 s.

@@ -27,7 +27,7 @@ import (
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // BenchmarkSideBySide measures, on the real control plane and in one run, the function as

@@ -19,7 +19,7 @@ import (
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // want is an acceptable result of an answer: its action and reason code.

@@ -29,8 +29,8 @@ import (
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // workload is the name of every case's Deployment (each case has its own namespace).

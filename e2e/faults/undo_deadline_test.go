@@ -15,8 +15,8 @@ import (
 	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // TestUndoDeadline is the unit-sized form of what "the write hangs past the API timeout"

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 )
 
 // TestBudgetConcurrentTakers: three clients, each the function's ServiceAccount with only

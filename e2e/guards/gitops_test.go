@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
-	"github.com/sre-kit/alert-rollback/gitops"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
 	ikube "github.com/sre-kit/alert-rollback/internal/kube"
 )
 

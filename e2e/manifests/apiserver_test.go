@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 )
 
 // knativeCRD is Knative Serving's Service CRD, in the shared folder.

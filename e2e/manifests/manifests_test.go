@@ -32,8 +32,8 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sre-kit/alert-rollback/budget"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 	"github.com/sre-kit/alert-rollback/internal/readme"
 )
 

@@ -14,9 +14,9 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/run"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 )
 
 // The files under test, relative to the repository root.

@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	rbacv1 "k8s.io/api/rbac/v1"
 
-	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 )
 
 // grant is one permission: verb on resource in API group ("" is the core group), on the

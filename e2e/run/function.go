@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // Function is a running cmd/rollback process.

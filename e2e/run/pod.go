@@ -21,10 +21,10 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/sre-kit/alert-rollback/alert"
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/alert"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // KnativeService returns the Knative Service of the manifest at path (kservice.yaml).

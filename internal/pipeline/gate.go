@@ -5,9 +5,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sre-kit/alert-rollback/budget"
-	"github.com/sre-kit/alert-rollback/gitops"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/budget"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // NewGate returns undo's Gate over the fleet-wide budget and the GitOps guard.

@@ -8,11 +8,11 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/sre-kit/alert-rollback/budget"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 const ownNamespace = "shop"

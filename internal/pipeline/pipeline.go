@@ -13,11 +13,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/target"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/target"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // Config is what the pipeline is told of the settings.

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/sre-kit/alert-rollback/outcome"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // undoAll undoes each job of the plan (in parallel: they are independent, and the request

@@ -15,7 +15,7 @@ import (
 	"github.com/sre-kit/alert-rollback/internal/clip"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube/clientset"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // TestEventMessagesAreClipped: an Event quotes its result, whose strings may be a caller's

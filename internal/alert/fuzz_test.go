@@ -26,7 +26,7 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	captures, _ := filepath.Glob("../testdata/alertmanager-*.json")
+	captures, _ := filepath.Glob("../../testdata/alertmanager-*.json")
 	for _, name := range captures {
 		b, err := os.ReadFile(name)
 		if err != nil {

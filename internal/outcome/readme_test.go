@@ -19,7 +19,7 @@ import (
 // it lists that the function never gives, is a broken promise. The row also says the
 // action and, for failures, whether Alertmanager retries; both must be what the code does.
 func TestReadmeReasonTable(t *testing.T) {
-	table := readmeReasons(t, "../README.md")
+	table := readmeReasons(t, "../../README.md")
 	consts := reasonConstants(t)
 
 	for _, r := range consts {

@@ -14,11 +14,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/budget"
-	"github.com/sre-kit/alert-rollback/gitops"
-	"github.com/sre-kit/alert-rollback/target"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/alert"
+	"github.com/sre-kit/alert-rollback/internal/budget"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
+	"github.com/sre-kit/alert-rollback/internal/target"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 func TestClassify(t *testing.T) {

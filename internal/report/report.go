@@ -12,7 +12,7 @@ import (
 	"github.com/sre-kit/alert-rollback/internal/clip"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/kube"
-	"github.com/sre-kit/alert-rollback/outcome"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
 // Event reasons, one per action, as `kubectl describe` and `kubectl get events` show them.

@@ -46,7 +46,7 @@ func TestDecode(t *testing.T) {
 
 // TestDecodeCaptured decodes what a real Alertmanager sent (see ../testdata).
 func TestDecodeCaptured(t *testing.T) {
-	files, err := filepath.Glob("../testdata/alertmanager-*.json")
+	files, err := filepath.Glob("../../testdata/alertmanager-*.json")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no captured notifications in ../testdata (%v)", err)
 	}

@@ -14,11 +14,11 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/sre-kit/alert-rollback/alert"
-	"github.com/sre-kit/alert-rollback/budget"
-	"github.com/sre-kit/alert-rollback/gitops"
-	"github.com/sre-kit/alert-rollback/target"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/alert"
+	"github.com/sre-kit/alert-rollback/internal/budget"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
+	"github.com/sre-kit/alert-rollback/internal/target"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // Action is what happened to one workload (or one alert that named no usable workload).

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sre-kit/alert-rollback/alert"
+	"github.com/sre-kit/alert-rollback/internal/alert"
 	"github.com/sre-kit/alert-rollback/internal/clip"
-	"github.com/sre-kit/alert-rollback/target"
-	"github.com/sre-kit/alert-rollback/undo"
+	"github.com/sre-kit/alert-rollback/internal/target"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // Result is what happened for one workload (or one alert that named no usable workload).
