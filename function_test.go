@@ -156,7 +156,7 @@ type want struct {
 // Events excluded: they are sent asynchronously. They pin the round trips of each path. A
 // pod's ReplicaSet is confirmed from the Deployment's ReplicaSet list, which the undo reads
 // anyway: the pod path costs one read more than the workload's own (the pod: see
-// target.fromPod for why it is not skipped; it is read at the same time as the Deployment its
+// kinds.PodNamer for why it is not skipped; it is read at the same time as the Deployment its
 // name points at, so the round trips are the workload's), the ReplicaSet path none. Actions
 // are compared as multisets (sorted), since those two reads go out at once.
 var (
