@@ -10,6 +10,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/sre-kit/alert-rollback/internal/budget"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 )
 
 // grant is one permission: verb on resource in API group ("" is the core group), on the
@@ -20,7 +21,8 @@ type grant struct {
 }
 
 // wantGrants is every API call the function makes on workloads, and so everything the
-// ClusterRole of deploy/cluster-wide/rbac.yaml may allow.
+// ClusterRole of deploy/cluster-wide/rbac.yaml may allow: what each kind declares it needs
+// (kinds.Rules), reading pods to follow their owners, and writing Events.
 var wantGrants = func() []grant {
 	var gs []grant
 	add := func(group string, resources, verbs []string) {
@@ -30,13 +32,13 @@ var wantGrants = func() []grant {
 			}
 		}
 	}
-	add("apps", []string{"deployments", "statefulsets", "daemonsets"}, []string{"get", "patch"})
-	add("apps", []string{"replicasets"}, []string{"get", "list"})
-	add("apps", []string{"controllerrevisions"}, []string{"list"})
+	for _, r := range kinds.Rules() {
+		add(r.Group, r.Resources, r.Verbs)
+	}
 	add("", []string{"pods"}, []string{"get"})
 	add("", []string{"events"}, []string{"create", "patch"})
 	slices.SortFunc(gs, compareGrants)
-	return gs
+	return slices.Compact(gs)
 }()
 
 // wantRoleGrants is everything kservice.yaml's Role may allow: the same, plus reading and

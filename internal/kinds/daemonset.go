@@ -40,6 +40,14 @@ func (daemonSet) GroupVersionKind() schema.GroupVersionKind {
 	return appsv1.SchemeGroupVersion.WithKind("DaemonSet")
 }
 
+// Rules: the workload is read and patched; its ControllerRevisions are only ever listed.
+func (daemonSet) Rules() []Rule {
+	return []Rule{
+		{Group: DaemonSet.Group, Resources: []string{"daemonsets"}, Verbs: []string{"get", "patch"}},
+		{Group: DaemonSet.Group, Resources: []string{"controllerrevisions"}, Verbs: []string{"list"}},
+	}
+}
+
 func (daemonSet) Label() string                   { return "daemonset" }
 func (daemonSet) PodController() schema.GroupKind { return DaemonSet }
 

@@ -52,6 +52,15 @@ func (deployment) GroupVersionKind() schema.GroupVersionKind {
 	return appsv1.SchemeGroupVersion.WithKind("Deployment")
 }
 
+// Rules: the workload is read and patched; its ReplicaSets are listed for the history and
+// read by name when an alert names one.
+func (deployment) Rules() []Rule {
+	return []Rule{
+		{Group: Deployment.Group, Resources: []string{"deployments"}, Verbs: []string{"get", "patch"}},
+		{Group: replicaSet.Group, Resources: []string{"replicasets"}, Verbs: []string{"get", "list"}},
+	}
+}
+
 func (deployment) Label() string                   { return "deployment" }
 func (deployment) PodController() schema.GroupKind { return replicaSet }
 func (deployment) ControllerLabel() string         { return "replicaset" }

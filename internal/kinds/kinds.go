@@ -55,6 +55,25 @@ type Kind interface {
 	// Restore writes the revision's template and the new state annotation, under the
 	// precondition that the workload is still at w.ResourceVersion.
 	Restore(ctx context.Context, e *Env, w *Workload, to Revision, state string, dryRun bool) error
+
+	// Rules are the API permissions the kind's reads and writes need; the RBAC manifests
+	// grant their union (Rules), as e2e/manifests checks.
+	Rules() []Rule
+}
+
+// Rule is one permission a kind needs: verbs on resources of an API group.
+type Rule struct {
+	Group            string
+	Resources, Verbs []string
+}
+
+// Rules lists the rules every kind of the registry needs.
+func Rules() []Rule {
+	var out []Rule
+	for _, k := range registry {
+		out = append(out, k.Rules()...)
+	}
+	return out
 }
 
 // ControllerLabeler is a Kind whose pods' controller is an object of its own (a Deployment's

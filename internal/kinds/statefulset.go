@@ -42,6 +42,14 @@ func (statefulSet) GroupVersionKind() schema.GroupVersionKind {
 	return appsv1.SchemeGroupVersion.WithKind("StatefulSet")
 }
 
+// Rules: the workload is read and patched; its ControllerRevisions are only ever listed.
+func (statefulSet) Rules() []Rule {
+	return []Rule{
+		{Group: StatefulSet.Group, Resources: []string{"statefulsets"}, Verbs: []string{"get", "patch"}},
+		{Group: StatefulSet.Group, Resources: []string{"controllerrevisions"}, Verbs: []string{"list"}},
+	}
+}
+
 func (statefulSet) Label() string                   { return "statefulset" }
 func (statefulSet) PodController() schema.GroupKind { return StatefulSet }
 
