@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,10 +97,8 @@ func TestNoKindLiterals(t *testing.T) {
 				return true
 			}
 			s, _ := strconv.Unquote(lit.Value)
-			for _, w := range words {
-				if regexp.MustCompile(`\b`+w+`\b`).MatchString(s) || s == "apps" {
-					t.Errorf("%s: string literal %s names a kind or its group; ask package kinds", rel, lit.Value)
-				}
+			if s == "apps" || slices.ContainsFunc(words, func(w string) bool { return regexp.MustCompile(`\b` + w + `\b`).MatchString(s) }) {
+				t.Errorf("%s: string literal %s names a kind or its group; ask package kinds", rel, lit.Value)
 			}
 			return true
 		})
