@@ -477,9 +477,9 @@ func runtimeDeepCopy(m map[string]any) map[string]any {
 // binary. A tenant who may edit only its own Deployments labels and annotates one (web) to
 // name the platform's Kustomization, HelmRelease and Application in namespaces outside
 // ROLLBACK_NAMESPACES, and another (web-argo) to name an Application inside them that does not
-// list it. RBAC here is wider than the shipped one (the GitOps role is bound in those outside
-// namespaces too, as gitops.yaml's former ClusterRoleBinding did): what is tested is the
-// function's own refusal. Each alert is refused gitops-unverified; no owner changes (spec and
+// list it. RBAC here is wider than the shipped one: in the outside namespaces the function may
+// read and patch all three kinds and write Events, as gitops.yaml's former ClusterRoleBinding
+// allowed. What is tested is the function's own refusal. Each alert is refused gitops-unverified; no owner changes (spec and
 // resourceVersion); no Event lands outside the allowed namespaces. A Deployment that the
 // allowed Application does list is still suspended and rolled back. In refuse mode, the
 // answer about markers naming outside owners is the same whether they exist or not.
@@ -492,7 +492,17 @@ func TestGitOpsForgedMarkers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bindGitopsRole(t, w.ns, platform, payments)
+	for _, n := range []string{platform, payments} {
+		for _, args := range [][]string{
+			{"create", "role", "wide-gitops", "--verb=get,patch,create",
+				"--resource=applications.argoproj.io,kustomizations.kustomize.toolkit.fluxcd.io,helmreleases.helm.toolkit.fluxcd.io,events"},
+			{"create", "rolebinding", "wide-gitops", "--role=wide-gitops", "--serviceaccount=" + w.ns + ":alert-rollback"},
+		} {
+			if out, err := kube.Kubectl(ctx, append([]string{"-n", n}, args...)...); err != nil {
+				t.Fatalf("grant the function everything about owners in %s: %v: %s", n, err, out)
+			}
+		}
+	}
 	r := strings.NewReplacer("PLATFORM", platform, "PAYMENTS", payments)
 	outsiders := func(name string) {
 		w.create(t, r.Replace(`
