@@ -96,7 +96,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace, ReadPods: c.readPods}
 	// The budget's Lease lives in the function's own namespace, shared by its replicas.
 	g := gate{budget: budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
-		gitops: gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace), log: f.log}
+		gitops: gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace, c.allowed(ownNamespace)), log: f.log}
 	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
 	f.events = report.NewEvents(client, "alert-rollback")
 	f.seen = newSeen(seenCapacity)

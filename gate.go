@@ -39,7 +39,7 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 				"workload", s.Ref.String(), "error", err)
 		}
 	}
-	suspended, err := g.gitops.Suspend(ctx, owners, dryRun)
+	suspended, err := g.gitops.Suspend(ctx, w, owners, dryRun)
 	var adm undo.Admission
 	for _, sus := range suspended {
 		if dryRun {

@@ -209,18 +209,32 @@ func TestBudgetGate(t *testing.T) {
 	}
 }
 
-// kustomization is a Flux Kustomization as the fake dynamic client holds it.
+// kustomization is the Flux Kustomization flux-system/apps as the fake dynamic client holds
+// it, its inventory listing the workload web.
 func kustomization(suspended bool) *unstructured.Unstructured {
-	spec := map[string]any{"interval": "10m", "path": "./shop", "prune": true}
+	k := kustomizationListing(ownNamespace + "_web_apps_Deployment")
 	if suspended {
-		spec["suspend"] = true
+		k.Object["spec"].(map[string]any)["suspend"] = true
+	}
+	return k
+}
+
+// kustomizationListing is the Kustomization flux-system/apps with these inventory ids.
+func kustomizationListing(ids ...string) *unstructured.Unstructured {
+	var entries []any
+	for _, id := range ids {
+		entries = append(entries, map[string]any{"id": id, "v": "v1"})
 	}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
 		"metadata": map[string]any{"namespace": "flux-system", "name": "apps", "uid": "ks-uid", "resourceVersion": "3"},
-		"spec":     spec,
+		"spec":     map[string]any{"interval": "10m", "path": "./shop", "prune": true},
+		"status":   map[string]any{"inventory": map[string]any{"entries": entries}},
 	}}
 }
+
+// gitopsNamespaces lets the function act where the owners of the tests below live.
+const gitopsNamespaces = ownNamespace + ",flux-system,argocd"
 
 // helmRelease is a Flux HelmRelease beside the workload, as the fake dynamic client holds it.
 func helmRelease() *unstructured.Unstructured {
@@ -234,11 +248,18 @@ func helmRelease() *unstructured.Unstructured {
 // generatedApplication is the Application argocd/shop, made by an ApplicationSet, with
 // self-heal on and the workload web among its resources.
 func generatedApplication() *unstructured.Unstructured {
+	a := application()
+	a.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "ApplicationSet", Name: "shops", UID: "set-uid"}})
+	return a
+}
+
+// application is the Application argocd/shop, with self-heal on and the workload web among
+// its resources.
+func application() *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-		"metadata": map[string]any{"namespace": "argocd", "name": "shop", "uid": "app-uid", "resourceVersion": "5",
-			"ownerReferences": []any{map[string]any{"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet", "name": "shops", "uid": "set-uid"}}},
-		"spec": map[string]any{"syncPolicy": map[string]any{"automated": map[string]any{"selfHeal": true}}},
+		"metadata": map[string]any{"namespace": "argocd", "name": "shop", "uid": "app-uid", "resourceVersion": "5"},
+		"spec":     map[string]any{"syncPolicy": map[string]any{"automated": map[string]any{"selfHeal": true}}},
 		"status": map[string]any{"resources": []any{map[string]any{
 			"group": "apps", "version": "v1", "kind": "Deployment", "namespace": ownNamespace, "name": "web"}}},
 	}}
@@ -255,7 +276,10 @@ func TestGitOpsGate(t *testing.T) {
 		name        string
 		mode        string
 		labels      map[string]string
-		ownerGone   bool // the Kustomization was deleted, leaving the workload behind
+		annotations map[string]string
+		namespaces  string // ROLLBACK_NAMESPACES, when not gitopsNamespaces
+		ownerGone   bool   // the Kustomization was deleted, leaving the workload behind
+		unlisted    bool   // the Kustomization's inventory does not list the workload
 		suspendErr  error
 		readErr     error  // the answer to every read of an Application
 		noArgoCD    bool   // discovery says the API server does not serve Applications
@@ -285,12 +309,24 @@ func TestGitOpsGate(t *testing.T) {
 			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
 			wantDynamic: []string{"get kustomizations", "get kustomizations", "patch kustomizations"}},
 		{name: "suspend: the second owner refuses; the first stays suspended and is named", mode: "suspend",
-			labels:     map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system", gitops.HelmName: "web", gitops.HelmNS: ownNamespace},
-			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "helm.toolkit.fluxcd.io", Resource: "helmreleases"}, "web", errors.New("RBAC")),
-			suspendOn:  "helmreleases",
-			want:       "web failed forbidden", wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
-			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
-			wantDynamic: []string{"get kustomizations", "get helmreleases", "get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
+			labels: fluxLabels, annotations: map[string]string{gitops.ArgoCDTrackingID: "shop:apps/Deployment:" + ownNamespace + "/web"},
+			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}, "apps", errors.New("RBAC")),
+			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantNote: "suspended Argo CD Application argocd/shop: spec.syncPolicy.automated.selfHeal set to false (the rest of its sync policy kept) " +
+				"(resume once Git is fixed: set spec.syncPolicy.automated.selfHeal back to true on Application argocd/shop, or sync it from the Argo CD UI)",
+			wantDynamic: []string{"get applications", "get kustomizations", "get applications", "patch applications", "get kustomizations", "patch kustomizations"}},
+		// Labels name owners; only the owner's own records say it manages the workload, and
+		// only owners in ROLLBACK_NAMESPACES are looked at, let alone suspended.
+		{name: "suspend, the Kustomization outside ROLLBACK_NAMESPACES: refused, not even read", mode: "suspend", labels: fluxLabels, namespaces: ownNamespace,
+			want: "web refused gitops-unverified", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
+		{name: "refuse, the Kustomization outside ROLLBACK_NAMESPACES: refused, not even read", labels: fluxLabels, namespaces: ownNamespace,
+			want: "web refused gitops-unverified", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
+		{name: "suspend, the Kustomization's inventory does not list the workload: refused, nothing written or spent", mode: "suspend", labels: fluxLabels, unlisted: true,
+			want: "web refused gitops-unverified", wantSpec: kustomizationListing().Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get kustomizations"}},
+		{name: "suspend, a HelmRelease: refused, not even read", mode: "suspend",
+			labels: map[string]string{gitops.HelmName: "web", gitops.HelmNS: ownNamespace, gitops.ManagedByLabel: "Helm"},
+			want:   "web refused gitops-unverified", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
 		{name: "label tracking, Applications forbidden (no gitops.yaml): refused gitops-unknown, nothing spent",
 			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, "shop", errors.New("RBAC")),
 			want: "web refused gitops-unknown", wantCode: http.StatusOK, wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
@@ -318,12 +354,20 @@ func TestGitOpsGate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			kube := fixture.Clientset(broken(tt.labels, "web")...)
-			dyn := newDynamic(kustomization(false), helmRelease())
-			if tt.ownerGone {
-				dyn = newDynamic()
+			objs := broken(tt.labels, "web")
+			for k, v := range tt.annotations {
+				objs[len(objs)-1].(*appsv1.Deployment).Annotations[k] = v
 			}
-			if tt.generated {
+			kube := fixture.Clientset(objs...)
+			dyn := newDynamic(kustomization(false), helmRelease())
+			switch {
+			case tt.annotations != nil:
+				dyn = newDynamic(kustomization(false), application())
+			case tt.ownerGone:
+				dyn = newDynamic()
+			case tt.unlisted:
+				dyn = newDynamic(kustomizationListing(ownNamespace+"_api_apps_Deployment", "web_"+ownNamespace+"_apps_Deployment"))
+			case tt.generated:
 				dyn = newDynamic(kustomization(false), generatedApplication())
 			}
 			if tt.suspendErr != nil {
@@ -340,8 +384,12 @@ func TestGitOpsGate(t *testing.T) {
 					return true, nil, tt.readErr
 				})
 			}
+			namespaces := gitopsNamespaces
+			if tt.namespaces != "" {
+				namespaces = tt.namespaces
+			}
 			_, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(!tt.noArgoCD)},
-				map[string]string{"ROLLBACK_GITOPS": tt.mode})
+				map[string]string{"ROLLBACK_GITOPS": tt.mode, "ROLLBACK_NAMESPACES": namespaces})
 			code, resp := send("web")
 			if tt.wantCode != 0 && code != tt.wantCode {
 				t.Errorf("answer %d; want %d", code, tt.wantCode)
@@ -351,8 +399,11 @@ func TestGitOpsGate(t *testing.T) {
 			}
 			r := resp.Results[0]
 			owner := "Flux Kustomization flux-system/apps"
-			if tt.labels[gitops.InstanceLabel] != "" {
+			switch {
+			case tt.labels[gitops.InstanceLabel] != "":
 				owner = "Argo CD Application argocd/shop"
+			case tt.labels[gitops.HelmName] != "":
+				owner = "Flux HelmRelease " + ownNamespace + "/web"
 			}
 			if r.Action == outcome.Refused && !strings.Contains(r.Message, owner) {
 				t.Errorf("refusal %q does not name %s", r.Message, owner)
@@ -505,7 +556,8 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 				return handled, nil, err
 			})
 			dyn := newDynamic(kustomization(false))
-			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)}, map[string]string{"ROLLBACK_GITOPS": "suspend"})
+			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)},
+				map[string]string{"ROLLBACK_GITOPS": "suspend", "ROLLBACK_NAMESPACES": gitopsNamespaces})
 			ev := &recordedEvents{}
 			f.events = ev
 			code, resp := send("web")

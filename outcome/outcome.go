@@ -70,6 +70,7 @@ const (
 	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
 	ReasonGitOpsUnknown      Reason = "gitops-unknown"
 	ReasonGitOpsParent       Reason = "gitops-parent-managed"
+	ReasonGitOpsUnverified   Reason = "gitops-unverified"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -121,6 +122,7 @@ var classes = []struct {
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
 	{gitops.ErrOwnerMissing, Refused, ReasonGitOpsOwnerMissing},
 	{gitops.ErrParentManaged, Refused, ReasonGitOpsParent},
+	{gitops.ErrUnverified, Refused, ReasonGitOpsUnverified},
 	// Before the API's own classes: it wraps the apiserver's 403, which a retry does not fix
 	// either, but the refusal says how to.
 	{gitops.ErrUnknown, Refused, ReasonGitOpsUnknown},

@@ -48,6 +48,8 @@ func TestClassify(t *testing.T) {
 		{"GitOps owner missing", fmt.Errorf("%w: Flux Kustomization flux-system/apps", gitops.ErrOwnerMissing), Refused, ReasonGitOpsOwnerMissing, false},
 		{"GitOps unknown: Applications forbidden", fmt.Errorf("%w: (%w)", gitops.ErrUnknown, apierrors.NewForbidden(gr, "shop", errors.New("RBAC"))), Refused, ReasonGitOpsUnknown, false},
 		{"GitOps parent", fmt.Errorf("%w: Argo CD Application argocd/shop", gitops.ErrParentManaged), Refused, ReasonGitOpsParent, false},
+		{"GitOps owner unverified", fmt.Errorf("%w: Flux Kustomization flux-system/platform", gitops.ErrUnverified), Refused, ReasonGitOpsUnverified, false},
+		{"GitOps owner unverified at the write", fmt.Errorf("suspend Flux Kustomization shop/apps: %w", fmt.Errorf("%w: its status.inventory does not list apps/Deployment shop/web", gitops.ErrUnverified)), Refused, ReasonGitOpsUnverified, false},
 		{"too many targets", ErrTooManyTargets, Refused, ReasonTooManyTargets, false},
 		{"no namespace", target.ErrNoNamespace, Refused, ReasonNoNamespace, false},
 		{"invalid name", target.ErrInvalidName, Refused, ReasonInvalidName, false},
