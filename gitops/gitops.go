@@ -263,6 +263,14 @@ func New(client dynamic.Interface, discovery Discovery, mode Mode, argoNamespace
 	return &Guard{client: client, discovery: discovery, mode: mode, argoNamespace: argoNamespace, allowed: allowed}
 }
 
+// readable says whether the guard may read the owner o to confirm it: in the namespaces it
+// may act in, and, for an Application, in Argo CD's own namespace, which the operator sets
+// (ROLLBACK_ARGOCD_NAMESPACE), never a tenant. A read there only ever answers whether that
+// Application lists the workload; nothing is written there unless it is allowed too.
+func (g *Guard) readable(o Owner) bool {
+	return g.allowed(o.Namespace) || (o.Kind == Application && o.Namespace == g.argoNamespace)
+}
+
 // Mode is the guard's setting.
 func (g *Guard) Mode() Mode { return g.mode }
 
@@ -280,7 +288,13 @@ func (g *Guard) Check(ctx context.Context, w Workload) ([]Owner, error) {
 		return nil, err
 	}
 	var missing, unverified, parented []Owner
-	for _, o := range owners {
+	for i, o := range owners {
+		if g.mode == Suspend && o.Unverified == "" && !o.Missing && !g.allowed(o.Namespace) {
+			o.Unverified = fmt.Sprintf("it manages the workload, but namespace %s is not one this function may act in, "+
+				"so it cannot be suspended; list %s in ROLLBACK_NAMESPACES and bind deploy/cluster-wide/gitops.yaml there, "+
+				"or revert the bad change in Git", o.Namespace, o.Namespace)
+			owners[i] = o
+		}
 		switch {
 		case o.Missing:
 			missing = append(missing, o)
@@ -371,12 +385,17 @@ func labelNamespace(w Workload, label string) string {
 // altogether), Unverified when it was not read or does not list w. In refuse mode a failed
 // read is no error: the workload is refused all the same.
 func (g *Guard) confirm(ctx context.Context, o Owner, w Workload) (Owner, error) {
-	if !g.allowed(o.Namespace) {
+	if !g.readable(o) {
 		o.Unverified = outside(o)
 		return o, nil
 	}
 	obj, err := g.get(ctx, o)
 	switch {
+	// Outside ROLLBACK_NAMESPACES a missing owner reads as one that does not list w: the
+	// answer must not tell a tenant what exists there.
+	case apierrors.IsNotFound(err) && !g.allowed(o.Namespace):
+		o.Unverified = unlisted(o, w)
+		return o, nil
 	case apierrors.IsNotFound(err):
 		o.Missing = true
 		return o, nil
@@ -499,7 +518,7 @@ func (g *Guard) application(appName, via string) Owner {
 // when there is no such Application. An Application in a namespace the guard may not act in
 // is not read: whether it lists w is unknown then.
 func (g *Guard) lists(ctx context.Context, app Owner, w Workload) (*unstructured.Unstructured, error) {
-	if !g.allowed(app.Namespace) {
+	if !g.readable(app) {
 		return nil, g.unknown(ctx, app, fmt.Sprintf("%s, which %s may point at, is in a namespace this function may not act in, "+
 			"so it is not read; list %s in ROLLBACK_NAMESPACES and bind deploy/cluster-wide/gitops.yaml there, or set ROLLBACK_GITOPS=ignore",
 			app, app.Via, app.Namespace), nil)

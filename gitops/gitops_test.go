@@ -561,9 +561,11 @@ func TestForgedMarkers(t *testing.T) {
 // adds to the message, so it is left out.
 func TestOwnersOutsideAllowedNamespaces(t *testing.T) {
 	labelled := deployment(map[string]string{InstanceLabel: "shop"}, nil)
+	labelledOutside := deployment(map[string]string{InstanceLabel: "payments_billing"}, nil)
 	childOutsideParent := app("team-a", "shop", nil, "shop/web")
-	childOutsideParent.SetLabels(map[string]string{InstanceLabel: "root"})
+	childOutsideParent.SetLabels(map[string]string{InstanceLabel: "payments_root"})
 	annotatedTeamA := deployment(nil, map[string]string{ArgoCDTrackingID: "team-a_shop:apps/Deployment:shop/web"})
+	annotatedArgo := deployment(nil, map[string]string{ArgoCDTrackingID: "shop:apps/Deployment:shop/web"})
 	tests := []struct {
 		name      string
 		mode      Mode
@@ -573,18 +575,33 @@ func TestOwnersOutsideAllowedNamespaces(t *testing.T) {
 		wantErr   error
 		wantMsg   string
 		wantOwner bool
-		// wantRequests are the reads made, all in allowed namespaces.
+		// wantRequests are the reads made: in allowed namespaces, or of Applications in Argo
+		// CD's own namespace.
 		wantRequests []string
 	}{
-		{name: "label tracking, Argo CD installed: unknown, not read", mode: Refuse, w: labelled,
-			objects: []runtime.Object{app("argocd", "shop", nil, "shop/web")}, discovery: discovery{served: true}, wantErr: ErrUnknown,
-			wantMsg: "Argo CD Application argocd/shop, which label app.kubernetes.io/instance=shop may point at, is in a namespace this function may not act in, so it is not read; list argocd in ROLLBACK_NAMESPACES"},
-		{name: "label tracking, no discovery: unknown, not read", mode: Suspend, w: labelled, wantErr: ErrUnknown},
-		{name: "label tracking, no Argo CD: a chart's label", mode: Suspend, w: labelled, discovery: discovery{}},
-		{name: "label tracking, discovery unavailable: its error", mode: Refuse, w: labelled,
+		{name: "label tracking, outside and not Argo CD's namespace, Argo CD installed: unknown, not read", mode: Refuse, w: labelledOutside,
+			objects: []runtime.Object{app("payments", "billing", nil, "shop/web")}, discovery: discovery{served: true}, wantErr: ErrUnknown,
+			wantMsg: "Argo CD Application payments/billing, which label app.kubernetes.io/instance=payments_billing may point at, is in a namespace this function may not act in, so it is not read; list payments in ROLLBACK_NAMESPACES"},
+		{name: "label tracking, outside, no discovery: unknown, not read", mode: Suspend, w: labelledOutside, wantErr: ErrUnknown},
+		{name: "label tracking, outside, no Argo CD: a chart's label", mode: Suspend, w: labelledOutside, discovery: discovery{}},
+		{name: "label tracking, outside, discovery unavailable: its error", mode: Refuse, w: labelledOutside,
 			discovery: discovery{err: apierrors.NewServiceUnavailable("etcd")}, wantMsg: "whether Argo CD is installed is not known"},
+		{name: "label tracking, Argo CD's namespace lists it, refuse: managed, read there", mode: Refuse, w: labelled,
+			objects: []runtime.Object{app("argocd", "shop", nil, "shop/web")}, wantErr: ErrManaged,
+			wantRequests: []string{"get applications argocd"}},
+		{name: "label tracking, Argo CD's namespace lists it, suspend: not suspended outside", mode: Suspend, w: labelled,
+			objects: []runtime.Object{app("argocd", "shop", nil, "shop/web")}, wantErr: ErrUnverified,
+			wantMsg: "namespace argocd is not one this function may act in, so it cannot be suspended",
+			wantRequests: []string{"get applications argocd"}},
+		{name: "label tracking, no such Application in Argo CD's namespace: a chart's label", mode: Suspend, w: labelled,
+			wantRequests: []string{"get applications argocd"}},
+		{name: "annotation, Argo CD's namespace, missing: unverified, not owner-missing", mode: Refuse, w: annotatedArgo,
+			wantErr: ErrUnverified, wantRequests: []string{"get applications argocd"}},
+		{name: "annotation, Argo CD's namespace, not listing: unverified, the same answer", mode: Refuse, w: annotatedArgo,
+			objects: []runtime.Object{app("argocd", "shop", nil, "shop/other")}, wantErr: ErrUnverified,
+			wantRequests: []string{"get applications argocd"}},
 		{name: "suspend, the parent may be outside: unknown", mode: Suspend, w: annotatedTeamA, objects: []runtime.Object{childOutsideParent},
-			wantErr: ErrUnknown, wantMsg: "Argo CD Application argocd/root, which label app.kubernetes.io/instance=root may point at",
+			wantErr: ErrUnknown, wantMsg: "Argo CD Application payments/root, which label app.kubernetes.io/instance=payments_root may point at",
 			wantRequests: []string{"get applications team-a"}},
 		{name: "refuse, the parent may be outside: managed, the parent left out", mode: Refuse, w: annotatedTeamA, objects: []runtime.Object{childOutsideParent},
 			wantErr: ErrManaged, wantRequests: []string{"get applications team-a"}},
