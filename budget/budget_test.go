@@ -504,7 +504,7 @@ func TestFutureUnits(t *testing.T) {
 		{name: "within MaxSkew: counts for the cooldown", units: []Unit{{ID: "a", At: t0.Add(MaxSkew / 2), For: web}},
 			wantErr: ErrCooldown, wantSpent: 1},
 		{name: "within MaxSkew: counts in the window",
-			units: []Unit{{ID: "a", At: t0.Add(MaxSkew / 2), For: "x"}, {ID: "b", At: t0, For: "y"}, {ID: "c", At: t0, For: "z"}},
+			units:   []Unit{{ID: "a", At: t0.Add(MaxSkew / 2), For: "x"}, {ID: "b", At: t0, For: "y"}, {ID: "c", At: t0, For: "z"}},
 			wantErr: ErrExhausted, wantSpent: 3},
 	}
 	for _, tt := range tests {
