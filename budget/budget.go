@@ -219,7 +219,8 @@ func (b *Budget) Spec() Spec { return b.spec }
 // by such attempts, was tried: the loser then gave back the winner's unit, and a storm got
 // one undo more than the budget; e2e/guards' TestBudgetStorm caught it.) The price is that a
 // unit whose write landed but whose answer was lost stays spent when the notification is
-// sent again: the count errs on the safe side.
+// sent again: the count errs on the safe side. With a cooldown, a Take for a workload whose
+// unit is on the Lease is refused instead, even while that unit's undo is still in flight.
 func (b *Budget) Take(ctx context.Context, what string, dryRun bool) (Unit, error) {
 	if b == nil || b.spec.Off() {
 		return Unit{}, nil
@@ -300,10 +301,10 @@ func (b *Budget) prune(s *state, now time.Time) {
 	})
 }
 
-// update reads the Lease, lets change decide on its state (with the units that count no more
-// already dropped: see prune), and writes it back under the resourceVersion it read when change says
-// so. A conflict (another replica wrote first) or a lost race to create the Lease means
-// reading and deciding again, a bounded number of times.
+// update reads the Lease, lets change decide on its state (with the units that count no
+// more already dropped: see prune), and writes it back under the resourceVersion it read
+// when change says so. A conflict (another replica wrote first) or a lost race to create the
+// Lease means reading and deciding again, a bounded number of times.
 func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (bool, error)) error {
 	attempt := func(cached *coordinationv1.Lease) error {
 		leases := b.leases
