@@ -34,7 +34,7 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 	// the Lease keeps the cooldown by it.
 	var unit budget.Unit
 	if !s.Paid {
-		unit, err = g.budget.Take(ctx, s.Ref.String(), dryRun)
+		unit, err = g.budget.TakeFor(ctx, budget.Workload{Name: s.Ref.String(), UID: string(s.UID), Generation: s.Generation}, dryRun)
 		if err != nil {
 			return undo.Admission{}, err
 		}

@@ -676,6 +676,9 @@ func TestCooldownKeptOnTheLease(t *testing.T) {
 		}
 		d.Spec.Template = bad.Spec.Template
 		delete(d.Annotations, undo.StateAnnotation)
+		// The apiserver counts each change of the spec (the undo's, this one); the fake
+		// does not.
+		d.Generation += 2
 		if _, err := kube.AppsV1().Deployments(ownNamespace).Update(t.Context(), d, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -688,5 +691,34 @@ func TestCooldownKeptOnTheLease(t *testing.T) {
 	}
 	if n := unitsSpent(t, kube); n != 2 {
 		t.Errorf("%d units spent; want 2, one per workload undone", n)
+	}
+}
+
+// TestCooldownAfterAWriteThatMayHaveLanded: a write that timed out may have landed, so its
+// unit is kept; when it did not land, the notification sent again finds the workload as it
+// was (same object, same generation) and is not refused "cooldown" by that unit: it takes a
+// unit of its own and rolls back. A workload the undo did change is refused.
+func TestCooldownAfterAWriteThatMayHaveLanded(t *testing.T) {
+	kube := fixture.Clientset(broken(nil, "web")...)
+	timeouts := 1
+	kube.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if timeouts == 0 {
+			return false, nil, nil
+		}
+		timeouts--
+		return true, nil, apierrors.NewServerTimeout(schema.GroupResource{Group: "apps", Resource: "deployments"}, "patch", 2)
+	})
+	send := gated(t, kube, newDynamic(), nil)
+	if code, resp := send("web"); code != http.StatusServiceUnavailable || !cmp.Equal(results(resp), []string{"web failed timeout"}) {
+		t.Fatalf("answer %d %v; want 503, web failed timeout", code, results(resp))
+	}
+	if n := unitsSpent(t, kube); n != 1 {
+		t.Fatalf("%d units after a write that may have landed; want 1, kept", n)
+	}
+	if code, resp := send("web"); code != http.StatusOK || !cmp.Equal(results(resp), []string{"web rolled-back rolled-back"}) {
+		t.Fatalf("the notification sent again: %d %v; want web rolled back", code, results(resp))
+	}
+	if n := unitsSpent(t, kube); n != 2 {
+		t.Errorf("%d units; want 2 (the one kept for the write that may have landed, and the undo's)", n)
 	}
 }

@@ -147,6 +147,19 @@ type Unit struct {
 	// For names the workload the undo was for, as the undo resolved it ("Deployment
 	// shop/web"), never from the alert's labels: the cooldown is kept per For.
 	For string `json:"for,omitempty"`
+	// UID and Generation are the workload's as the undo read it, before its write.
+	UID        string `json:"uid,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
+}
+
+// Workload is what a unit is taken for: the workload as the undo read it.
+type Workload struct {
+	// Name names it ("Deployment shop/web"); the cooldown is kept per Name.
+	Name string
+	// UID and Generation are the object's, both set by the apiserver: an undo that landed
+	// changed spec.template, and with it the generation.
+	UID        string
+	Generation int64
 }
 
 // state is the Lease's annotation.
@@ -219,16 +232,25 @@ func (b *Budget) Spec() Spec { return b.spec }
 // by such attempts, was tried: the loser then gave back the winner's unit, and a storm got
 // one undo more than the budget; e2e/guards' TestBudgetStorm caught it.) The price is that a
 // unit whose write landed but whose answer was lost stays spent when the notification is
-// sent again: the count errs on the safe side. With a cooldown, a Take for a workload whose
-// unit is on the Lease is refused instead, even while that unit's undo is still in flight.
+// sent again: the count errs on the safe side. With a cooldown, a Take for a workload with a
+// unit on the Lease is refused instead, unless TakeFor can tell that unit's write did not
+// land.
 func (b *Budget) Take(ctx context.Context, what string, dryRun bool) (Unit, error) {
+	return b.TakeFor(ctx, Workload{Name: what}, dryRun)
+}
+
+// TakeFor is Take for a workload known by its UID and generation too: a unit on the Lease
+// for the very object at the very generation w was read at does not count for the cooldown.
+// Its undo's write did not land (it would have changed the generation): it failed in a way
+// that may have landed, kept its unit, and this is the notification sent again.
+func (b *Budget) TakeFor(ctx context.Context, w Workload, dryRun bool) (Unit, error) {
 	if b == nil || b.spec.Off() {
 		return Unit{}, nil
 	}
 	var u Unit
 	err := b.update(ctx, func(s *state, now time.Time) (bool, error) {
 		u = Unit{}
-		if err := b.coolingDown(s, what, now); err != nil {
+		if err := b.coolingDown(s, w, now); err != nil {
 			return false, err
 		}
 		if inWindow := b.inWindow(s, now); len(inWindow) >= b.spec.Units {
@@ -237,7 +259,7 @@ func (b *Budget) Take(ctx context.Context, what string, dryRun bool) (Unit, erro
 		if dryRun {
 			return false, nil
 		}
-		u = Unit{ID: rand.String(10), At: now, For: what}
+		u = Unit{ID: rand.String(10), At: now, For: w.Name, UID: w.UID, Generation: w.Generation}
 		s.Spent = append(s.Spent, u)
 		return true, nil
 	})
@@ -279,15 +301,20 @@ func (b *Budget) inWindow(s *state, now time.Time) []Unit {
 	return s.Spent[i:]
 }
 
-// coolingDown refuses what when s holds a unit for it within the cooldown.
-func (b *Budget) coolingDown(s *state, what string, now time.Time) error {
-	if b.cooldown <= 0 || what == "" {
+// coolingDown refuses w when s holds a unit for it within the cooldown, unless that unit
+// is for the very object and generation w was read at (see TakeFor).
+func (b *Budget) coolingDown(s *state, w Workload, now time.Time) error {
+	if b.cooldown <= 0 || w.Name == "" {
 		return nil
 	}
 	for _, u := range slices.Backward(s.Spent) {
-		if u.For == what && now.Before(u.At.Add(b.cooldown)) {
-			return &CooldownError{For: what, At: u.At, Until: u.At.Add(b.cooldown)}
+		if u.For != w.Name || !now.Before(u.At.Add(b.cooldown)) {
+			continue
 		}
+		if u.UID != "" && u.UID == w.UID && u.Generation == w.Generation {
+			continue // its write did not land: the object is as it was then
+		}
+		return &CooldownError{For: w.Name, At: u.At, Until: u.At.Add(b.cooldown)}
 	}
 	return nil
 }

@@ -564,6 +564,32 @@ func TestCooldown(t *testing.T) {
 		t.Errorf("the Lease holds %+v; want the two units of the cooldown (api's, web's new one)", got)
 	}
 
+	// A unit for the very object at the very generation the next undo read is no evidence of
+	// an undo: its write did not land. Any other unit for the workload is.
+	read := Workload{Name: "Deployment shop/cart", UID: "uid-1", Generation: 7}
+	for _, tc := range []struct {
+		name    string
+		unit    Workload
+		refused bool
+	}{
+		{"same object, same generation: its write did not land", read, false},
+		{"same object, a later generation", Workload{Name: read.Name, UID: "uid-1", Generation: 6}, true},
+		{"another object of that name (deleted, created again)", Workload{Name: read.Name, UID: "uid-0", Generation: 7}, true},
+		{"no UID recorded", Workload{Name: read.Name}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient()
+			b := New(c.CoordinationV1().Leases(ns), ns, Spec{Units: 5, Window: time.Hour}, opts)
+			if _, err := b.TakeFor(ctx, tc.unit, false); err != nil {
+				t.Fatal(err)
+			}
+			_, err := b.TakeFor(ctx, read, false)
+			if refused := errors.Is(err, ErrCooldown); refused != tc.refused || (err != nil && !refused) {
+				t.Errorf("TakeFor(%+v) after a unit for %+v = %v; want refused %v", read, tc.unit, err, tc.refused)
+			}
+		})
+	}
+
 	// However long the cooldown, the Lease keeps at most maxUnits entries.
 	var many []Unit
 	for i := range maxUnits + 200 {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sre-kit/alert-rollback/target"
 )
@@ -21,6 +22,9 @@ type Gate interface {
 type Subject struct {
 	Ref                 target.Ref
 	Labels, Annotations map[string]string
+	// UID and Generation are the object's as read for this attempt, before its write.
+	UID        types.UID
+	Generation int64
 	// Paid is set when an earlier attempt of the same undo was admitted and what the Gate
 	// took for it (a budget unit) is still held: that attempt's write was refused with a
 	// conflict, so it changed nothing, and this attempt needs nothing more.

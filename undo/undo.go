@@ -123,6 +123,7 @@ type revision struct {
 type workload struct {
 	ref             target.Ref
 	uid             types.UID
+	generation      int64
 	resourceVersion string
 	labels          map[string]string
 	annotations     map[string]string
@@ -221,7 +222,8 @@ func (u *Undoer) attempt(ctx context.Context, k kind, req Request, reads *Reads,
 		return c, err
 	}
 	if u.opts.Gate != nil {
-		adm, err := u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, Labels: w.labels, Annotations: w.annotations, Paid: done.release != nil}, u.opts.DryRun)
+		adm, err := u.opts.Gate.Admit(ctx, Subject{Ref: w.ref, UID: w.uid, Generation: w.generation,
+			Labels: w.labels, Annotations: w.annotations, Paid: done.release != nil}, u.opts.DryRun)
 		done.add(adm)
 		c.Notes, c.Related = done.notes, done.related
 		if err != nil {
