@@ -94,8 +94,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	client, ownNamespace := cs.kube, cs.namespace
 	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace, ReadPods: c.readPods}
-	// The budget's Lease lives in the function's own namespace, shared by its replicas.
-	g := gate{budget: budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
+	// The budget's Lease lives in the function's own namespace, shared by its replicas. It
+	// keeps the cooldown too, where the workload's owners cannot delete it.
+	g := gate{budget: budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{Cooldown: c.cooldown}),
 		gitops: gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace, c.allowed(ownNamespace)), log: f.log}
 	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
 	f.events = report.NewEvents(client, "alert-rollback")

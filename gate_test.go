@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -625,5 +626,151 @@ func TestBudgetTwoReplicasOneUndo(t *testing.T) {
 	loser.Release(t.Context()) // its write conflicted: the other replica's landed
 	if n := unitsSpent(t, kube); n != 1 {
 		t.Fatalf("%d units spent after the loser gave its own back; want 1, the winner's", n)
+	}
+}
+
+// budgetLease is the budget's Lease as kservice.yaml ships it, already there.
+func budgetLease() *coordinationv1.Lease {
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: budget.LeaseName, Namespace: ownNamespace}}
+}
+
+// leaseRequests counts the requests made about the budget's Lease.
+func leaseRequests(c *fake.Clientset) int {
+	n := 0
+	for _, a := range c.Actions() {
+		if a.GetResource().Resource == "leases" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBudgetLeaseRequestsBounded: one level of retries. The budget retries its own write
+// of the Lease after a conflict (10 attempts, a read and a write each), and the undo retries
+// after a conflict of the workload's write; neither runs inside the other. A Lease that
+// conflicts on every write costs one Take's attempts and ends the undo (a conflict, which a
+// re-send may get past); a workload that conflicts on every write costs one Take and one
+// Return, however many times the undo tries again. (When the budget's conflict was the
+// undo's too, the first cost 100 requests per workload per delivery, the second 20.)
+func TestBudgetLeaseRequestsBounded(t *testing.T) {
+	conflict := func(resource string) k8stesting.ReactionFunc {
+		return func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: resource}, "x", errors.New("changed"))
+		}
+	}
+	tests := []struct {
+		name                      string
+		leaseConflicts, conflicts bool
+		wantLease                 int // at most
+		wantUnits                 int
+	}{
+		{name: "the Lease conflicts on every write", leaseConflicts: true, wantLease: 20},
+		{name: "the workload conflicts on every write", conflicts: true, wantLease: 4},
+		{name: "both conflict on every write", leaseConflicts: true, conflicts: true, wantLease: 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kube := fixture.Clientset(append(broken(nil, "web"), budgetLease())...)
+			if tt.leaseConflicts {
+				kube.PrependReactor("update", "leases", conflict("leases"))
+			}
+			if tt.conflicts {
+				kube.PrependReactor("patch", "deployments", conflict("deployments"))
+			}
+			send := gated(t, kube, newDynamic(), nil)
+			code, resp := send("web")
+			if got := results(resp); code != http.StatusServiceUnavailable || !cmp.Equal(got, []string{"web failed conflict"}) {
+				t.Errorf("answer %d %v; want 503, web failed conflict (a re-send may get past it)", code, got)
+			}
+			t.Logf("%d requests about the Lease", leaseRequests(kube))
+			if n := leaseRequests(kube); n > tt.wantLease {
+				t.Errorf("%d requests about the Lease for one workload in one delivery; want at most %d", n, tt.wantLease)
+			}
+			if n := unitsSpent(t, kube); n != tt.wantUnits {
+				t.Errorf("%d units spent; want %d", n, tt.wantUnits)
+			}
+		})
+	}
+}
+
+// TestCooldownKeptOnTheLease: the cooldown holds even when the workload's own record of it
+// is gone. A tenant who rolls forward again and deletes the state annotation after each
+// undo is refused "cooldown" from the budget's Lease, which only the function writes, and
+// spends no unit: another team's undo still gets one.
+func TestCooldownKeptOnTheLease(t *testing.T) {
+	kube := fixture.Clientset(broken(nil, "web", "api")...)
+	f, _ := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: newDynamic()}, map[string]string{"ROLLBACK_BUDGET": "2/1h"})
+	began := time.Now()
+	send := func(name string, n int) string {
+		t.Helper()
+		a := firing("deployment", name)
+		a.StartsAt = began.Add(time.Duration(n) * time.Second).UTC() // a new occurrence each time
+		rec := httptest.NewRecorder()
+		f.Handle(rec, post(notification(a)))
+		var resp outcome.Response
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+			t.Fatalf("answer %s: %v", rec.Body, err)
+		}
+		return strings.Join(results(resp), "; ")
+	}
+	bad, err := kube.AppsV1().Deployments(ownNamespace).Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := send("web", 0); got != "web rolled-back rolled-back" {
+		t.Fatalf("first alert: %s; want rolled back", got)
+	}
+	for n := 1; n <= 3; n++ {
+		// The tenant rolls the bad template out again and deletes the record of the undo.
+		d, err := kube.AppsV1().Deployments(ownNamespace).Get(t.Context(), "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Spec.Template = bad.Spec.Template
+		delete(d.Annotations, undo.StateAnnotation)
+		// The apiserver counts each change of the spec (the undo's, this one); the fake
+		// does not.
+		d.Generation += 2
+		if _, err := kube.AppsV1().Deployments(ownNamespace).Update(t.Context(), d, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := send("web", n); got != "web refused cooldown" {
+			t.Errorf("alert %d after the state annotation was deleted: %s; want web refused cooldown", n, got)
+		}
+	}
+	if got := send("api", 10); got != "api rolled-back rolled-back" {
+		t.Errorf("another team's alert: %s; want rolled back, the budget has a unit left", got)
+	}
+	if n := unitsSpent(t, kube); n != 2 {
+		t.Errorf("%d units spent; want 2, one per workload undone", n)
+	}
+}
+
+// TestCooldownAfterAWriteThatMayHaveLanded: a write that timed out may have landed, so its
+// unit is kept; when it did not land, the notification sent again finds the workload as it
+// was (same object, same generation) and is not refused "cooldown" by that unit: it takes a
+// unit of its own and rolls back. A workload the undo did change is refused.
+func TestCooldownAfterAWriteThatMayHaveLanded(t *testing.T) {
+	kube := fixture.Clientset(broken(nil, "web")...)
+	timeouts := 1
+	kube.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if timeouts == 0 {
+			return false, nil, nil
+		}
+		timeouts--
+		return true, nil, apierrors.NewServerTimeout(schema.GroupResource{Group: "apps", Resource: "deployments"}, "patch", 2)
+	})
+	send := gated(t, kube, newDynamic(), nil)
+	if code, resp := send("web"); code != http.StatusServiceUnavailable || !cmp.Equal(results(resp), []string{"web failed timeout"}) {
+		t.Fatalf("answer %d %v; want 503, web failed timeout", code, results(resp))
+	}
+	if n := unitsSpent(t, kube); n != 1 {
+		t.Fatalf("%d units after a write that may have landed; want 1, kept", n)
+	}
+	if code, resp := send("web"); code != http.StatusOK || !cmp.Equal(results(resp), []string{"web rolled-back rolled-back"}) {
+		t.Fatalf("the notification sent again: %d %v; want web rolled back", code, results(resp))
+	}
+	if n := unitsSpent(t, kube); n != 2 {
+		t.Errorf("%d units; want 2 (the one kept for the write that may have landed, and the undo's)", n)
 	}
 }

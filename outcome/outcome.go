@@ -119,6 +119,7 @@ var classes = []struct {
 	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
 	{undo.ErrTooOld, Refused, ReasonTooOld},
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
+	{budget.ErrCooldown, Refused, ReasonCooldown},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
 	{gitops.ErrOwnerMissing, Refused, ReasonGitOpsOwnerMissing},
 	{gitops.ErrParentManaged, Refused, ReasonGitOpsParent},
@@ -136,6 +137,8 @@ var classes = []struct {
 	{target.ErrUnsupportedOwner, Refused, ReasonUnsupportedOwner},
 
 	{undo.ErrRolloutPending, Failed, ReasonRolloutPending},
+	// Another writer kept changing the budget's Lease: a retry a moment later may get a turn.
+	{budget.ErrContended, Failed, ReasonConflict},
 	{ErrTargetsUnknown, Failed, ReasonTargetsUnknown},
 }
 

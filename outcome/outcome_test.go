@@ -59,6 +59,8 @@ func TestClassify(t *testing.T) {
 		{"no workload label", fmt.Errorf("%w: want one of the labels deployment, statefulset, daemonset, replicaset, pod", target.ErrNoWorkloadLabel), Refused, ReasonNoWorkloadLabel, false},
 		{"pod or replicaset gone", fmt.Errorf("%w: replicaset shop/web-1", target.ErrNotFound), Refused, ReasonNotFound, false},
 		{"budget exhausted", fmt.Errorf("shop/web: %w", &budget.ExhaustedError{Spec: budget.Spec{Units: 5, Window: time.Hour}, Spent: 5, FreesAt: time.Unix(0, 0)}), Refused, ReasonBudgetExhausted, false},
+		{"cooldown kept on the budget Lease", fmt.Errorf("shop/web: %w", &budget.CooldownError{For: "Deployment shop/web"}), Refused, ReasonCooldown, false},
+		{"budget Lease contended", fmt.Errorf("%w (10 attempts): %v", budget.ErrContended, apierrors.NewConflict(gr, "alert-rollback-budget", errors.New("modified"))), Failed, ReasonConflict, true},
 		{"gitops managed", fmt.Errorf("shop/web: %w", &gitops.ManagedError{Owners: []gitops.Owner{{Kind: gitops.Application, Namespace: "argocd", Name: "shop", Via: gitops.ArgoCDTrackingID}}}), Refused, ReasonGitOpsManaged, false},
 		{"rollout pending", undo.ErrRolloutPending, Failed, ReasonRolloutPending, true},
 		{"targets unknown", ErrTargetsUnknown, Failed, ReasonTargetsUnknown, true},

@@ -133,6 +133,7 @@ func (u *Undoer) withHistory(ctx context.Context, obj *object, kind string) (*wo
 	w := &workload{
 		ref:             target.Ref{Kind: kind, Namespace: ns, Name: name},
 		uid:             obj.GetUID(),
+		generation:      obj.GetGeneration(),
 		resourceVersion: obj.GetResourceVersion(),
 		labels:          obj.GetLabels(),
 		annotations:     obj.GetAnnotations(),

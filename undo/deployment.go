@@ -65,6 +65,7 @@ func (d deployments) load(ctx context.Context, ns, name string, reads *Reads) (*
 	w := &workload{
 		ref:             target.Ref{Kind: target.Deployment, Namespace: ns, Name: name},
 		uid:             dep.UID,
+		generation:      dep.Generation,
 		resourceVersion: dep.ResourceVersion,
 		labels:          dep.Labels,
 		annotations:     dep.Annotations,
