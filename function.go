@@ -82,9 +82,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	client, ownNamespace := cs.kube, cs.namespace
 	resolver := &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace, ReadPods: c.readPods}
-	// The budget's Lease lives in the function's own namespace, shared by its replicas.
-	g := pipeline.NewGate(budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
-		gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace), f.log)
+	// The budget's Lease lives in the function's own namespace, shared by its replicas. It
+	// keeps the cooldown too, where the workload's owners cannot delete it.
+	g := pipeline.NewGate(budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{Cooldown: c.cooldown}),
+		gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace, c.allowed(ownNamespace)), f.log)
 	undoer := undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
 	f.pipeline = pipeline.New(pipeline.Config{Match: c.match, MaxAlerts: c.maxAlerts, MaxTargets: c.maxTargets},
 		f.log, resolver, undoer, report.NewEvents(client, "alert-rollback"))

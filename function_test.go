@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
@@ -69,6 +70,12 @@ func start(t testing.TB, client kubernetes.Interface, env map[string]string) *Fu
 
 func newFunction(t testing.TB, client kubernetes.Interface, env map[string]string) *Function {
 	t.Helper()
+	return newFunctionDynamic(t, client, newDynamic(), env)
+}
+
+// newFunctionDynamic is newFunction with dyn as the client of Argo CD's and Flux's objects.
+func newFunctionDynamic(t testing.TB, client kubernetes.Interface, dyn dynamic.Interface, env map[string]string) *Function {
+	t.Helper()
 	// The budget is off unless a case sets it: the action lists of TestHandle pin the undo
 	// path's own round trips; the budget's (a Lease read and write per undo) and the GitOps
 	// guard's are pinned in gate_test.go, with the defaults.
@@ -78,7 +85,7 @@ func newFunction(t testing.TB, client kubernetes.Interface, env map[string]strin
 	}
 	f := New()
 	f.newClient = func(config) (clients, error) {
-		return clients{kube: clientset.Wrap(client), dynamic: newDynamic(), namespace: ownNamespace}, nil
+		return clients{kube: clientset.Wrap(client), dynamic: dyn, namespace: ownNamespace}, nil
 	}
 	f.newLogger = zap.NewNop().Sugar
 	f.cgroupRoot = fstest.MapFS{}

@@ -11,20 +11,29 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sre-kit/alert-rollback/internal/alert"
+	"github.com/sre-kit/alert-rollback/internal/budget"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
+	"github.com/sre-kit/alert-rollback/internal/gitops"
+	"github.com/sre-kit/alert-rollback/internal/kinds"
 	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/pipeline"
 	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
@@ -121,6 +130,10 @@ func validMethod(m string) bool {
 func handleFixture() (objs []runtime.Object, alerts []alert.Alert) {
 	for _, ns := range []string{ownNamespace, "payments", "kube-system"} {
 		d, rss := fixture.Deployment(ns, "checkout-api", "shop/checkout:v1", "shop/checkout:v2")
+		if ns == "payments" {
+			// Applied by the Kustomization payments/apps, whose inventory lists it.
+			d.Labels = map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "payments"}
+		}
 		objs = append(append(objs, fixture.Objects(rss...)...), d, fixture.Pod(rss[1], "x7k2p"))
 		alerts = append(alerts,
 			firing("namespace", ns, "pod", rss[1].Name+"-x7k2p"),
@@ -187,8 +200,55 @@ func handleFixture() (objs []runtime.Object, alerts []alert.Alert) {
 	evil[0].UID = "uid-planted-undone-web"
 	objs = append(append(objs, fixture.Objects(append(urss, evil...)...)...), ud, fixture.Pod(urss[1], "u7w2x"))
 	alerts = append(alerts, firing("deployment", "undone-web"), firing("pod", urss[1].Name+"-u7w2x"))
+	// Forged GitOps markers (issue #17): a tenant who may edit only its own Deployments names
+	// the platform's owners in other namespaces (see gitopsFixture). tenant-api's instance
+	// label names an Application in argocd (never an allowed namespace: read, never written),
+	// which does list it.
+	tw, twrss := fixture.Deployment(ownNamespace, "tenant-web", "tw:v1", "tw:v2")
+	tw.Labels = map[string]string{gitops.KustomizeName: "platform", gitops.KustomizeNS: "flux-system",
+		gitops.HelmName: "billing", gitops.HelmNS: "payments"}
+	tw.Annotations[gitops.ArgoCDTrackingID] = "payments_billing:apps/Deployment:" + ownNamespace + "/tenant-web"
+	ta, tarss := fixture.Deployment(ownNamespace, "tenant-api", "ta:v1", "ta:v2")
+	ta.Labels = map[string]string{gitops.InstanceLabel: "platform"}
+	objs = append(append(append(objs, fixture.Objects(twrss...)...), fixture.Objects(tarss...)...), tw, ta,
+		fixture.Pod(twrss[1], "f0r9d"))
+	alerts = append(alerts, firing("deployment", "tenant-web"), firing("pod", twrss[1].Name+"-f0r9d"),
+		firing("deployment", "tenant-api"))
 	return controllerOwnedFixture(objs, alerts)
 }
+
+// gitopsFixture is what the fake cluster holds of Argo CD and Flux for FuzzHandle: the
+// platform's owners that tenant-web's forged markers name (none lists tenant-web; payments
+// is allowed by some settings, flux-system never), the Application argocd/platform that
+// lists tenant-api (argocd is read, never allowed), and the one legitimate owner: the
+// Kustomization payments/apps, listing payments/checkout-api.
+func gitopsFixture() []runtime.Object {
+	owner := func(gvr schema.GroupVersionResource, kind, ns, name string, spec, status map[string]any) runtime.Object {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": gvr.GroupVersion().String(), "kind": kind,
+			"metadata": map[string]any{"namespace": ns, "name": name, "uid": "uid-" + ns + "-" + name, "resourceVersion": "3"},
+			"spec":     spec, "status": status,
+		}}
+	}
+	inventory := func(id string) map[string]any {
+		return map[string]any{"inventory": map[string]any{"entries": []any{map[string]any{"id": id, "v": "v1"}}}}
+	}
+	resources := func(ns, name string) map[string]any {
+		return map[string]any{"resources": []any{map[string]any{"group": "apps", "version": "v1", "kind": "Deployment", "namespace": ns, "name": name}}}
+	}
+	selfHeal := map[string]any{"syncPolicy": map[string]any{"automated": map[string]any{"selfHeal": true}}}
+	return []runtime.Object{
+		owner(gitops.KustomizationResource, gitops.Kustomization, "flux-system", "platform", map[string]any{"interval": "10m"}, inventory("flux-system_source-controller_apps_Deployment")),
+		owner(gitops.HelmReleaseResource, gitops.HelmRelease, "payments", "billing", map[string]any{"interval": "5m"}, nil),
+		owner(gitops.ApplicationResource, gitops.Application, "payments", "billing", selfHeal, resources("payments", "billing")),
+		owner(gitops.ApplicationResource, gitops.Application, "argocd", "platform", selfHeal, resources(ownNamespace, "tenant-api")),
+		owner(gitops.KustomizationResource, gitops.Kustomization, "payments", "apps", map[string]any{"interval": "10m"}, inventory("payments_checkout-api_apps_Deployment")),
+	}
+}
+
+// suspendable is every GitOps owner the fuzzed handler may write: the one whose records
+// list a workload of the fixture, in a namespace some setting allows.
+var suspendable = map[string]bool{"kustomizations payments/apps": true}
 
 // victims are the workloads the bait points at, and the label values that name each of
 // them legitimately: only a notification carrying one of those may patch it.
@@ -215,14 +275,19 @@ func namedLegitimately(body []byte, key string) bool {
 }
 
 // handleSettings are the settings FuzzHandle picks from: namespaces and what they allow,
-// and API failures (a final one, a retryable one) so the 422 and 503 answers are reached.
+// API failures (a final one, a retryable one) so the 422 and 503 answers are reached, and
+// ROLLBACK_GITOPS (refuse unless set) with the budget, whose Lease lives in the function's
+// own namespace even when that one is not allowed.
 var handleSettings = []struct {
 	namespaces string
 	allowed    []string
 	faults     func(*fake.Clientset)
+	env        map[string]string
 }{
-	{"", []string{ownNamespace}, nil},
-	{ownNamespace + ",payments", []string{ownNamespace, "payments"}, nil},
+	{"", []string{ownNamespace}, nil, nil},
+	{ownNamespace + ",payments", []string{ownNamespace, "payments"}, nil, nil},
+	{ownNamespace + ",payments", []string{ownNamespace, "payments"}, nil, map[string]string{"ROLLBACK_GITOPS": "suspend", "ROLLBACK_BUDGET": "5/1h"}},
+	{"payments", []string{"payments"}, nil, map[string]string{"ROLLBACK_GITOPS": "suspend", "ROLLBACK_BUDGET": "5/1h"}},
 	{"", []string{ownNamespace}, func(c *fake.Clientset) {
 		c.PrependReactor("patch", "daemonsets", func(a k8stesting.Action) (bool, runtime.Object, error) {
 			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "log-agent", errors.New("not allowed"))
@@ -230,7 +295,7 @@ var handleSettings = []struct {
 		c.PrependReactor("get", "statefulsets", func(a k8stesting.Action) (bool, runtime.Object, error) {
 			return true, nil, apierrors.NewServiceUnavailable("etcd is down")
 		})
-	}},
+	}, nil},
 }
 
 // patchable is every object the fuzzed handler may write: the fixture's workloads, in
@@ -238,13 +303,17 @@ var handleSettings = []struct {
 var patchable = map[string]bool{
 	"deployments/checkout-api": true, "statefulsets/orders-db": true, "daemonsets/log-agent": true,
 	"statefulsets/victim-sts": true, "deployments/victim-deploy": true,
+	"deployments/tenant-web": true, "deployments/tenant-api": true,
 }
 
 // FuzzHandle: whatever the notification, a request the handler refuses (a 4xx other than
 // 422) makes no API call at all; 422 and 503 each carry the failure that earns them; the
 // answer stays within maxAnswer bytes a result (valid UTF-8, no string over clip.Max); it
-// never calls the API outside the allowed namespaces, patches only the fixture's workloads
-// there, and never one that only bait (an owner of another group or UID) points at.
+// never calls the API outside the allowed namespaces (the budget's Lease in its own namespace
+// aside), Events and Argo CD's and Flux's objects included, patches only the fixture's
+// workloads there, suspends only an owner whose records list the workload, and never
+// patches one that only bait (an owner of another group or UID, a forged GitOps marker)
+// points at.
 func FuzzHandle(f *testing.F) {
 	_, alerts := handleFixture()
 	for i, a := range alerts {
@@ -252,8 +321,14 @@ func FuzzHandle(f *testing.F) {
 	}
 	f.Add(uint8(1), notification(alerts...))
 	// Under the faults: one undo lands, one is forbidden (final), one cannot read (retryable).
-	f.Add(uint8(2), notification(firing("deployment", "checkout-api"), firing("daemonset", "log-agent")))
-	f.Add(uint8(2), notification(firing("deployment", "checkout-api"), firing("statefulset", "orders-db")))
+	f.Add(uint8(4), notification(firing("deployment", "checkout-api"), firing("daemonset", "log-agent")))
+	f.Add(uint8(4), notification(firing("deployment", "checkout-api"), firing("statefulset", "orders-db")))
+	// GitOps in suspend mode: the forged markers, and the legitimate owner in payments.
+	for _, setting := range []uint8{2, 3} {
+		f.Add(setting, notification(firing("deployment", "tenant-web")))
+		f.Add(setting, notification(firing("deployment", "tenant-api")))
+		f.Add(setting, notification(firing("namespace", "payments", "deployment", "checkout-api")))
+	}
 	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"resolved"}]}`))
 	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"`+strings.Repeat("\xff", 8<<10)+`"}]}`))
 	f.Add(uint8(0), []byte(`{"version":"4","alerts":[{"status":"firing","startsAt":"2026-11-26T01:00:00Z","labels":{"severity":"rollback","namespace":"kube-system","deployment":"coredns"}}]}`))
@@ -280,6 +355,9 @@ func FuzzHandleAlert(f *testing.F) {
 	}
 	f.Add(uint8(0), "", "checkout-api-6b38f6dcb-x7k2p", "", "checkout-api", "", "", "job", "x")
 	f.Add(uint8(1), "payments", "", "", "", "orders-db", "log-agent", "", "")
+	f.Add(uint8(2), "", "", "", "tenant-web", "", "", "", "")
+	f.Add(uint8(2), "payments", "", "", "checkout-api", "", "", "", "")
+	f.Add(uint8(3), "", "", "", "tenant-api", "", "", "", "")
 	f.Fuzz(func(t *testing.T, setting uint8, namespace, pod, replicaset, deployment, statefulset, daemonset, key, value string) {
 		labels := map[string]string{"alertname": "KubePodUnschedulable", "severity": "rollback"}
 		for k, v := range map[string]string{"namespace": namespace, "pod": pod, "replicaset": replicaset,
@@ -302,11 +380,18 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 	if s.faults != nil {
 		s.faults(client)
 	}
-	fn := newFunction(t, client, map[string]string{
+	dyn := newDynamic(gitopsFixture()...)
+	env := map[string]string{
 		"ROLLBACK_NAMESPACES":  s.namespaces,
 		"ROLLBACK_API_TIMEOUT": "1s",
 		"ROLLBACK_MAX_TARGETS": "3",
-	})
+	}
+	for k, v := range s.env {
+		env[k] = v
+	}
+	fn := newFunctionDynamic(t, client, dyn, env)
+	events := &eventNamespaces{Events: fn.pipeline.Events}
+	fn.pipeline.Events = events
 	rec := httptest.NewRecorder()
 	// A notification that hangs the handler is a finding too: the fuzzing engine has no
 	// timeout of its own, so give up (and keep the input) well past the 20 s budget.
@@ -354,9 +439,39 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 		t.Fatalf("Handle() = %d with %d final and %d retryable failures: %s", status, final, retryable, rec.Body)
 	}
 	checkAnswer(t, rec, maxAnswer*max(1, len(resp.Results)))
+	for _, ns := range events.seen() {
+		if !contains(s.allowed, ns) {
+			t.Errorf("an Event in %q: outside the allowed namespaces %v (answer %d %s)", ns, s.allowed, status, rec.Body)
+		}
+	}
+	for _, a := range dyn.Actions() {
+		ns, verb, res, name := a.GetNamespace(), a.GetVerb(), a.GetResource().Resource, nameOf(a)
+		call := fmt.Sprintf("%s %s %q in %q", verb, res, name, ns)
+		// Not even a read outside, but for Applications in Argo CD's own namespace (an
+		// operator's setting, never a tenant's), read to learn whether one lists the
+		// workload: what exists elsewhere must not change the answer.
+		argo := res == gitops.ApplicationResource.Resource && ns == gitops.DefaultArgoCDNamespace && verb == "get"
+		if !contains(s.allowed, ns) && !argo {
+			t.Errorf("%s: outside the allowed namespaces %v (answer %d %s)", call, s.allowed, status, rec.Body)
+		}
+		if refused {
+			t.Errorf("%s, yet the request was refused with %d: %s", call, status, rec.Body)
+		}
+		if verb != "get" && (verb != "patch" || !suspendable[res+" "+ns+"/"+name]) {
+			t.Errorf("%s: not a suspension of an owner that lists the workload (answer %d %s)", call, status, rec.Body)
+		}
+	}
 	for _, a := range client.Actions() {
-		ns, verb, res := a.GetNamespace(), a.GetVerb(), a.GetResource().Resource
+		ns, verb, res, name := a.GetNamespace(), a.GetVerb(), a.GetResource().Resource, nameOf(a)
 		call := fmt.Sprintf("%s %s in %q", verb, res, ns)
+		// The one object outside ROLLBACK_NAMESPACES the function uses: the budget's Lease,
+		// in its own namespace, read and written by name.
+		if res == "leases" && ns == ownNamespace && (name == budget.LeaseName || verb == "create") && !refused {
+			if l, ok := a.(k8stesting.CreateAction); ok && l.GetObject().(metav1.Object).GetName() != budget.LeaseName {
+				t.Errorf("%s: a Lease other than the budget's", call)
+			}
+			continue
+		}
 		if !contains(s.allowed, ns) {
 			t.Errorf("%s: outside the allowed namespaces %v (answer %d %s)", call, s.allowed, status, rec.Body)
 		}
@@ -369,10 +484,6 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 		if res == "events" {
 			continue
 		}
-		name := ""
-		if p, ok := a.(interface{ GetName() string }); ok {
-			name = p.GetName()
-		}
 		if verb != "patch" || !patchable[res+"/"+name] {
 			t.Errorf("%s %q: not a patch of a fixture workload", call, name)
 		}
@@ -383,6 +494,47 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 			t.Errorf("%s %q: reached through an object that does not belong to it (answer %d %s)", call, name, status, rec.Body)
 		}
 	}
+}
+
+// eventNamespaces records the namespace of every Event the function asks for, when it asks,
+// and passes it on: client-go writes Events asynchronously, and the broadcaster's Shutdown
+// does not wait for the last writes, so the fake clientset's actions may miss them.
+type eventNamespaces struct {
+	pipeline.Events
+	mu         sync.Mutex
+	namespaces []string
+}
+
+func (e *eventNamespaces) Record(w kinds.Ref, uid types.UID, r outcome.Result) {
+	if uid != "" { // without a UID nothing is sent (report.Events.Record)
+		e.add(r.Namespace)
+	}
+	e.Events.Record(w, uid, r)
+}
+
+func (e *eventNamespaces) RecordRelated(ref corev1.ObjectReference, r outcome.Result) {
+	e.add(ref.Namespace)
+	e.Events.RecordRelated(ref, r)
+}
+
+func (e *eventNamespaces) add(ns string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.namespaces = append(e.namespaces, ns)
+}
+
+func (e *eventNamespaces) seen() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.namespaces)
+}
+
+// nameOf is the name of the object an action is about, "" for a list or a create.
+func nameOf(a k8stesting.Action) string {
+	if p, ok := a.(interface{ GetName() string }); ok {
+		return p.GetName()
+	}
+	return ""
 }
 
 func contains(list []string, s string) bool {

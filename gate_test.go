@@ -10,10 +10,12 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -208,18 +210,32 @@ func TestBudgetGate(t *testing.T) {
 	}
 }
 
-// kustomization is a Flux Kustomization as the fake dynamic client holds it.
+// kustomization is the Flux Kustomization flux-system/apps as the fake dynamic client holds
+// it, its inventory listing the workload web.
 func kustomization(suspended bool) *unstructured.Unstructured {
-	spec := map[string]any{"interval": "10m", "path": "./shop", "prune": true}
+	k := kustomizationListing(ownNamespace + "_web_apps_Deployment")
 	if suspended {
-		spec["suspend"] = true
+		k.Object["spec"].(map[string]any)["suspend"] = true
+	}
+	return k
+}
+
+// kustomizationListing is the Kustomization flux-system/apps with these inventory ids.
+func kustomizationListing(ids ...string) *unstructured.Unstructured {
+	var entries []any
+	for _, id := range ids {
+		entries = append(entries, map[string]any{"id": id, "v": "v1"})
 	}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
 		"metadata": map[string]any{"namespace": "flux-system", "name": "apps", "uid": "ks-uid", "resourceVersion": "3"},
-		"spec":     spec,
+		"spec":     map[string]any{"interval": "10m", "path": "./shop", "prune": true},
+		"status":   map[string]any{"inventory": map[string]any{"entries": entries}},
 	}}
 }
+
+// gitopsNamespaces lets the function act where the owners of the tests below live.
+const gitopsNamespaces = ownNamespace + ",flux-system,argocd"
 
 // helmRelease is a Flux HelmRelease beside the workload, as the fake dynamic client holds it.
 func helmRelease() *unstructured.Unstructured {
@@ -233,11 +249,18 @@ func helmRelease() *unstructured.Unstructured {
 // generatedApplication is the Application argocd/shop, made by an ApplicationSet, with
 // self-heal on and the workload web among its resources.
 func generatedApplication() *unstructured.Unstructured {
+	a := application()
+	a.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "argoproj.io/v1alpha1", Kind: "ApplicationSet", Name: "shops", UID: "set-uid"}})
+	return a
+}
+
+// application is the Application argocd/shop, with self-heal on and the workload web among
+// its resources.
+func application() *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-		"metadata": map[string]any{"namespace": "argocd", "name": "shop", "uid": "app-uid", "resourceVersion": "5",
-			"ownerReferences": []any{map[string]any{"apiVersion": "argoproj.io/v1alpha1", "kind": "ApplicationSet", "name": "shops", "uid": "set-uid"}}},
-		"spec": map[string]any{"syncPolicy": map[string]any{"automated": map[string]any{"selfHeal": true}}},
+		"metadata": map[string]any{"namespace": "argocd", "name": "shop", "uid": "app-uid", "resourceVersion": "5"},
+		"spec":     map[string]any{"syncPolicy": map[string]any{"automated": map[string]any{"selfHeal": true}}},
 		"status": map[string]any{"resources": []any{map[string]any{
 			"group": "apps", "version": "v1", "kind": "Deployment", "namespace": ownNamespace, "name": "web"}}},
 	}}
@@ -254,7 +277,10 @@ func TestGitOpsGate(t *testing.T) {
 		name        string
 		mode        string
 		labels      map[string]string
-		ownerGone   bool // the Kustomization was deleted, leaving the workload behind
+		annotations map[string]string
+		namespaces  string // ROLLBACK_NAMESPACES, when not gitopsNamespaces
+		ownerGone   bool   // the Kustomization was deleted, leaving the workload behind
+		unlisted    bool   // the Kustomization's inventory does not list the workload
 		suspendErr  error
 		readErr     error  // the answer to every read of an Application
 		noArgoCD    bool   // discovery says the API server does not serve Applications
@@ -284,12 +310,24 @@ func TestGitOpsGate(t *testing.T) {
 			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
 			wantDynamic: []string{"get kustomizations", "get kustomizations", "patch kustomizations"}},
 		{name: "suspend: the second owner refuses; the first stays suspended and is named", mode: "suspend",
-			labels:     map[string]string{gitops.KustomizeName: "apps", gitops.KustomizeNS: "flux-system", gitops.HelmName: "web", gitops.HelmNS: ownNamespace},
-			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "helm.toolkit.fluxcd.io", Resource: "helmreleases"}, "web", errors.New("RBAC")),
-			suspendOn:  "helmreleases",
-			want:       "web failed forbidden", wantSpec: kustomization(true).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
-			wantNote:    "suspended Flux Kustomization flux-system/apps: spec.suspend set to true (resume once Git is fixed: flux resume kustomization apps -n flux-system)",
-			wantDynamic: []string{"get kustomizations", "get helmreleases", "get kustomizations", "patch kustomizations", "get helmreleases", "patch helmreleases"}},
+			labels: fluxLabels, annotations: map[string]string{gitops.ArgoCDTrackingID: "shop:apps/Deployment:" + ownNamespace + "/web"},
+			suspendErr: apierrors.NewForbidden(schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}, "apps", errors.New("RBAC")),
+			want:       "web failed forbidden", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantNote: "suspended Argo CD Application argocd/shop: spec.syncPolicy.automated.selfHeal set to false (the rest of its sync policy kept) " +
+				"(resume once Git is fixed: set spec.syncPolicy.automated.selfHeal back to true on Application argocd/shop, or sync it from the Argo CD UI)",
+			wantDynamic: []string{"get applications", "get kustomizations", "get applications", "patch applications", "get kustomizations", "patch kustomizations"}},
+		// Labels name owners; only the owner's own records say it manages the workload, and
+		// only owners in ROLLBACK_NAMESPACES are looked at, let alone suspended.
+		{name: "suspend, the Kustomization outside ROLLBACK_NAMESPACES: refused, not even read", mode: "suspend", labels: fluxLabels, namespaces: ownNamespace,
+			want: "web refused gitops-unverified", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
+		{name: "refuse, the Kustomization outside ROLLBACK_NAMESPACES: refused, not even read", labels: fluxLabels, namespaces: ownNamespace,
+			want: "web refused gitops-unverified", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
+		{name: "suspend, the Kustomization's inventory does not list the workload: refused, nothing written or spent", mode: "suspend", labels: fluxLabels, unlisted: true,
+			want: "web refused gitops-unverified", wantSpec: kustomizationListing().Object["spec"].(map[string]any), wantImage: "shop/web:v2",
+			wantDynamic: []string{"get kustomizations"}},
+		{name: "suspend, a HelmRelease: refused, not even read", mode: "suspend",
+			labels: map[string]string{gitops.HelmName: "web", gitops.HelmNS: ownNamespace, gitops.ManagedByLabel: "Helm"},
+			want:   "web refused gitops-unverified", wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2"},
 		{name: "label tracking, Applications forbidden (no gitops.yaml): refused gitops-unknown, nothing spent",
 			labels: map[string]string{gitops.InstanceLabel: "shop"}, readErr: apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, "shop", errors.New("RBAC")),
 			want: "web refused gitops-unknown", wantCode: http.StatusOK, wantSpec: kustomization(false).Object["spec"].(map[string]any), wantImage: "shop/web:v2",
@@ -317,12 +355,20 @@ func TestGitOpsGate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			kube := fixture.Clientset(broken(tt.labels, "web")...)
-			dyn := newDynamic(kustomization(false), helmRelease())
-			if tt.ownerGone {
-				dyn = newDynamic()
+			objs := broken(tt.labels, "web")
+			for k, v := range tt.annotations {
+				objs[len(objs)-1].(*appsv1.Deployment).Annotations[k] = v
 			}
-			if tt.generated {
+			kube := fixture.Clientset(objs...)
+			dyn := newDynamic(kustomization(false), helmRelease())
+			switch {
+			case tt.annotations != nil:
+				dyn = newDynamic(kustomization(false), application())
+			case tt.ownerGone:
+				dyn = newDynamic()
+			case tt.unlisted:
+				dyn = newDynamic(kustomizationListing(ownNamespace+"_api_apps_Deployment", "web_"+ownNamespace+"_apps_Deployment"))
+			case tt.generated:
 				dyn = newDynamic(kustomization(false), generatedApplication())
 			}
 			if tt.suspendErr != nil {
@@ -339,8 +385,12 @@ func TestGitOpsGate(t *testing.T) {
 					return true, nil, tt.readErr
 				})
 			}
+			namespaces := gitopsNamespaces
+			if tt.namespaces != "" {
+				namespaces = tt.namespaces
+			}
 			_, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(!tt.noArgoCD)},
-				map[string]string{"ROLLBACK_GITOPS": tt.mode})
+				map[string]string{"ROLLBACK_GITOPS": tt.mode, "ROLLBACK_NAMESPACES": namespaces})
 			code, resp := send("web")
 			if tt.wantCode != 0 && code != tt.wantCode {
 				t.Errorf("answer %d; want %d", code, tt.wantCode)
@@ -350,8 +400,11 @@ func TestGitOpsGate(t *testing.T) {
 			}
 			r := resp.Results[0]
 			owner := "Flux Kustomization flux-system/apps"
-			if tt.labels[gitops.InstanceLabel] != "" {
+			switch {
+			case tt.labels[gitops.InstanceLabel] != "":
 				owner = "Argo CD Application argocd/shop"
+			case tt.labels[gitops.HelmName] != "":
+				owner = "Flux HelmRelease " + ownNamespace + "/web"
 			}
 			if r.Action == outcome.Refused && !strings.Contains(r.Message, owner) {
 				t.Errorf("refusal %q does not name %s", r.Message, owner)
@@ -504,7 +557,8 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 				return handled, nil, err
 			})
 			dyn := newDynamic(kustomization(false))
-			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)}, map[string]string{"ROLLBACK_GITOPS": "suspend"})
+			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)},
+				map[string]string{"ROLLBACK_GITOPS": "suspend", "ROLLBACK_NAMESPACES": gitopsNamespaces})
 			ev := &recordedEvents{}
 			f.pipeline.Events = ev
 			code, resp := send("web")
@@ -544,5 +598,151 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 				t.Errorf("state annotation %s does not record %q", state, said)
 			}
 		})
+	}
+}
+
+// budgetLease is the budget's Lease as kservice.yaml ships it, already there.
+func budgetLease() *coordinationv1.Lease {
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: budget.LeaseName, Namespace: ownNamespace}}
+}
+
+// leaseRequests counts the requests made about the budget's Lease.
+func leaseRequests(c *fake.Clientset) int {
+	n := 0
+	for _, a := range c.Actions() {
+		if a.GetResource().Resource == "leases" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBudgetLeaseRequestsBounded: one level of retries. The budget retries its own write
+// of the Lease after a conflict (10 attempts, a read and a write each), and the undo retries
+// after a conflict of the workload's write; neither runs inside the other. A Lease that
+// conflicts on every write costs one Take's attempts and ends the undo (a conflict, which a
+// re-send may get past); a workload that conflicts on every write costs one Take and one
+// Return, however many times the undo tries again. (When the budget's conflict was the
+// undo's too, the first cost 100 requests per workload per delivery, the second 20.)
+func TestBudgetLeaseRequestsBounded(t *testing.T) {
+	conflict := func(resource string) k8stesting.ReactionFunc {
+		return func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: resource}, "x", errors.New("changed"))
+		}
+	}
+	tests := []struct {
+		name                      string
+		leaseConflicts, conflicts bool
+		wantLease                 int // at most
+		wantUnits                 int
+	}{
+		{name: "the Lease conflicts on every write", leaseConflicts: true, wantLease: 20},
+		{name: "the workload conflicts on every write", conflicts: true, wantLease: 4},
+		{name: "both conflict on every write", leaseConflicts: true, conflicts: true, wantLease: 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kube := fixture.Clientset(append(broken(nil, "web"), budgetLease())...)
+			if tt.leaseConflicts {
+				kube.PrependReactor("update", "leases", conflict("leases"))
+			}
+			if tt.conflicts {
+				kube.PrependReactor("patch", "deployments", conflict("deployments"))
+			}
+			send := gated(t, kube, newDynamic(), nil)
+			code, resp := send("web")
+			if got := results(resp); code != http.StatusServiceUnavailable || !cmp.Equal(got, []string{"web failed conflict"}) {
+				t.Errorf("answer %d %v; want 503, web failed conflict (a re-send may get past it)", code, got)
+			}
+			t.Logf("%d requests about the Lease", leaseRequests(kube))
+			if n := leaseRequests(kube); n > tt.wantLease {
+				t.Errorf("%d requests about the Lease for one workload in one delivery; want at most %d", n, tt.wantLease)
+			}
+			if n := unitsSpent(t, kube); n != tt.wantUnits {
+				t.Errorf("%d units spent; want %d", n, tt.wantUnits)
+			}
+		})
+	}
+}
+
+// TestCooldownKeptOnTheLease: the cooldown holds even when the workload's own record of it
+// is gone. A tenant who rolls forward again and deletes the state annotation after each
+// undo is refused "cooldown" from the budget's Lease, which only the function writes, and
+// spends no unit: another team's undo still gets one.
+func TestCooldownKeptOnTheLease(t *testing.T) {
+	kube := fixture.Clientset(broken(nil, "web", "api")...)
+	f, _ := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: newDynamic()}, map[string]string{"ROLLBACK_BUDGET": "2/1h"})
+	began := time.Now()
+	send := func(name string, n int) string {
+		t.Helper()
+		a := firing("deployment", name)
+		a.StartsAt = began.Add(time.Duration(n) * time.Second).UTC() // a new occurrence each time
+		rec := httptest.NewRecorder()
+		f.Handle(rec, post(notification(a)))
+		var resp outcome.Response
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+			t.Fatalf("answer %s: %v", rec.Body, err)
+		}
+		return strings.Join(results(resp), "; ")
+	}
+	bad, err := kube.AppsV1().Deployments(ownNamespace).Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := send("web", 0); got != "web rolled-back rolled-back" {
+		t.Fatalf("first alert: %s; want rolled back", got)
+	}
+	for n := 1; n <= 3; n++ {
+		// The tenant rolls the bad template out again and deletes the record of the undo.
+		d, err := kube.AppsV1().Deployments(ownNamespace).Get(t.Context(), "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Spec.Template = bad.Spec.Template
+		delete(d.Annotations, undo.StateAnnotation)
+		// The apiserver counts each change of the spec (the undo's, this one); the fake
+		// does not.
+		d.Generation += 2
+		if _, err := kube.AppsV1().Deployments(ownNamespace).Update(t.Context(), d, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := send("web", n); got != "web refused cooldown" {
+			t.Errorf("alert %d after the state annotation was deleted: %s; want web refused cooldown", n, got)
+		}
+	}
+	if got := send("api", 10); got != "api rolled-back rolled-back" {
+		t.Errorf("another team's alert: %s; want rolled back, the budget has a unit left", got)
+	}
+	if n := unitsSpent(t, kube); n != 2 {
+		t.Errorf("%d units spent; want 2, one per workload undone", n)
+	}
+}
+
+// TestCooldownAfterAWriteThatMayHaveLanded: a write that timed out may have landed, so its
+// unit is kept; when it did not land, the notification sent again finds the workload as it
+// was (same object, same generation) and is not refused "cooldown" by that unit: it takes a
+// unit of its own and rolls back. A workload the undo did change is refused.
+func TestCooldownAfterAWriteThatMayHaveLanded(t *testing.T) {
+	kube := fixture.Clientset(broken(nil, "web")...)
+	timeouts := 1
+	kube.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if timeouts == 0 {
+			return false, nil, nil
+		}
+		timeouts--
+		return true, nil, apierrors.NewServerTimeout(schema.GroupResource{Group: "apps", Resource: "deployments"}, "patch", 2)
+	})
+	send := gated(t, kube, newDynamic(), nil)
+	if code, resp := send("web"); code != http.StatusServiceUnavailable || !cmp.Equal(results(resp), []string{"web failed timeout"}) {
+		t.Fatalf("answer %d %v; want 503, web failed timeout", code, results(resp))
+	}
+	if n := unitsSpent(t, kube); n != 1 {
+		t.Fatalf("%d units after a write that may have landed; want 1, kept", n)
+	}
+	if code, resp := send("web"); code != http.StatusOK || !cmp.Equal(results(resp), []string{"web rolled-back rolled-back"}) {
+		t.Fatalf("the notification sent again: %d %v; want web rolled back", code, results(resp))
+	}
+	if n := unitsSpent(t, kube); n != 2 {
+		t.Errorf("%d units; want 2 (the one kept for the write that may have landed, and the undo's)", n)
 	}
 }

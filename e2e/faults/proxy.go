@@ -11,6 +11,7 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -28,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +51,13 @@ type Rule struct {
 	// Status answers the request with an API Status of this code, as the apiserver writes
 	// them, without forwarding it.
 	Status int
+	// RetryAfter, with Status, sends Retry-After: RetryAfter (seconds), as the apiserver
+	// does with a 429 of priority and fairness and the 500 of a storage timeout: client-go
+	// then sends the request again, until its retries or its deadline run out.
+	RetryAfter int
+	// Forward, with Status, forwards the request first and answers Status instead of the
+	// apiserver's answer: the apiserver acted on it, the client hears that it failed.
+	Forward bool
 	// Drop cuts the request off without forwarding it: the client sees its stream reset.
 	Drop bool
 	// LoseAnswer forwards the request and cuts it off once the apiserver has answered:
@@ -145,6 +154,9 @@ func Start(apiserver, caFile, dir string) (*Proxy, error) {
 			if lose {
 				return errAnswerLost
 			}
+			if rule != nil && rule.Forward && rule.Status != 0 {
+				replaceAnswer(resp, rule)
+			}
 			return nil
 		},
 		// The apiserver unreachable (stopped, restarting), or an answer lost on purpose: the
@@ -238,9 +250,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		rule.Before()
 	}
 	switch {
-	case rule != nil && rule.Status != 0:
+	case rule != nil && rule.Status != 0 && !rule.Forward:
 		p.record(r, rule, 0, true, nil)
-		writeStatus(w, r, rule.Status)
+		w.Header().Set("Content-Type", "application/json")
+		if rule.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(rule.RetryAfter))
+		}
+		w.WriteHeader(rule.Status)
+		_, _ = w.Write(statusBody(r, rule.Status))
 	case rule != nil && rule.Drop:
 		p.record(r, rule, 0, false, nil)
 		panic(http.ErrAbortHandler)
@@ -278,16 +295,28 @@ func (p *Proxy) record(r *http.Request, rule *Rule, upstream int, answered bool,
 	p.seen = append(p.seen, s)
 }
 
-// writeStatus answers as the apiserver answers an error: a JSON metav1.Status with the
+// statusBody is what the apiserver answers with an error: a JSON metav1.Status with the
 // code's reason, so the client reads it as that API error and not as garbage.
-func writeStatus(w http.ResponseWriter, r *http.Request, code int) {
+func statusBody(r *http.Request, code int) []byte {
 	verb := strings.ToLower(r.Method)
 	msg := http.StatusText(code) + " (injected by the fault proxy)"
 	status := apierrors.NewGenericServerResponse(code, verb, schema.GroupResource{}, "", msg, 0, false).ErrStatus
 	status.Kind, status.APIVersion = "Status", "v1"
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(status)
+	b, _ := json.Marshal(status)
+	return b
+}
+
+// replaceAnswer turns the apiserver's answer into the rule's Status.
+func replaceAnswer(resp *http.Response, rule *Rule) {
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	body := statusBody(resp.Request, rule.Status)
+	resp.StatusCode, resp.Status = rule.Status, fmt.Sprintf("%d %s", rule.Status, http.StatusText(rule.Status))
+	resp.Header = http.Header{"Content-Type": {"application/json"}, "Content-Length": {strconv.Itoa(len(body))}}
+	if rule.RetryAfter > 0 {
+		resp.Header.Set("Retry-After", strconv.Itoa(rule.RetryAfter))
+	}
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 }
 
 // Is reports whether r is a verb on resource (its plural, as in the URL path), so rules

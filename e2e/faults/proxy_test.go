@@ -66,6 +66,19 @@ func TestProxy(t *testing.T) {
 			wantErr: apierrors.IsForbidden,
 		},
 		{
+			name: "429 with Retry-After: client-go sends it again",
+			arm: func(p *Proxy) error {
+				p.Add(&Rule{Match: patchDeployment, Status: 429, RetryAfter: 1, Times: 1})
+				return nil
+			},
+			landed: true, atLeast: time.Second,
+		},
+		{
+			name:    "forwarded, answered 500",
+			arm:     func(p *Proxy) error { p.Add(&Rule{Match: patchDeployment, Status: 500, Forward: true}); return nil },
+			wantErr: apierrors.IsInternalError, landed: true,
+		},
+		{
 			name:    "lost answer",
 			arm:     func(p *Proxy) error { p.Add(&Rule{Match: patchDeployment, LoseAnswer: true}); return nil },
 			wantErr: notAPIStatus, landed: true,

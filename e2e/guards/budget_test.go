@@ -2,18 +2,25 @@ package guards
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/internal/budget"
+	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // TestBudgetConcurrentTakers: three clients, each the function's ServiceAccount with only
@@ -157,6 +164,104 @@ func TestBudgetLeaseNotCreatable(t *testing.T) {
 	}
 	if _, err := kube.Clientset.CoordinationV1().Leases(ns).Get(ctx, budget.LeaseName, get); !apierrors.IsNotFound(err) {
 		t.Errorf("the Lease after a failed Take: %v; want none", err)
+	}
+}
+
+// TestBudgetFutureUnits: units dated far ahead on the Lease (a replica with a broken clock,
+// or anyone who may write the Lease) do not hold the budget until that date: beyond
+// budget.MaxSkew they count for nothing, and the next write drops them.
+func TestBudgetFutureUnits(t *testing.T) {
+	const ns = "budget-future"
+	install(t, kube, ns)
+	ctx := context.Background()
+	leases := kube.Clientset.CoordinationV1().Leases(ns)
+	l, err := leases.Get(ctx, budget.LeaseName, get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var units []budget.Unit
+	for i := range 5 {
+		units = append(units, budget.Unit{ID: fmt.Sprintf("future-%d", i), At: time.Now().Add(365 * 24 * time.Hour), For: "Deployment " + ns + "/web"})
+	}
+	raw, err := json.Marshal(map[string]any{"spent": units})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[budget.StateAnnotation] = string(raw)
+	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cs, _ := clientsOf(t, kube, ns)
+	b := budget.New(cs.CoordinationV1().Leases(ns), ns, budget.Spec{Units: 5, Window: time.Hour}, budget.Options{Cooldown: 10 * time.Minute})
+	if _, err := b.Take(ctx, "Deployment "+ns+"/web", false); err != nil {
+		t.Fatalf("Take with 5 units dated a year ahead on the Lease = %v; want a unit", err)
+	}
+	l, err = leases.Get(ctx, budget.LeaseName, get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the Lease after the Take: %s", l.Annotations[budget.StateAnnotation])
+	if strings.Contains(l.Annotations[budget.StateAnnotation], "future-") {
+		t.Errorf("the Lease still holds the units dated ahead: %s", l.Annotations[budget.StateAnnotation])
+	}
+	if got := onLease(t, kube.Clientset, ns); got != 1 {
+		t.Errorf("the Lease holds %d units; want 1", got)
+	}
+}
+
+// TestBudgetCooldownOnTheLease: the built function keeps the cooldown on the budget's Lease,
+// which only it may write. A tenant who may edit its Deployment rolls the bad template out
+// again and deletes the state annotation after the undo; the next alert about it is refused
+// "cooldown" and spends nothing, so another team's undo still has a unit. (With the cooldown
+// kept on the workload alone, the tenant got a second undo, and the other team was refused
+// budget-exhausted.)
+func TestBudgetCooldownOnTheLease(t *testing.T) {
+	f := newFn(t, "budget-cooldown")
+	ctx := context.Background()
+	f.rolledOut("web", nil, nil)
+	f.rolledOut("api", nil, nil)
+	fn := f.start("rollback", map[string]string{"ROLLBACK_BUDGET": "2/1h", "ROLLBACK_COOLDOWN": "10m"})
+	send := func(name string) outcome.Result {
+		t.Helper()
+		code, resp, err := fn.Post(ctx, notification(f.alertAbout("Broken", name, time.Now())), f.token)
+		if err != nil || code != http.StatusOK || len(resp.Results) != 1 {
+			t.Fatalf("alert about %s answered %d %+v: %v", name, code, resp, err)
+		}
+		return resp.Results[0]
+	}
+	if r := send("web"); r.Action != outcome.RolledBack {
+		t.Fatalf("first alert about web: %+v; want rolled back", r)
+	}
+	if err := fixture.WaitDeploymentRevision(ctx, kube.Clientset, f.ns, "web", 3); err != nil {
+		t.Fatal(err)
+	}
+	// The tenant: the bad template again, and no record of the undo.
+	err := fixture.UpdateDeployment(ctx, kube.Clientset, f.ns, "web", 4, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers[0].Image = "registry.invalid/web:v2"
+		delete(d.Annotations, undo.StateAnnotation)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.deployment("web").Annotations[undo.StateAnnotation]; ok {
+		t.Fatal("the state annotation is still there")
+	}
+	r := send("web")
+	t.Logf("alert about web after the tenant deleted its state annotation: %s %s: %s", r.Action, r.Reason, r.Message)
+	if r.Action != outcome.Refused || r.Reason != outcome.ReasonCooldown {
+		t.Errorf("alert about web after its state annotation was deleted: %s %s; want refused cooldown", r.Action, r.Reason)
+	}
+	if img := f.deployment("web").Spec.Template.Spec.Containers[0].Image; img != "registry.invalid/web:v2" {
+		t.Errorf("web at %s; want left at v2", img)
+	}
+	if r := send("api"); r.Action != outcome.RolledBack {
+		t.Errorf("another team's alert: %s %s: %s; want rolled back", r.Action, r.Reason, r.Message)
+	}
+	if got := onLease(t, kube.Clientset, f.ns); got != 2 {
+		t.Errorf("the Lease holds %d units; want 2, one per workload undone", got)
 	}
 }
 

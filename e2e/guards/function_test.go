@@ -349,12 +349,31 @@ func pollFor(timeout time.Duration, cond func() bool) error {
 		func(context.Context) (bool, error) { return cond(), nil })
 }
 
+// gitopsFn is the function's binary as the ServiceAccount of the world's namespace, which
+// newGitopsWorld installed (no Alertmanager needed).
+func gitopsFn(t *testing.T, w *gitopsWorld) *fn {
+	t.Helper()
+	cluster.Require(t, "rollback")
+	f := &fn{t: t, ns: w.ns, dir: t.TempDir(), token: "guards-token-" + w.ns}
+	sa, err := kube.Token(context.Background(), w.ns, "alert-rollback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.kubeconfig = filepath.Join(f.dir, "kubeconfig")
+	if err := kube.WriteKubeconfig(f.kubeconfig, w.ns, sa); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // TestGitOpsThroughTheFunction: the function's binary, with the shipped RBAC (kservice.yaml
-// and deploy/cluster-wide/gitops.yaml), on Deployments that a real Argo CD Application, Flux
-// Kustomization and Flux HelmRelease own (their own CRDs), for each ROLLBACK_GITOPS. refuse
-// changes nothing and names the owner; suspend pauses each owner through its real schema,
-// rolls back, and says so in the state annotation and in Events on the workload and the owner;
-// ignore rolls back and leaves the owners alone.
+// and deploy/cluster-wide/gitops.yaml bound where the owners live, which ROLLBACK_NAMESPACES
+// lists), on Deployments that a real Argo CD Application, Flux Kustomization and Flux
+// HelmRelease own (their own CRDs), for each ROLLBACK_GITOPS. refuse changes nothing and names
+// the owner; suspend pauses each owner through its real schema, rolls back, and says so in the
+// state annotation and in Events on the workload and the owner; ignore rolls back and leaves
+// the owners alone. A HelmRelease's workload is refused in refuse and suspend modes
+// (gitops-unverified): only Helm's Secret records what the release manages.
 func TestGitOpsThroughTheFunction(t *testing.T) {
 	type owned struct {
 		name                string
@@ -365,16 +384,7 @@ func TestGitOpsThroughTheFunction(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			ns := "gitops-fn-" + string(mode)
 			w := newGitopsWorld(t, ns)
-			f := &fn{t: t, ns: ns, dir: t.TempDir(), token: "guards-token-" + ns}
-			cluster.Require(t, "rollback")
-			sa, err := kube.Token(context.Background(), ns, "alert-rollback")
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.kubeconfig = filepath.Join(f.dir, "kubeconfig")
-			if err := kube.WriteKubeconfig(f.kubeconfig, ns, sa); err != nil {
-				t.Fatal(err)
-			}
+			f := gitopsFn(t, w)
 			workloads := []owned{
 				{name: "labelled", labels: map[string]string{gitops.InstanceLabel: "shop"},
 					owner: gitops.Owner{Kind: gitops.Application, Namespace: w.argo, Name: "shop"}},
@@ -388,7 +398,8 @@ func TestGitOpsThroughTheFunction(t *testing.T) {
 				f.rolledOut(o.name, o.labels, o.annotations)
 				before[o.name] = w.spec(t, o.owner.Kind, o.owner.Namespace, o.owner.Name)
 			}
-			p := f.start("rollback-"+string(mode), map[string]string{"ROLLBACK_GITOPS": string(mode), "ROLLBACK_ARGOCD_NAMESPACE": w.argo})
+			p := f.start("rollback-"+string(mode), map[string]string{"ROLLBACK_GITOPS": string(mode), "ROLLBACK_ARGOCD_NAMESPACE": w.argo,
+				"ROLLBACK_NAMESPACES": w.namespaces})
 			ctx := context.Background()
 			for _, o := range workloads {
 				code, resp, err := p.Post(ctx, notification(f.alertAbout("BadRollout", o.name, time.Now())), f.token)
@@ -405,8 +416,18 @@ func TestGitOpsThroughTheFunction(t *testing.T) {
 					}
 				}
 				rev := f.deployment(o.name).Annotations["deployment.kubernetes.io/revision"]
-				switch mode {
-				case gitops.Refuse:
+				switch {
+				case o.owner.Kind == gitops.HelmRelease && mode != gitops.Ignore:
+					if r.Reason != outcome.ReasonGitOpsUnverified || !strings.Contains(r.Message, o.owner.String()) {
+						t.Errorf("%s: %s %s; want refused gitops-unverified naming %s", o.name, r.Reason, r.Message, o.owner)
+					}
+					if rev != "2" {
+						t.Errorf("%s at revision %s after a refusal; want 2", o.name, rev)
+					}
+					if diff := cmp.Diff(before[o.name], after); diff != "" {
+						t.Errorf("%s changed by a refusal (-before +after):\n%s", o.owner, diff)
+					}
+				case mode == gitops.Refuse:
 					if r.Reason != outcome.ReasonGitOpsManaged || !strings.Contains(r.Message, o.owner.String()) {
 						t.Errorf("%s: %s %s; want refused gitops-managed naming %s", o.name, r.Reason, r.Message, o.owner)
 					}
@@ -416,7 +437,7 @@ func TestGitOpsThroughTheFunction(t *testing.T) {
 					if diff := cmp.Diff(before[o.name], after); diff != "" {
 						t.Errorf("%s changed by a refusal (-before +after):\n%s", o.owner, diff)
 					}
-				case gitops.Suspend:
+				case mode == gitops.Suspend:
 					want := withPath(before[o.name], true, "suspend")
 					if o.owner.Kind == gitops.Application {
 						want = withPath(before[o.name], false, "syncPolicy", "automated", "selfHeal")
@@ -438,7 +459,7 @@ func TestGitOpsThroughTheFunction(t *testing.T) {
 					if err != nil || !strings.Contains(ev[0].Message, "suspended "+o.owner.String()) {
 						t.Errorf("the RolledBack Event on %s does not say what was suspended: %v %v", o.name, ev, err)
 					}
-				case gitops.Ignore:
+				case mode == gitops.Ignore:
 					if r.Action != outcome.RolledBack || rev != "3" {
 						t.Errorf("%s: %s at revision %s; want rolled back to revision 3", o.name, r.Action, rev)
 					}

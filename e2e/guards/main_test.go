@@ -7,7 +7,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -70,27 +69,6 @@ func clientsOf(t *testing.T, c *cluster.Cluster, ns string) (kubernetes.Interfac
 		t.Fatal(err)
 	}
 	return cs, dyn
-}
-
-// applyClusterWide applies a file of deploy/cluster-wide/ with its documented edit: the
-// function's namespace instead of `monitoring`.
-func applyClusterWide(t *testing.T, c *cluster.Cluster, file, ns string) {
-	t.Helper()
-	data, err := os.ReadFile(repoFile(file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const old = "namespace: monitoring\n"
-	if strings.Count(string(data), old) != 1 {
-		t.Fatalf("%s: want exactly one %q for its documented sed", file, old)
-	}
-	edited := filepath.Join(t.TempDir(), filepath.Base(file))
-	if err := os.WriteFile(edited, []byte(strings.Replace(string(data), old, "namespace: "+ns+"\n", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := c.Kubectl(context.Background(), "apply", "-f", edited); err != nil {
-		t.Fatalf("apply %s: %v: %s", file, err, out)
-	}
 }
 
 // applyCRDs applies the GitOps tools' CRDs (server-side: Argo CD's is too large for the

@@ -6,7 +6,12 @@
 // is one object every replica shares: a coordination.k8s.io/v1 Lease in the function's own
 // namespace. A unit is taken before the undo by writing the Lease under a resourceVersion
 // precondition, so of two replicas racing for the last unit one write fails with a conflict;
-// that replica reads again and is refused. An undo that then fails gives its unit back.
+// that replica reads again and is refused. An undo that then certainly did not happen gives
+// its unit back.
+//
+// Each unit names the workload it paid for, so the Lease also enforces the per-workload
+// cooldown (ROLLBACK_COOLDOWN): the state kept on a workload can be deleted by whoever may
+// edit the workload, the Lease cannot.
 package budget
 
 import (
@@ -41,9 +46,15 @@ const StateAnnotation = "alert-rollback.dev/budget"
 // a set of bad rollouts but a cluster problem, and people should be looking.
 const Default = "5/1h"
 
-// maxUnits bounds N: every unit in the window is one entry on the Lease, and an object's
-// annotations may hold 256 KiB in all.
+// maxUnits bounds N, and the units the Lease keeps: every unit is one entry on the Lease,
+// and an object's annotations may hold 256 KiB in all.
 const maxUnits = 1000
+
+// MaxSkew is how far ahead of this replica's clock a unit may be dated and still count: the
+// replicas' clocks may disagree by that much. A unit dated further ahead was not written by
+// a replica with a sane clock; counted, it would hold a unit (or a workload's cooldown)
+// until that date. It is ignored, and dropped at the next write.
+const MaxSkew = time.Minute
 
 var (
 	// ErrExhausted marks a refusal: the window's units are all spent. The error that wraps
@@ -51,6 +62,13 @@ var (
 	ErrExhausted = errors.New("rollback budget exhausted (ROLLBACK_BUDGET)")
 	// ErrNoLease means the Lease is missing and the function may not create it.
 	ErrNoLease = errors.New("the budget Lease " + LeaseName + " is missing; apply it from kservice.yaml")
+	// ErrCooldown marks a refusal: the Lease records an undo of the same workload within
+	// the cooldown. The error that wraps it is a *CooldownError.
+	ErrCooldown = errors.New("rolled back too recently (ROLLBACK_COOLDOWN), as the budget Lease records")
+	// ErrContended means the Lease changed under every one of the bounded attempts to
+	// write it (another writer kept getting there first). It does not wrap the apiserver's
+	// conflict, so that nothing retries around the budget's own retries.
+	ErrContended = errors.New("the budget Lease kept changing")
 )
 
 // Spec is a budget: at most Units rollbacks in any Window. The zero Spec is off.
@@ -105,13 +123,43 @@ func (e *ExhaustedError) Error() string {
 
 func (e *ExhaustedError) Unwrap() error { return ErrExhausted }
 
+// CooldownError is a refusal by the cooldown the Lease enforces.
+type CooldownError struct {
+	// For is the workload, At when its last undo was paid for.
+	For string
+	At  time.Time
+	// Until is when the cooldown ends.
+	Until time.Time
+}
+
+func (e *CooldownError) Error() string {
+	return fmt.Sprintf("%v: %s was rolled back at %s; the next is allowed after %s", ErrCooldown, e.For,
+		e.At.UTC().Format(time.RFC3339), e.Until.UTC().Format(time.RFC3339))
+}
+
+func (e *CooldownError) Unwrap() error { return ErrCooldown }
+
 // Unit is one spent rollback, as kept on the Lease.
 type Unit struct {
 	// ID tells units apart, so that giving one back removes exactly it.
 	ID string    `json:"id"`
 	At time.Time `json:"at"`
-	// For names the workload, for a person reading the Lease.
+	// For names the workload the undo was for, as the undo resolved it ("Deployment
+	// shop/web"), never from the alert's labels: the cooldown is kept per For.
 	For string `json:"for,omitempty"`
+	// UID and Generation are the workload's as the undo read it, before its write.
+	UID        string `json:"uid,omitempty"`
+	Generation int64  `json:"generation,omitempty"`
+}
+
+// Workload is what a unit is taken for: the workload as the undo read it.
+type Workload struct {
+	// Name names it ("Deployment shop/web"); the cooldown is kept per Name.
+	Name string
+	// UID and Generation are the object's, both set by the apiserver: an undo that landed
+	// changed spec.template, and with it the generation.
+	UID        string
+	Generation int64
 }
 
 // state is the Lease's annotation.
@@ -131,14 +179,20 @@ type Budget struct {
 	mu   sync.Mutex
 	last *coordinationv1.Lease
 	// Backoff paces re-reads after a conflict; its Steps bound them.
-	backoff wait.Backoff
-	now     func() time.Time
+	backoff  wait.Backoff
+	cooldown time.Duration
+	now      func() time.Time
 }
 
 // Options tune a Budget; the zero value is fine.
 type Options struct {
+	// Backoff paces re-reads after a conflict; its Steps bound the attempts of each Take
+	// or Return (two requests each at most: read, write).
 	Backoff wait.Backoff
-	Now     func() time.Time
+	// Cooldown, when set, refuses a Take for a workload whose last unit is more recent
+	// (ROLLBACK_COOLDOWN); units are kept on the Lease that long, even past the window.
+	Cooldown time.Duration
+	Now      func() time.Time
 }
 
 // LeaseClient reads and writes the Leases of one namespace: client-go's
@@ -161,14 +215,15 @@ func New(leases LeaseClient, namespace string, spec Spec, o Options) *Budget {
 		// 5, spread with jitter, still bounded (about a second in all).
 		o.Backoff = wait.Backoff{Steps: 10, Duration: 10 * time.Millisecond, Factor: 1.5, Jitter: 0.5}
 	}
-	return &Budget{leases: leases, namespace: namespace, spec: spec, backoff: o.Backoff, now: o.Now}
+	return &Budget{leases: leases, namespace: namespace, spec: spec, backoff: o.Backoff, cooldown: o.Cooldown, now: o.Now}
 }
 
 // Spec is the budget's setting.
 func (b *Budget) Spec() Spec { return b.spec }
 
-// Take spends one unit for the workload named what, or returns an *ExhaustedError. With
-// dryRun it only checks: a dry run spends nothing. The returned Unit is what Return gives
+// Take spends one unit for the workload named what, or returns an *ExhaustedError, or a
+// *CooldownError when the Lease holds a unit for what within the cooldown. With dryRun it
+// only checks: a dry run spends nothing. The returned Unit is what Return gives
 // back. A disabled budget always allows and returns a zero Unit.
 //
 // Every call spends a unit of its own, named at random, even for an undo another replica is
@@ -177,21 +232,34 @@ func (b *Budget) Spec() Spec { return b.spec }
 // by such attempts, was tried: the loser then gave back the winner's unit, and a storm got
 // one undo more than the budget; e2e/guards' TestBudgetStorm caught it.) The price is that a
 // unit whose write landed but whose answer was lost stays spent when the notification is
-// sent again: the count errs on the safe side.
+// sent again: the count errs on the safe side. With a cooldown, a Take for a workload with a
+// unit on the Lease is refused instead, unless TakeFor can tell that unit's write did not
+// land.
 func (b *Budget) Take(ctx context.Context, what string, dryRun bool) (Unit, error) {
+	return b.TakeFor(ctx, Workload{Name: what}, dryRun)
+}
+
+// TakeFor is Take for a workload known by its UID and generation too: a unit on the Lease
+// for the very object at the very generation w was read at does not count for the cooldown.
+// Its undo's write did not land (it would have changed the generation): it failed in a way
+// that may have landed, kept its unit, and this is the notification sent again.
+func (b *Budget) TakeFor(ctx context.Context, w Workload, dryRun bool) (Unit, error) {
 	if b == nil || b.spec.Off() {
 		return Unit{}, nil
 	}
 	var u Unit
 	err := b.update(ctx, func(s *state, now time.Time) (bool, error) {
 		u = Unit{}
-		if len(s.Spent) >= b.spec.Units {
-			return false, &ExhaustedError{Spec: b.spec, Spent: len(s.Spent), FreesAt: s.Spent[0].At.Add(b.spec.Window)}
+		if err := b.coolingDown(s, w, now); err != nil {
+			return false, err
+		}
+		if inWindow := b.inWindow(s, now); len(inWindow) >= b.spec.Units {
+			return false, &ExhaustedError{Spec: b.spec, Spent: len(inWindow), FreesAt: inWindow[0].At.Add(b.spec.Window)}
 		}
 		if dryRun {
 			return false, nil
 		}
-		u = Unit{ID: rand.String(10), At: now, For: what}
+		u = Unit{ID: rand.String(10), At: now, For: w.Name, UID: w.UID, Generation: w.Generation}
 		s.Spent = append(s.Spent, u)
 		return true, nil
 	})
@@ -217,17 +285,53 @@ func (b *Budget) Return(ctx context.Context, u Unit) error {
 // Spent counts the units spent in the current window, without changing anything.
 func (b *Budget) Spent(ctx context.Context) (int, error) {
 	var n int
-	err := b.update(ctx, func(s *state, _ time.Time) (bool, error) {
-		n = len(s.Spent)
+	err := b.update(ctx, func(s *state, now time.Time) (bool, error) {
+		n = len(b.inWindow(s, now))
 		return false, nil
 	})
 	return n, err
 }
 
-// update reads the Lease, lets change decide on its state (with units out of the window
-// already dropped), and writes it back under the resourceVersion it read when change says
-// so. A conflict (another replica wrote first) or a lost race to create the Lease means
-// reading and deciding again, a bounded number of times.
+// inWindow returns the units of s spent in the window that ends now, oldest first.
+func (b *Budget) inWindow(s *state, now time.Time) []Unit {
+	i := slices.IndexFunc(s.Spent, func(u Unit) bool { return now.Before(u.At.Add(b.spec.Window)) })
+	if i < 0 {
+		return nil
+	}
+	return s.Spent[i:]
+}
+
+// coolingDown refuses w when s holds a unit for it within the cooldown, unless that unit
+// is for the very object and generation w was read at (see TakeFor).
+func (b *Budget) coolingDown(s *state, w Workload, now time.Time) error {
+	if b.cooldown <= 0 || w.Name == "" {
+		return nil
+	}
+	for _, u := range slices.Backward(s.Spent) {
+		if u.For != w.Name || !now.Before(u.At.Add(b.cooldown)) {
+			continue
+		}
+		if u.UID != "" && u.UID == w.UID && u.Generation == w.Generation {
+			continue // its write did not land: the object is as it was then
+		}
+		return &CooldownError{For: w.Name, At: u.At, Until: u.At.Add(b.cooldown)}
+	}
+	return nil
+}
+
+// prune drops from s the units that count no more: those out of both the window and the
+// cooldown, and those dated more than MaxSkew ahead of now.
+func (b *Budget) prune(s *state, now time.Time) {
+	keep := max(b.spec.Window, b.cooldown)
+	s.Spent = slices.DeleteFunc(s.Spent, func(u Unit) bool {
+		return !now.Before(u.At.Add(keep)) || u.At.After(now.Add(MaxSkew))
+	})
+}
+
+// update reads the Lease, lets change decide on its state (with the units that count no
+// more already dropped: see prune), and writes it back under the resourceVersion it read
+// when change says so. A conflict (another replica wrote first) or a lost race to create the
+// Lease means reading and deciding again, a bounded number of times.
 func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (bool, error)) error {
 	attempt := func(cached *coordinationv1.Lease) error {
 		leases := b.leases
@@ -249,7 +353,7 @@ func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (boo
 			return err
 		}
 		now := b.now()
-		s.Spent = slices.DeleteFunc(s.Spent, func(u Unit) bool { return !now.Before(u.At.Add(b.spec.Window)) })
+		b.prune(&s, now)
 		write, err := change(&s, now)
 		if cached != nil && (err != nil || !write) {
 			// Not a write, so nothing would catch a stale copy: decide on a fresh read.
@@ -298,7 +402,9 @@ func (b *Budget) update(ctx context.Context, change func(*state, time.Time) (boo
 		err = attempt(nil)
 	}
 	if retryable(err) {
-		return fmt.Errorf("the budget Lease kept changing (%d attempts): %w", b.backoff.Steps, err)
+		// %v, not %w: the undo retries on a conflict of its own, and must not take this one
+		// for it, or each of its attempts would run all of these again.
+		return fmt.Errorf("%w (%d attempts): %v", ErrContended, b.backoff.Steps, err)
 	}
 	return err
 }
@@ -350,6 +456,11 @@ func readState(l *coordinationv1.Lease) (state, error) {
 func writeState(l *coordinationv1.Lease, s state, spec Spec, now time.Time) error {
 	if s.Spent == nil {
 		s.Spent = []Unit{}
+	}
+	// A cooldown much longer than the window keeps more units than N: at most maxUnits, the
+	// oldest dropped first (the window's own units are never more than N).
+	if len(s.Spent) > maxUnits {
+		s.Spent = s.Spent[len(s.Spent)-maxUnits:]
 	}
 	b, err := json.Marshal(s)
 	if err != nil {

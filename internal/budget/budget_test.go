@@ -469,3 +469,157 @@ func TestRememberedLease(t *testing.T) {
 		t.Fatalf("%d units on the Lease; want 2", n)
 	}
 }
+
+// leaseOf returns a Lease holding units.
+func leaseOf(t *testing.T, units ...Unit) *coordinationv1.Lease {
+	t.Helper()
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName, Namespace: ns, ResourceVersion: "1"}}
+	if err := writeState(l, state{Spent: units}, Spec{Units: 5, Window: time.Hour}, t0); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestFutureUnits: a unit dated further ahead than MaxSkew counts for nothing (not in the
+// window, not for a workload's cooldown) and is dropped from the Lease at the next write;
+// within MaxSkew (a replica whose clock runs a little ahead) it counts.
+func TestFutureUnits(t *testing.T) {
+	const web = "Deployment shop/web"
+	far := func(n int) []Unit {
+		var us []Unit
+		for i := range n {
+			us = append(us, Unit{ID: "f" + strconv.Itoa(i), At: t0.Add(365 * 24 * time.Hour), For: web})
+		}
+		return us
+	}
+	tests := []struct {
+		name      string
+		units     []Unit
+		wantErr   error
+		wantSpent int // units on the Lease afterwards
+	}{
+		{name: "a year ahead, as many as the budget: ignored, and dropped", units: far(3), wantSpent: 1},
+		{name: "a year ahead, for the same workload: no cooldown", units: far(1), wantSpent: 1},
+		{name: "just beyond MaxSkew: ignored", units: []Unit{{ID: "a", At: t0.Add(MaxSkew + time.Second), For: web}}, wantSpent: 1},
+		{name: "within MaxSkew: counts for the cooldown", units: []Unit{{ID: "a", At: t0.Add(MaxSkew / 2), For: web}},
+			wantErr: ErrCooldown, wantSpent: 1},
+		{name: "within MaxSkew: counts in the window",
+			units:   []Unit{{ID: "a", At: t0.Add(MaxSkew / 2), For: "x"}, {ID: "b", At: t0, For: "y"}, {ID: "c", At: t0, For: "z"}},
+			wantErr: ErrExhausted, wantSpent: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(leaseOf(t, tt.units...))
+			b := New(c.CoordinationV1().Leases(ns), ns, Spec{Units: 3, Window: time.Hour},
+				Options{Now: (&clock{now: t0}).Now, Cooldown: 10 * time.Minute, Backoff: wait.Backoff{Steps: 5, Duration: time.Microsecond}})
+			_, err := b.Take(context.Background(), web, false)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("Take = %v; want %v", err, tt.wantErr)
+			}
+			if got := spent(t, c); len(got) != tt.wantSpent {
+				t.Errorf("the Lease holds %+v; want %d units", got, tt.wantSpent)
+			}
+		})
+	}
+}
+
+// TestCooldown: a Take for a workload with a unit on the Lease within the cooldown is
+// refused, with when it ends, and spends nothing; other workloads are not affected; units are
+// kept for the cooldown even past the window (without counting in it); and the Lease stays
+// bounded.
+func TestCooldown(t *testing.T) {
+	const web, api = "Deployment shop/web", "Deployment shop/api"
+	ctx := context.Background()
+	clk := &clock{now: t0}
+	opts := Options{Now: clk.Now, Cooldown: 10 * time.Minute, Backoff: wait.Backoff{Steps: 5, Duration: time.Microsecond}}
+	c := newClient()
+	b := New(c.CoordinationV1().Leases(ns), ns, Spec{Units: 5, Window: time.Minute}, opts)
+	if _, err := b.Take(ctx, web, false); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Minute) // out of the window, within the cooldown
+	_, err := b.Take(ctx, web, false)
+	var cool *CooldownError
+	if !errors.As(err, &cool) || !cool.Until.Equal(t0.Add(10*time.Minute)) {
+		t.Fatalf("Take within the cooldown = %v; want a *CooldownError until %s", err, t0.Add(10*time.Minute))
+	}
+	want := "rolled back too recently (ROLLBACK_COOLDOWN), as the budget Lease records: Deployment shop/web was rolled back at 2026-11-26T03:00:00Z; the next is allowed after 2026-11-26T03:10:00Z"
+	if err.Error() != want {
+		t.Errorf("message %q; want %q", err, want)
+	}
+	if _, err := b.Take(ctx, web, true); !errors.Is(err, ErrCooldown) {
+		t.Errorf("dry-run Take within the cooldown = %v; want refused", err)
+	}
+	if n, err := b.Spent(ctx); err != nil || n != 0 {
+		t.Errorf("Spent() = %d, %v; want 0: the unit is kept for the cooldown, not counted in the window", n, err)
+	}
+	if _, err := b.Take(ctx, api, false); err != nil {
+		t.Fatalf("Take for another workload = %v", err)
+	}
+	clk.Add(8 * time.Minute) // the cooldown is over
+	if _, err := b.Take(ctx, web, false); err != nil {
+		t.Fatalf("Take after the cooldown = %v", err)
+	}
+	if got := spent(t, c); len(got) != 2 {
+		t.Errorf("the Lease holds %+v; want the two units of the cooldown (api's, web's new one)", got)
+	}
+
+	// A unit for the very object at the very generation the next undo read is no evidence of
+	// an undo: its write did not land. Any other unit for the workload is.
+	read := Workload{Name: "Deployment shop/cart", UID: "uid-1", Generation: 7}
+	for _, tc := range []struct {
+		name    string
+		unit    Workload
+		refused bool
+	}{
+		{"same object, same generation: its write did not land", read, false},
+		{"same object, a later generation", Workload{Name: read.Name, UID: "uid-1", Generation: 6}, true},
+		{"another object of that name (deleted, created again)", Workload{Name: read.Name, UID: "uid-0", Generation: 7}, true},
+		{"no UID recorded", Workload{Name: read.Name}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient()
+			b := New(c.CoordinationV1().Leases(ns), ns, Spec{Units: 5, Window: time.Hour}, opts)
+			if _, err := b.TakeFor(ctx, tc.unit, false); err != nil {
+				t.Fatal(err)
+			}
+			_, err := b.TakeFor(ctx, read, false)
+			if refused := errors.Is(err, ErrCooldown); refused != tc.refused || (err != nil && !refused) {
+				t.Errorf("TakeFor(%+v) after a unit for %+v = %v; want refused %v", read, tc.unit, err, tc.refused)
+			}
+		})
+	}
+
+	// However long the cooldown, the Lease keeps at most maxUnits entries.
+	var many []Unit
+	for i := range maxUnits + 200 {
+		many = append(many, Unit{ID: strconv.Itoa(i), At: t0.Add(-time.Hour + time.Duration(i)*time.Millisecond), For: "w" + strconv.Itoa(i)})
+	}
+	c = newClient(leaseOf(t, many...))
+	clk = &clock{now: t0}
+	long := New(c.CoordinationV1().Leases(ns), ns, Spec{Units: 5, Window: time.Minute}, Options{Now: clk.Now, Cooldown: 24 * time.Hour})
+	if _, err := long.Take(ctx, web, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := spent(t, c); len(got) != maxUnits || got[len(got)-1].For != web {
+		t.Errorf("the Lease holds %d units (last %+v); want %d, the newest", len(got), got[len(got)-1], maxUnits)
+	}
+}
+
+// TestContended: when every write of the Lease conflicts, Take gives up after its own
+// attempts, a read and a write each, with an error that is not the apiserver's conflict:
+// the undo retries on a conflict of its own, and must not run these attempts again.
+func TestContended(t *testing.T) {
+	c := newClient(lease(t))
+	c.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewConflict(leaseResource, LeaseName, errors.New("changed"))
+	})
+	b := New(c.CoordinationV1().Leases(ns), ns, Spec{Units: 5, Window: time.Hour}, Options{Now: (&clock{now: t0}).Now})
+	_, err := b.Take(context.Background(), "Deployment shop/web", false)
+	if !errors.Is(err, ErrContended) || apierrors.IsConflict(err) {
+		t.Fatalf("Take = %v; want ErrContended, not a conflict", err)
+	}
+	if n := len(c.Actions()); n != 2*b.backoff.Steps {
+		t.Errorf("%d requests; want %d (%d attempts, a read and a write each)", n, 2*b.backoff.Steps, b.backoff.Steps)
+	}
+}

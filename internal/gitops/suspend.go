@@ -26,7 +26,7 @@ type Suspension struct {
 }
 
 // String is the one-line account: "Flux Kustomization flux-system/shop: spec.suspend set
-// to true (resume: flux resume kustomization shop -n flux-system)".
+// to true (resume once Git is fixed: flux resume kustomization shop -n flux-system)".
 func (s Suspension) String() string {
 	if s.Resume == "" {
 		return fmt.Sprintf("%s: %s", s.Owner, s.Change)
@@ -34,14 +34,17 @@ func (s Suspension) String() string {
 	return fmt.Sprintf("%s: %s (resume once Git is fixed: %s)", s.Owner, s.Change, s.Resume)
 }
 
-// Suspend stops each owner from reverting the workload: spec.suspend=true on a Flux
-// Kustomization or HelmRelease; self-heal off on an Argo CD Application's automated sync,
-// keeping the rest of its policy (automated sync itself, prune, ...), since self-heal is
-// what reverts a change made in the cluster. Each write carries the resourceVersion just
-// read, and a conflict reads again. With dryRun the writes are sent as dry runs: checked
-// against the owner's schema, and nothing changes. It stops at the first owner it cannot
-// suspend and returns what it did so far with the error.
-func (g *Guard) Suspend(ctx context.Context, owners []Owner, dryRun bool) ([]Suspension, error) {
+// Suspend stops each owner from reverting the workload w: spec.suspend=true on a Flux
+// Kustomization; self-heal off on an Argo CD Application's automated sync, keeping the rest
+// of its policy (automated sync itself, prune, ...), since self-heal is what reverts a change
+// made in the cluster. It writes only to an owner in a namespace the guard may act in whose
+// records, as read just before the write, list w (see Check); anything else is an error
+// wrapping ErrUnverified, and a HelmRelease always is. Each write carries the resourceVersion
+// of that read, so the owner cannot have changed between the check and the write; a conflict
+// reads again. With dryRun the writes are sent as dry runs: checked against the owner's
+// schema, and nothing changes. It stops at the first owner it cannot suspend and returns what
+// it did so far with the error.
+func (g *Guard) Suspend(ctx context.Context, w Workload, owners []Owner, dryRun bool) ([]Suspension, error) {
 	var done []Suspension
 	for _, o := range owners {
 		var s Suspension
@@ -49,7 +52,7 @@ func (g *Guard) Suspend(ctx context.Context, owners []Owner, dryRun bool) ([]Sus
 		// err is the last attempt's, not RetryOnConflict's: that one answers nil when the
 		// first attempt failed with an error wrapping a context's deadline.
 		_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			s, err = g.suspend(ctx, o, dryRun)
+			s, err = g.suspend(ctx, w, o, dryRun)
 			return err
 		})
 		if err != nil {
@@ -60,11 +63,20 @@ func (g *Guard) Suspend(ctx context.Context, owners []Owner, dryRun bool) ([]Sus
 	return done, nil
 }
 
-func (g *Guard) suspend(ctx context.Context, o Owner, dryRun bool) (Suspension, error) {
+func (g *Guard) suspend(ctx context.Context, w Workload, o Owner, dryRun bool) (Suspension, error) {
+	switch {
+	case !g.allowed(o.Namespace):
+		return Suspension{}, fmt.Errorf("%w: %s", ErrUnverified, outside(o))
+	case o.Kind != Application && o.Kind != Kustomization:
+		return Suspension{}, fmt.Errorf("%w: %s", ErrUnverified, helmUnverifiable(o))
+	}
 	client := g.client.Resource(o.resource()).Namespace(o.Namespace)
 	obj, err := client.Get(ctx, o.Name, metav1.GetOptions{})
 	if err != nil {
 		return Suspension{}, err
+	}
+	if !manages(o, obj, w) {
+		return Suspension{}, fmt.Errorf("%w: %s", ErrUnverified, unlisted(o, w))
 	}
 	s := Suspension{Owner: o, Ref: objectReference(o, obj)}
 	var spec map[string]any
@@ -81,13 +93,9 @@ func (g *Guard) suspend(ctx context.Context, o Owner, dryRun bool) (Suspension, 
 		s.Change = "spec.syncPolicy.automated.selfHeal set to false (the rest of its sync policy kept)"
 		s.Resume = fmt.Sprintf("set spec.syncPolicy.automated.selfHeal back to true on Application %s/%s, or sync it from the Argo CD UI", o.Namespace, o.Name)
 	} else {
-		kind := "kustomization"
-		if o.Kind == HelmRelease {
-			kind = "helmrelease"
-		}
 		// Said even when it was suspended already (by a person, or by this function on an
 		// earlier attempt): it stays suspended until someone resumes it.
-		s.Resume = fmt.Sprintf("flux resume %s %s -n %s", kind, o.Name, o.Namespace)
+		s.Resume = fmt.Sprintf("flux resume kustomization %s -n %s", o.Name, o.Namespace)
 		if suspended, _, _ := unstructured.NestedBool(obj.Object, "spec", "suspend"); suspended {
 			s.Change = "already suspended (spec.suspend is true)"
 			return s, nil

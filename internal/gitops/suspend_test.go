@@ -14,6 +14,13 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 )
 
+// web is the workload the suspensions are for, and inventory a Kustomization's status listing
+// it, as kustomize-controller writes it.
+var (
+	web       = deployment(nil, nil)
+	inventory = map[string]any{"inventory": map[string]any{"entries": []any{map[string]any{"id": "shop_web_apps_Deployment", "v": "v1"}}}}
+)
+
 func TestSuspend(t *testing.T) {
 	selfHealing := map[string]any{"prune": true, "selfHeal": true}
 	tests := []struct {
@@ -30,44 +37,37 @@ func TestSuspend(t *testing.T) {
 	}{
 		{name: "Flux Kustomization: suspended, the rest of its spec kept",
 			objects: []runtime.Object{obj(KustomizationResource, Kustomization, "flux-system", "apps",
-				map[string]any{"interval": "1m", "path": "./shop", "prune": true}, nil)},
+				map[string]any{"interval": "1m", "path": "./shop", "prune": true}, inventory)},
 			owner:       Owner{Kind: Kustomization, Namespace: "flux-system", Name: "apps"},
 			wantSpec:    map[string]any{"interval": "1m", "path": "./shop", "prune": true, "suspend": true},
 			wantChanged: true, wantChange: "spec.suspend set to true", wantPatch: true,
 			wantResume: "flux resume kustomization apps -n flux-system"},
 		{name: "Flux Kustomization already suspended: nothing written",
 			objects: []runtime.Object{obj(KustomizationResource, Kustomization, "flux-system", "apps",
-				map[string]any{"interval": "1m", "suspend": true}, nil)},
+				map[string]any{"interval": "1m", "suspend": true}, inventory)},
 			owner:      Owner{Kind: Kustomization, Namespace: "flux-system", Name: "apps"},
 			wantSpec:   map[string]any{"interval": "1m", "suspend": true},
 			wantChange: "already suspended (spec.suspend is true)",
 			wantResume: "flux resume kustomization apps -n flux-system"},
-		{name: "Flux HelmRelease",
-			objects: []runtime.Object{obj(HelmReleaseResource, HelmRelease, "shop", "web",
-				map[string]any{"interval": "5m", "chart": map[string]any{"spec": map[string]any{"chart": "web"}}}, nil)},
-			owner:       Owner{Kind: HelmRelease, Namespace: "shop", Name: "web"},
-			wantSpec:    map[string]any{"interval": "5m", "chart": map[string]any{"spec": map[string]any{"chart": "web"}}, "suspend": true},
-			wantChanged: true, wantChange: "spec.suspend set to true", wantPatch: true,
-			wantResume: "flux resume helmrelease web -n shop"},
 		{name: "Argo CD self-heal off, automated sync and prune kept",
-			objects:     []runtime.Object{app("argocd", "shop", selfHealing)},
+			objects:     []runtime.Object{app("argocd", "shop", selfHealing, "shop/web")},
 			owner:       Owner{Kind: Application, Namespace: "argocd", Name: "shop"},
 			wantSpec:    app("argocd", "shop", map[string]any{"prune": true, "selfHeal": false}).Object["spec"].(map[string]any),
 			wantChanged: true, wantPatch: true,
 			wantChange: "spec.syncPolicy.automated.selfHeal set to false (the rest of its sync policy kept)",
 			wantResume: "set spec.syncPolicy.automated.selfHeal back to true on Application argocd/shop, or sync it from the Argo CD UI"},
 		{name: "Argo CD automated without self-heal: nothing to do",
-			objects:    []runtime.Object{app("argocd", "shop", map[string]any{"prune": true})},
+			objects:    []runtime.Object{app("argocd", "shop", map[string]any{"prune": true}, "shop/web")},
 			owner:      Owner{Kind: Application, Namespace: "argocd", Name: "shop"},
 			wantSpec:   app("argocd", "shop", map[string]any{"prune": true}).Object["spec"].(map[string]any),
 			wantChange: "self-heal already off: Argo CD does not revert changes made in the cluster"},
 		{name: "Argo CD automated sync disabled (enabled: false): nothing to do",
-			objects:    []runtime.Object{app("argocd", "shop", map[string]any{"enabled": false, "selfHeal": true})},
+			objects:    []runtime.Object{app("argocd", "shop", map[string]any{"enabled": false, "selfHeal": true}, "shop/web")},
 			owner:      Owner{Kind: Application, Namespace: "argocd", Name: "shop"},
 			wantSpec:   app("argocd", "shop", map[string]any{"enabled": false, "selfHeal": true}).Object["spec"].(map[string]any),
 			wantChange: "self-heal already off: Argo CD does not revert changes made in the cluster"},
 		{name: "Argo CD manual sync: nothing to do",
-			objects:    []runtime.Object{app("argocd", "shop", nil)},
+			objects:    []runtime.Object{app("argocd", "shop", nil, "shop/web")},
 			owner:      Owner{Kind: Application, Namespace: "argocd", Name: "shop"},
 			wantSpec:   app("argocd", "shop", nil).Object["spec"].(map[string]any),
 			wantChange: "self-heal already off: Argo CD does not revert changes made in the cluster"},
@@ -75,7 +75,7 @@ func TestSuspend(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(tt.objects...)
-			got, err := New(c, nil, Suspend, "").Suspend(context.Background(), []Owner{tt.owner}, tt.dryRun)
+			got, err := New(c, nil, Suspend, "", all).Suspend(context.Background(), web, []Owner{tt.owner}, tt.dryRun)
 			if err != nil {
 				t.Fatalf("Suspend = %v", err)
 			}
@@ -113,8 +113,8 @@ func TestSuspend(t *testing.T) {
 }
 
 func TestSuspendDryRun(t *testing.T) {
-	c := newClient(obj(KustomizationResource, Kustomization, "flux-system", "apps", map[string]any{"interval": "1m"}, nil))
-	_, err := New(c, nil, Suspend, "").Suspend(context.Background(), []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, true)
+	c := newClient(obj(KustomizationResource, Kustomization, "flux-system", "apps", map[string]any{"interval": "1m"}, inventory))
+	_, err := New(c, nil, Suspend, "", all).Suspend(context.Background(), web, []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestSuspendDryRun(t *testing.T) {
 }
 
 func TestSuspendErrors(t *testing.T) {
-	kustomization := obj(KustomizationResource, Kustomization, "flux-system", "apps", map[string]any{"interval": "1m"}, nil)
+	kustomization := obj(KustomizationResource, Kustomization, "flux-system", "apps", map[string]any{"interval": "1m"}, inventory)
 	gr := schema.GroupResource{Group: "kustomize.toolkit.fluxcd.io", Resource: "kustomizations"}
 	tests := []struct {
 		name     string
@@ -155,7 +155,7 @@ func TestSuspendErrors(t *testing.T) {
 				}
 				return false, nil, nil
 			})
-			got, err := New(c, nil, Suspend, "").Suspend(context.Background(), []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, false)
+			got, err := New(c, nil, Suspend, "", all).Suspend(context.Background(), web, []Owner{{Kind: Kustomization, Namespace: "flux-system", Name: "apps"}}, false)
 			if tt.wantErr == "" {
 				if err != nil || len(got) != 1 || !got[0].Changed {
 					t.Errorf("Suspend = %+v, %v; want it suspended after the conflict", got, err)
@@ -164,6 +164,63 @@ func TestSuspendErrors(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || len(got) != 0 {
 				t.Errorf("Suspend = %+v, %v; want an error saying %q", got, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestSuspendOnlyWhatListsTheWorkload: Suspend writes to an owner only in a namespace the
+// guard may act in, and only when the owner, as read just before the write, lists the
+// workload; a HelmRelease never. Whatever Check said before: the write is where it counts.
+func TestSuspendOnlyWhatListsTheWorkload(t *testing.T) {
+	selfHealing := map[string]any{"selfHeal": true}
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		owner   Owner
+		allowed func(string) bool
+		wantMsg string
+		// wantRequests are the requests made: none outside the allowed namespaces.
+		wantRequests []string
+	}{
+		{name: "a Kustomization outside the allowed namespaces: not even read",
+			objects: []runtime.Object{obj(KustomizationResource, Kustomization, "flux-system", "platform", map[string]any{"interval": "1m"}, inventory)},
+			owner:   Owner{Kind: Kustomization, Namespace: "flux-system", Name: "platform"}, allowed: only("shop"),
+			wantMsg: "namespace flux-system is not one this function may act in, so it was not read"},
+		{name: "an Application outside the allowed namespaces: not even read",
+			objects: []runtime.Object{app("payments", "billing", selfHealing, "shop/web")},
+			owner:   Owner{Kind: Application, Namespace: "payments", Name: "billing"}, allowed: only("shop"),
+			wantMsg: "namespace payments is not one this function may act in"},
+		{name: "a HelmRelease: never, not even read",
+			objects: []runtime.Object{obj(HelmReleaseResource, HelmRelease, "shop", "web", map[string]any{"interval": "5m"}, nil)},
+			owner:   Owner{Kind: HelmRelease, Namespace: "shop", Name: "web"}, allowed: all,
+			wantMsg: "this function never reads Secrets"},
+		{name: "a Kustomization whose inventory does not list the workload",
+			objects: []runtime.Object{obj(KustomizationResource, Kustomization, "flux-system", "platform", map[string]any{"interval": "1m"},
+				map[string]any{"inventory": map[string]any{"entries": []any{map[string]any{"id": "flux-system_platform-api_apps_Deployment"}}}})},
+			owner: Owner{Kind: Kustomization, Namespace: "flux-system", Name: "platform"}, allowed: all,
+			wantMsg: "its status.inventory does not list apps/Deployment shop/web", wantRequests: []string{"get kustomizations flux-system"}},
+		{name: "an Application whose resources do not list the workload",
+			objects: []runtime.Object{app("payments", "billing", selfHealing, "payments/billing")},
+			owner:   Owner{Kind: Application, Namespace: "payments", Name: "billing"}, allowed: all,
+			wantMsg: "its status.resources does not list apps/Deployment shop/web", wantRequests: []string{"get applications payments"}},
+		{name: "an Application listing a workload of that name in another namespace",
+			objects: []runtime.Object{app("payments", "billing", selfHealing, "payments/web")},
+			owner:   Owner{Kind: Application, Namespace: "payments", Name: "billing"}, allowed: all,
+			wantMsg: "its status.resources does not list apps/Deployment shop/web", wantRequests: []string{"get applications payments"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(tt.objects...)
+			for _, dryRun := range []bool{false, true} {
+				c.ClearActions()
+				got, err := New(c, nil, Suspend, "", tt.allowed).Suspend(context.Background(), web, []Owner{tt.owner}, dryRun)
+				if !errors.Is(err, ErrUnverified) || !strings.Contains(err.Error(), tt.wantMsg) || len(got) != 0 {
+					t.Errorf("Suspend(dry run %v) = %+v, %v; want ErrUnverified saying %q", dryRun, got, err, tt.wantMsg)
+				}
+				if diff := cmp.Diff(tt.wantRequests, actions(c)); diff != "" {
+					t.Errorf("requests (-want +got):\n%s", diff)
+				}
 			}
 		})
 	}

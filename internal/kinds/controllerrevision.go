@@ -101,6 +101,7 @@ func (k revisionKind) withHistory(ctx context.Context, e *Env, obj *object) (*Wo
 	w := &Workload{
 		Ref:             RefOf(k.gk, ns, name),
 		UID:             obj.GetUID(),
+		Generation:      obj.GetGeneration(),
 		ResourceVersion: obj.GetResourceVersion(),
 		Labels:          obj.GetLabels(),
 		Annotations:     obj.GetAnnotations(),

@@ -92,6 +92,7 @@ func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Read
 	w := &Workload{
 		Ref:             RefOf(Deployment, ns, name),
 		UID:             dep.UID,
+		Generation:      dep.Generation,
 		ResourceVersion: dep.ResourceVersion,
 		Labels:          dep.Labels,
 		Annotations:     dep.Annotations,

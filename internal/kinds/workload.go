@@ -48,6 +48,7 @@ func NewEnv(client kube.Client) *Env {
 type Workload struct {
 	Ref             Ref
 	UID             types.UID
+	Generation      int64
 	ResourceVersion string
 	Labels          map[string]string
 	Annotations     map[string]string

@@ -94,6 +94,8 @@ func New(cfg *rest.Config) (Client, error) {
 	if c.UserAgent == "" {
 		c.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
+	// Outermost, so that it sees each attempt client-go makes of a request (see Sent).
+	c.Wrap(recordAttempts)
 	c.NegotiatedSerializer = codecs.WithoutConversion()
 	// Protocol buffers, as Kubernetes' own components speak to the API server: smaller than
 	// JSON, and quicker to encode there and to decode here (a ReplicaSet list is most of
@@ -164,6 +166,7 @@ func (r resource[T, L]) List(ctx context.Context, opts metav1.ListOptions) (L, e
 }
 
 func (r resource[T, L]) Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (T, error) {
+	through(ctx)
 	out := r.newT()
 	err := r.client.Patch(pt).NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).Name(name).
 		SubResource(subresources...).VersionedParams(&opts, parameterCodec).Body(data).Do(ctx).Into(out)
@@ -171,6 +174,7 @@ func (r resource[T, L]) Patch(ctx context.Context, name string, pt types.PatchTy
 }
 
 func (r resource[T, L]) Create(ctx context.Context, obj T, opts metav1.CreateOptions) (T, error) {
+	through(ctx)
 	out := r.newT()
 	err := r.client.Post().NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).
 		VersionedParams(&opts, parameterCodec).Body(obj).Do(ctx).Into(out)
@@ -178,6 +182,7 @@ func (r resource[T, L]) Create(ctx context.Context, obj T, opts metav1.CreateOpt
 }
 
 func (r resource[T, L]) Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error) {
+	through(ctx)
 	out := r.newT()
 	err := r.client.Put().NamespaceIfScoped(r.ns, r.ns != "").Resource(r.res).Name(obj.GetName()).
 		VersionedParams(&opts, parameterCodec).Body(obj).Do(ctx).Into(out)

@@ -70,6 +70,7 @@ const (
 	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
 	ReasonGitOpsUnknown      Reason = "gitops-unknown"
 	ReasonGitOpsParent       Reason = "gitops-parent-managed"
+	ReasonGitOpsUnverified   Reason = "gitops-unverified"
 
 	// failed: a retry may help (retryable) or not.
 	ReasonRolloutPending Reason = "rollout-pending"
@@ -118,9 +119,11 @@ var classes = []struct {
 	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
 	{undo.ErrTooOld, Refused, ReasonTooOld},
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
+	{budget.ErrCooldown, Refused, ReasonCooldown},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},
 	{gitops.ErrOwnerMissing, Refused, ReasonGitOpsOwnerMissing},
 	{gitops.ErrParentManaged, Refused, ReasonGitOpsParent},
+	{gitops.ErrUnverified, Refused, ReasonGitOpsUnverified},
 	// Before the API's own classes: it wraps the apiserver's 403, which a retry does not fix
 	// either, but the refusal says how to.
 	{gitops.ErrUnknown, Refused, ReasonGitOpsUnknown},
@@ -134,6 +137,8 @@ var classes = []struct {
 	{target.ErrUnsupportedOwner, Refused, ReasonUnsupportedOwner},
 
 	{undo.ErrRolloutPending, Failed, ReasonRolloutPending},
+	// Another writer kept changing the budget's Lease: a retry a moment later may get a turn.
+	{budget.ErrContended, Failed, ReasonConflict},
 	{ErrTargetsUnknown, Failed, ReasonTargetsUnknown},
 }
 

@@ -17,8 +17,9 @@ func NewGate(b *budget.Budget, g *gitops.Guard, log *zap.SugaredLogger) undo.Gat
 
 // gate is undo's Gate: the checks beyond one workload, asked once an undo is decided and
 // just before its write. In order: the GitOps owner (a refusal spends nothing), the budget
-// (a unit taken before anything changes), then the owners suspended (and the unit given
-// back if that fails).
+// (a unit taken before anything changes, unless an earlier attempt of the same undo holds
+// one; the Lease's cooldown refuses a workload undone too recently), then the owners
+// suspended (and the unit given back if that fails).
 type gate struct {
 	budget *budget.Budget
 	gitops *gitops.Guard
@@ -32,11 +33,16 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 	if err != nil {
 		return undo.Admission{}, err
 	}
-	// Every attempt spends a unit of its own, also two replicas undoing the same alerts: the
-	// loser gives its own back, never the unit that paid for the undo that landed.
-	unit, err := g.budget.Take(ctx, s.Ref.String(), dryRun)
-	if err != nil {
-		return undo.Admission{}, err
+	// Every undo spends a unit of its own, also two replicas undoing the same alerts: the
+	// loser gives its own back, never the unit that paid for the undo that landed. The unit
+	// is for the workload as the undo resolved and read it, whatever the alert's labels said:
+	// the Lease keeps the cooldown by it.
+	var unit budget.Unit
+	if !s.Paid {
+		unit, err = g.budget.TakeFor(ctx, budget.Workload{Name: s.Ref.String(), UID: string(s.UID), Generation: s.Generation}, dryRun)
+		if err != nil {
+			return undo.Admission{}, err
+		}
 	}
 	release := func(ctx context.Context) {
 		if err := g.budget.Return(ctx, unit); err != nil {
@@ -44,7 +50,7 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 				"workload", s.Ref.String(), "error", err)
 		}
 	}
-	suspended, err := g.gitops.Suspend(ctx, owners, dryRun)
+	suspended, err := g.gitops.Suspend(ctx, w, owners, dryRun)
 	var adm undo.Admission
 	for _, sus := range suspended {
 		if dryRun {
@@ -65,6 +71,8 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 	if note := gitops.HelmNote(w); note != "" {
 		adm.Notes = append(adm.Notes, note)
 	}
-	adm.Release = release
+	if unit.ID != "" {
+		adm.Release = release
+	}
 	return adm, nil
 }

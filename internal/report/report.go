@@ -56,7 +56,7 @@ func (e *Events) Record(w kinds.Ref, uid types.UID, r outcome.Result) {
 }
 
 // ReasonSuspended is the reason of the Event on a GitOps owner (an Argo CD Application, a
-// Flux Kustomization or HelmRelease) suspended so that a rollback lasts. A Warning: someone
+// Flux Kustomization) suspended so that a rollback lasts. A Warning: someone
 // has to resume it once Git is fixed.
 const ReasonSuspended = "SuspendedForRollback"
 

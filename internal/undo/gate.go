@@ -2,11 +2,9 @@ package undo
 
 import (
 	"context"
-	"errors"
-	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sre-kit/alert-rollback/internal/kinds"
 )
@@ -24,6 +22,13 @@ type Gate interface {
 type Subject struct {
 	Ref                 kinds.Ref
 	Labels, Annotations map[string]string
+	// UID and Generation are the object's as read for this attempt, before its write.
+	UID        types.UID
+	Generation int64
+	// Paid is set when an earlier attempt of the same undo was admitted and what the Gate
+	// took for it (a budget unit) is still held: that attempt's write was refused with a
+	// conflict, so it changed nothing, and this attempt needs nothing more.
+	Paid bool
 }
 
 // Admission is a Gate's yes.
@@ -34,18 +39,8 @@ type Admission struct {
 	// Related are objects the Gate changed for this undo (a suspended owner); each gets an
 	// Event too.
 	Related []corev1.ObjectReference
-	// Release gives back what Admit took when the write did not happen.
+	// Release gives back what Admit took (nil when it took nothing). The Undoer calls it
+	// once, when the undo ends with no write that may have been applied, after however many
+	// attempts.
 	Release func(context.Context)
-}
-
-// rejected reports whether the apiserver refused a write, so that it certainly changed
-// nothing: a 4xx answer other than a timeout. After a timeout or a transport error the write
-// may have landed, and what was taken for it is kept: the budget then errs on the safe side.
-func rejected(err error) bool {
-	var status apierrors.APIStatus
-	if !errors.As(err, &status) {
-		return false
-	}
-	code := status.Status().Code
-	return code >= 400 && code < 500 && code != http.StatusRequestTimeout
 }

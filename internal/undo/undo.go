@@ -128,6 +128,11 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 	if apierrors.IsConflict(err) {
 		err = fmt.Errorf("conflicts exhausted after %d attempts: %w", u.opts.Backoff.Steps, err)
 	}
+	if done.release != nil {
+		// No write of this undo may have been applied: give back what the Gate took, once,
+		// without the request's deadline (which may be what failed).
+		done.release(context.WithoutCancel(ctx))
+	}
 	c.DryRun = u.opts.DryRun
 	return c, err
 }
@@ -157,21 +162,13 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 		}
 		return c, err
 	}
-	var adm Admission
 	if u.opts.Gate != nil {
-		adm, err = u.opts.Gate.Admit(ctx, Subject{Ref: w.Ref, Labels: w.Labels, Annotations: w.Annotations}, u.opts.DryRun)
+		adm, err := u.opts.Gate.Admit(ctx, Subject{Ref: w.Ref, UID: w.UID, Generation: w.Generation,
+			Labels: w.Labels, Annotations: w.Annotations, Paid: done.release != nil}, u.opts.DryRun)
 		done.add(adm)
 		c.Notes, c.Related = done.notes, done.related
 		if err != nil {
 			return c, err
-		}
-	}
-	// What Admit took is given back when the write certainly did not happen: nothing was
-	// sent, or the apiserver refused it. Without the request's deadline: the give-back
-	// must not be lost to it.
-	release := func() {
-		if adm.Release != nil {
-			adm.Release(context.WithoutCancel(ctx))
 		}
 	}
 	state, _ := readState(w.Annotations) // decide has checked it
@@ -179,12 +176,14 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.Number, To: to.Number, Notes: done.notes,
 	}).encode()
 	if err != nil {
-		release()
 		return c, err
 	}
-	err = k.Restore(ctx, u.env, w, to, next, u.opts.DryRun)
-	if err != nil && rejected(err) {
-		release()
+	wctx, sent := kube.Track(ctx)
+	err = k.Restore(wctx, u.env, w, to, next, u.opts.DryRun)
+	if !sent.NotApplied(err) {
+		// The write landed, or may have (a timeout, a 5xx): what the Gate took paid for it
+		// and stays taken, whatever the next attempts do.
+		done.release = nil
 	}
 	return c, err
 }
@@ -196,9 +195,16 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 type admitted struct {
 	notes   []string
 	related []corev1.ObjectReference
+	// release gives back what the Gate took (a budget unit), taken once for the whole Undo:
+	// its retries after a conflict, which changed nothing, reuse it rather than take and
+	// give back one each. It is cleared once a write may have been applied.
+	release func(context.Context)
 }
 
 func (a *admitted) add(adm Admission) {
+	if a.release == nil {
+		a.release = adm.Release
+	}
 	for _, n := range adm.Notes {
 		if !slices.Contains(a.notes, n) {
 			a.notes = append(a.notes, n)
