@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +17,6 @@ import (
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/util/wait"
-
-	"github.com/sre-kit/alert-rollback/internal/memlimit"
 )
 
 // kubeconfigFor is a kubeconfig for the API server at url, in namespace shop.
@@ -75,15 +71,10 @@ func TestServe(t *testing.T) {
 	}
 	t.Setenv("KUBECONFIG", path)
 	t.Setenv("FUNCTION_TARGET", "")
-	before := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(before) })
-	debug.SetMemoryLimit(math.MaxInt64)
 
 	env := map[string]string{
-		"ROLLBACK_AUTH_TOKEN":              "secret-token",
-		"ROLLBACK_MAX_BODY_BYTES":          "1024",
-		"ROLLBACK_MEMORY_LIMIT":            "134217728",
-		"ROLLBACK_SERVER_MAX_HEADER_BYTES": "8192",
+		"ROLLBACK_AUTH_TOKEN":     "secret-token",
+		"ROLLBACK_MAX_BODY_BYTES": "1024",
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -92,15 +83,10 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, env, ln) }()
+	go func() { done <- serve(ctx, env, defaultLimits, ln) }()
 	url := "http://" + ln.Addr().String()
 	client := &http.Client{Timeout: clientPatience}
 	waitReady(t, client, url+"/health/readiness", done)
-
-	limit := float64(134217728)
-	if got, want := debug.SetMemoryLimit(-1), int64(limit*memlimit.Share); got != want {
-		t.Errorf("runtime memory limit = %d; want %d (90%% of ROLLBACK_MEMORY_LIMIT)", got, want)
-	}
 
 	tests := []struct {
 		name   string
