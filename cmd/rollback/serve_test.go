@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -242,6 +243,34 @@ func TestWaitServing(t *testing.T) {
 			err := waitServing(ctx, srv.URL+"/.alert-rollback/x", served)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("waitServing: %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestServeRefusesSettings: cmd/rollback reads its settings through the function's one
+// parse, so a wrong or removed one stops it before it serves, named in the error.
+func TestServeRefusesSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"bound of zero", map[string]string{"ROLLBACK_MAX_CONCURRENT": "0"}, "ROLLBACK_MAX_CONCURRENT: "},
+		{"old name of the bound", map[string]string{"ROLLBACK_SERVER_MAX_CONCURRENT": "20"}, "ROLLBACK_SERVER_MAX_CONCURRENT: no longer read: renamed ROLLBACK_MAX_CONCURRENT"},
+		{"removed server timeout", map[string]string{"ROLLBACK_SERVER_IDLE_TIMEOUT": "4s"}, "ROLLBACK_SERVER_IDLE_TIMEOUT: no longer read: removed: fixed at 60s"},
+		{"removed memory limit", map[string]string{"ROLLBACK_MEMORY_LIMIT": "134217728"}, "GOMEMLIMIT"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{"ROLLBACK_AUTH_TOKEN": "t"}
+			maps.Copy(env, tc.env)
+			if err := serve(t.Context(), env, defaultLimits, ln); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("serve(%v) = %v; want an error containing %q", tc.env, err, tc.want)
 			}
 		})
 	}
