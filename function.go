@@ -16,6 +16,8 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -33,18 +35,19 @@ import (
 
 // Function is the rollback function. Its zero value is not usable: create it with New and
 // configure it with Start.
+//
+// func's runtime (knative.dev/func-go) opens its port and serves before Start has finished:
+// it runs Start in a goroutine. So Start builds everything into a started value and
+// publishes it at once when it is done; Handle, Ready and Authorized load it once, and
+// until it is there a notification is answered 503 (Alertmanager sends it again), never
+// judged on a half-built configuration.
 type Function struct {
-	cfg      config
-	log      *zap.SugaredLogger
-	resolver *target.Resolver
-	undoer   *undo.Undoer
-	events   events
-	inflight inflight
-	// slots bounds the notifications handled at once, whatever server runs the function:
-	// cmd/rollback bounds them in front as well, func's runtime does not.
-	slots chan struct{}
-	// seen remembers the alert occurrences this process saw handled (see seen).
-	seen *seen
+	state atomic.Pointer[started]
+	// lifecycle orders Start's publishing against Stop, which may come first: a process told
+	// to stop while starting must not go on to serve.
+	lifecycle sync.Mutex
+	stopped   bool
+	inflight  inflight
 	// newClient builds the Kubernetes clients and finds the function's own namespace;
 	// tests replace it with fakes.
 	newClient func(config) (clients, error)
@@ -53,6 +56,21 @@ type Function struct {
 	// cgroupRoot is the file system holding proc/ and sys/, where the container's memory
 	// limit is found; tests replace it.
 	cgroupRoot fs.FS
+}
+
+// started is the function once Start has finished: its configuration and clients, never
+// changed afterwards. The steps of a notification are its methods.
+type started struct {
+	cfg      config
+	log      *zap.SugaredLogger
+	resolver *target.Resolver
+	undoer   *undo.Undoer
+	events   events
+	// slots bounds the notifications handled at once, whatever server runs the function:
+	// cmd/rollback bounds them in front as well, func's runtime does not.
+	slots chan struct{}
+	// seen remembers the alert occurrences this process saw handled (see seen).
+	seen *seen
 }
 
 // events records what happened as Kubernetes Events (report.Events); tests count them.
@@ -72,7 +90,8 @@ func New() *Function {
 
 // Start configures the function from cfg (the environment: see the README for every
 // setting) and builds its Kubernetes client, once. It refuses to start without credentials
-// for callers unless ROLLBACK_ALLOW_UNAUTHENTICATED=true.
+// for callers unless ROLLBACK_ALLOW_UNAUTHENTICATED=true. The function serves once Start has
+// returned nil.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	c, err := parseConfig(cfg)
 	if err != nil {
@@ -83,50 +102,76 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return err
 	}
-	f.cfg = c
-	f.log = f.newLogger()
+	s := &started{cfg: c, log: f.newLogger()}
 	cs, err := f.newClient(c)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	client, ownNamespace := cs.kube, cs.namespace
-	f.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
+	s.resolver = &target.Resolver{Client: client, Allowed: c.allowed(ownNamespace),
 		OwnNamespace: ownNamespace, DefaultNamespace: c.defaultNamespace, ReadPods: c.readPods}
 	// The budget's Lease lives in the function's own namespace, shared by its replicas.
 	g := gate{budget: budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{}),
-		gitops: gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace), log: f.log}
-	f.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
-	f.events = report.NewEvents(client, "alert-rollback")
-	f.seen = newSeen(seenCapacity)
-	f.slots = make(chan struct{}, c.maxConcurrent)
-	if c.authToken == "" {
-		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
+		gitops: gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace), log: s.log}
+	s.undoer = undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
+	s.events = report.NewEvents(client, "alert-rollback")
+	s.seen = newSeen(seenCapacity)
+	s.slots = make(chan struct{}, c.maxConcurrent)
+	if err := f.publish(s); err != nil {
+		s.events.Shutdown()
+		return err
 	}
-	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
+	if c.authToken == "" {
+		s.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
+	}
+	s.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
 		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets, "readPods", c.readPods,
 		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace, "memory", memory)
 	return nil
 }
 
+// Errors of the lifecycle: Start after Stop, or a second time.
+var (
+	errStopped        = errors.New("stopped before Start finished")
+	errStartedAlready = errors.New("already started")
+)
+
+// publish makes s the function that serves, unless Stop came first.
+func (f *Function) publish(s *started) error {
+	f.lifecycle.Lock()
+	defer f.lifecycle.Unlock()
+	switch {
+	case f.stopped:
+		return errStopped
+	case f.state.Load() != nil:
+		return errStartedAlready
+	}
+	f.state.Store(s)
+	return nil
+}
+
 // Stop lets the notifications in flight finish (up to ctx's deadline) and refuses new ones
-// with 503, which Alertmanager retries, possibly on another replica.
+// with 503, which Alertmanager retries, possibly on another replica. It may come before
+// Start has finished: Start then returns an error and the function never serves.
 func (f *Function) Stop(ctx context.Context) error {
-	if f.log != nil {
-		f.log.Info("stopping: new notifications get 503, those in flight finish")
+	f.lifecycle.Lock()
+	f.stopped = true
+	s := f.state.Load()
+	f.lifecycle.Unlock()
+	if s != nil {
+		s.log.Info("stopping: new notifications get 503, those in flight finish")
 	}
 	err := f.inflight.drain(ctx)
-	if f.events != nil {
-		f.events.Shutdown()
-	}
-	if f.log != nil {
-		_ = f.log.Sync()
+	if s != nil {
+		s.events.Shutdown()
+		_ = s.log.Sync()
 	}
 	return err
 }
 
 // Ready reports whether the function can take notifications: started and not stopping.
 func (f *Function) Ready(ctx context.Context) (bool, error) {
-	if f.undoer == nil {
+	if f.state.Load() == nil {
 		return false, errors.New("not started")
 	}
 	if f.inflight.draining() {
@@ -141,13 +186,22 @@ func (f *Function) Alive(ctx context.Context) (bool, error) { return true, nil }
 // Handle answers one Alertmanager notification.
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	if !f.inflight.begin() {
-		f.fail(w, outcome.ErrStopping)
+		refuse(w, outcome.ErrStopping)
 		return
 	}
 	defer f.inflight.end()
+	s := f.state.Load()
+	if s == nil {
+		refuse(w, outcome.ErrStarting)
+		return
+	}
+	s.handle(w, r)
+}
+
+func (f *started) handle(w http.ResponseWriter, r *http.Request) {
 	// Only a caller with the token takes a slot (others get 401 from decode, at once), and
 	// it takes it before its body is read, so a burst cannot pile bodies up in memory.
-	if f.slots != nil && f.authorized(r) {
+	if f.authorized(r) {
 		select {
 		case f.slots <- struct{}{}:
 			defer func() { <-f.slots }()

@@ -67,7 +67,7 @@ func FuzzDecodeHTTP(f *testing.F) {
 				r.Header.Set(h, "x")
 			}
 		}
-		in, err := fn.decode(r)
+		in, err := fn.state.Load().decode(r)
 		if err != nil {
 			if status := outcome.HTTPStatus(err, nil); status < 400 || status >= 500 {
 				t.Fatalf("decode() = %v, answered %d; want a 4xx", err, status)

@@ -507,7 +507,7 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 			dyn := newDynamic(kustomization(false))
 			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)}, map[string]string{"ROLLBACK_GITOPS": "suspend"})
 			ev := &recordedEvents{}
-			f.events = ev
+			f.state.Load().events = ev
 			code, resp := send("web")
 			if got := results(resp); code != tt.wantCode || !cmp.Equal(got, []string{tt.want}) {
 				t.Fatalf("answer %d %v; want %d, %s", code, got, tt.wantCode, tt.want)

@@ -20,7 +20,7 @@ import (
 // Copies of a notification are common (re-sends, HA pairs, retries). While one is being
 // handled, the others wait for it (seen.claim); once it settled, a copy is answered from
 // what this process remembers, with no API call and no Event.
-func (f *Function) rollback(ctx context.Context, msg *alert.Message) outcome.Response {
+func (f *started) rollback(ctx context.Context, msg *alert.Message) outcome.Response {
 	resp := outcome.Response{TruncatedAlerts: msg.TruncatedAlerts, Results: []outcome.Result{}}
 	// The caller's group key is logged once per notification, and clipped: it is caller
 	// text, and could otherwise multiply the log by the number of results.
@@ -56,7 +56,7 @@ func (f *Function) rollback(ctx context.Context, msg *alert.Message) outcome.Res
 
 // undoAll picks the targets of the lookups and undoes each, remembering the occurrences
 // that settle as handled.
-func (f *Function) undoAll(ctx context.Context, lookups []*lookup) []outcome.Result {
+func (f *started) undoAll(ctx context.Context, lookups []*lookup) []outcome.Result {
 	p := f.pickTargets(ctx, lookups)
 	results := make([]outcome.Result, len(p.jobs))
 	var wg sync.WaitGroup
@@ -90,7 +90,7 @@ func (f *Function) undoAll(ctx context.Context, lookups []*lookup) []outcome.Res
 // remember records the job's alerts that are now known as handled: all of them after an
 // undo (the state annotation now lists them), those the state lists when the undo found
 // the alert already handled. Nothing else: every other outcome may change with time.
-func (f *Function) remember(j *job, c undo.Change, err error) {
+func (f *started) remember(j *job, c undo.Change, err error) {
 	v := handledUndo{ref: j.target.Ref, uid: c.UID, from: c.From, to: c.To}
 	for i, a := range j.alerts {
 		switch {

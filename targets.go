@@ -52,7 +52,7 @@ type lookup struct {
 // remembers of its alerts), and groups them: several alerts about one workload make one
 // undo. When the notification names more workloads than ROLLBACK_MAX_TARGETS, nothing is
 // undone: a monitoring glitch must not roll back a fleet.
-func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
+func (f *started) pickTargets(ctx context.Context, lookups []*lookup) plan {
 	var p plan
 	// Deployments read to confirm a ReplicaSet's owner are read once, and their undo
 	// uses the same reads.
@@ -132,7 +132,7 @@ func (f *Function) pickTargets(ctx context.Context, lookups []*lookup) plan {
 // workload label they name (and its namespace), in the order they came, so each is looked
 // up once. Alerts whose namespace cannot be told are settled at once, and so is a
 // notification with more of them than ROLLBACK_MAX_ALERTS.
-func (f *Function) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outcome.Result) {
+func (f *started) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outcome.Result) {
 	var firing []alert.Alert
 	for _, a := range msg.Alerts {
 		if !a.Firing() || !f.cfg.match.Matches(a.Labels) {
