@@ -71,6 +71,9 @@ type started struct {
 	slots chan struct{}
 	// seen remembers the alert occurrences this process saw handled (see seen).
 	seen *seen
+	// liveness answers kubelet's liveness probe on the pod's own address (liveness.go);
+	// nil unless ROLLBACK_LIVENESS_ADDRESS is set.
+	liveness *http.Server
 }
 
 // events records what happened as Kubernetes Events (report.Events); tests count them.
@@ -117,8 +120,14 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	s.events = report.NewEvents(client, "alert-rollback")
 	s.seen = newSeen(seenCapacity)
 	s.slots = make(chan struct{}, c.maxConcurrent)
+	if c.livenessAddress != "" {
+		if s.liveness, err = startLiveness(c.livenessAddress, f.Alive); err != nil {
+			s.events.Shutdown()
+			return err
+		}
+	}
 	if err := f.publish(s); err != nil {
-		s.events.Shutdown()
+		s.close(ctx)
 		return err
 	}
 	if c.authToken == "" {
@@ -163,10 +172,18 @@ func (f *Function) Stop(ctx context.Context) error {
 	}
 	err := f.inflight.drain(ctx)
 	if s != nil {
-		s.events.Shutdown()
+		s.close(ctx)
 		_ = s.log.Sync()
 	}
 	return err
+}
+
+// close releases what Start built: the Events sink and the liveness server.
+func (s *started) close(ctx context.Context) {
+	s.events.Shutdown()
+	if s.liveness != nil {
+		_ = s.liveness.Shutdown(ctx)
+	}
 }
 
 // Ready reports whether the function can take notifications: started and not stopping.
