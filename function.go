@@ -200,7 +200,8 @@ func (f *Function) Ready(ctx context.Context) (bool, error) {
 // Alive reports whether the process is healthy; it has no state that can go bad.
 func (f *Function) Alive(ctx context.Context) (bool, error) { return true, nil }
 
-// Handle answers one Alertmanager notification.
+// Handle answers one Alertmanager notification; until Start has finished, and once Stop
+// has begun, with 503 and Retry-After.
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	if !f.inflight.begin() {
 		refuse(w, outcome.ErrStopping)
@@ -215,6 +216,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r)
 }
 
+// handle answers a notification with the function started.
 func (f *started) handle(w http.ResponseWriter, r *http.Request) {
 	// Only a caller with the token takes a slot (others get 401 from decode, at once), and
 	// it takes it before its body is read, so a burst cannot pile bodies up in memory.

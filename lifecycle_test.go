@@ -2,6 +2,7 @@ package function
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -143,4 +144,16 @@ func statusLine(code int, retryAfter string) string {
 		return fmt.Sprintf("%d Retry-After %s", code, retryAfter)
 	}
 	return fmt.Sprint(code)
+}
+
+// TestStartOnce: a second Start is refused and leaves the first one's function serving.
+func TestStartOnce(t *testing.T) {
+	f := start(t, fixture.Clientset(), nil)
+	first := f.state.Load()
+	if err := f.Start(context.Background(), map[string]string{"ROLLBACK_AUTH_TOKEN": testToken}); !errors.Is(err, errStartedAlready) {
+		t.Errorf("a second Start() = %v; want %v", err, errStartedAlready)
+	}
+	if f.state.Load() != first {
+		t.Error("a second Start replaced the started function")
+	}
 }
