@@ -54,6 +54,9 @@ type config struct {
 	maxConcurrent int
 	qps           float32
 	burst         int
+	// livenessAddress is where the function answers kubelet's liveness probe itself
+	// (ROLLBACK_LIVENESS_ADDRESS, see liveness.go); empty: it does not.
+	livenessAddress string
 }
 
 // Defaults, documented in the README.
@@ -229,6 +232,10 @@ func parseConfig(env map[string]string) (config, error) {
 			check("ROLLBACK_ARGOCD_NAMESPACE", fmt.Errorf("%q: %s", v, strings.Join(errs, "; ")))
 		}
 		c.argoCDNamespace = v
+	}
+	if v := env["ROLLBACK_LIVENESS_ADDRESS"]; v != "" {
+		check("ROLLBACK_LIVENESS_ADDRESS", parseLivenessAddress(v))
+		c.livenessAddress = v
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("%w: %w", errConfig, err)

@@ -123,6 +123,9 @@ func TestConfigBadValues(t *testing.T) {
 		{setting: "ROLLBACK_BUDGET", value: "0/1h"},
 		{setting: "ROLLBACK_GITOPS", value: "pause"},
 		{setting: "ROLLBACK_ARGOCD_NAMESPACE", value: "Argo_CD"},
+		{setting: "ROLLBACK_LIVENESS_ADDRESS", value: "nohost"},
+		{setting: "ROLLBACK_LIVENESS_ADDRESS", value: ":0"},
+		{setting: "ROLLBACK_LIVENESS_ADDRESS", value: "pod.local:8080"},
 	}
 	covered := map[string]bool{}
 	for _, tc := range tests {

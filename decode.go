@@ -29,7 +29,7 @@ type incoming struct {
 
 // decode checks, in order, the method, the credentials, the content type and the size,
 // then parses the notification from plain JSON or from a CloudEvent's data.
-func (f *Function) decode(r *http.Request) (*incoming, error) {
+func (f *started) decode(r *http.Request) (*incoming, error) {
 	if r.Method != http.MethodPost {
 		return nil, outcome.ErrMethod
 	}
@@ -97,12 +97,16 @@ func isJSON(ct string) bool {
 // Authorized reports whether r carries the credentials the function wants, without reading
 // its body. cmd/rollback's server uses it to keep its slots for notifications to callers that
 // have them: a flood without a token is answered 401 by Handle and never crowds them out.
-func (f *Function) Authorized(r *http.Request) bool { return f.authorized(r) }
+// Until Start has finished, nobody is.
+func (f *Function) Authorized(r *http.Request) bool {
+	s := f.state.Load()
+	return s != nil && s.authorized(r)
+}
 
 // authorized checks the bearer token Alertmanager sends (http_config.authorization). The
 // comparison is of SHA-256 digests in constant time, so neither the token's bytes nor its
 // length leak through timing.
-func (f *Function) authorized(r *http.Request) bool {
+func (f *started) authorized(r *http.Request) bool {
 	want := f.cfg.authToken
 	if f.cfg.authTokenFile != nil {
 		// A token file that is gone lets nobody in, whatever else is set.

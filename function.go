@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
+	"sync/atomic"
 
 	automemlimit "github.com/KimMachineGun/automemlimit/memlimit"
 	"go.uber.org/zap"
@@ -32,14 +34,20 @@ import (
 
 // Function is the rollback function. Its zero value is not usable: create it with New and
 // configure it with Start.
+//
+// func's runtime (knative.dev/func-go) opens its port and serves before Start has finished:
+// it runs Start in a goroutine. So Start builds everything into a started value and
+// publishes it at once when it is done; Handle, Ready and Authorized load it once, and
+// until it is there a notification is answered 503 (Alertmanager sends it again), never
+// judged on a half-built configuration.
 type Function struct {
-	cfg      config
-	log      *zap.SugaredLogger
-	pipeline *pipeline.Pipeline
-	inflight inflight
-	// slots bounds the notifications handled at once, whatever server runs the function:
-	// cmd/rollback bounds them in front as well, func's runtime does not.
-	slots chan struct{}
+	state atomic.Pointer[started]
+	// lifecycle orders Start's publishing against Stop, which may come first: a process told
+	// to stop while starting must not go on to serve.
+	lifecycle sync.Mutex
+	starting  bool
+	stopped   bool
+	inflight  inflight
 	// newClient builds the Kubernetes clients and finds the function's own namespace;
 	// tests replace it with fakes.
 	newClient func(config) (clients, error)
@@ -47,6 +55,20 @@ type Function struct {
 	newLogger func() *zap.SugaredLogger
 	// memoryLimit reports the container's memory limit (its cgroup's); tests replace it.
 	memoryLimit automemlimit.Provider
+}
+
+// started is the function once Start has finished: its configuration and clients, never
+// changed afterwards.
+type started struct {
+	cfg      config
+	log      *zap.SugaredLogger
+	pipeline *pipeline.Pipeline
+	// slots bounds the notifications handled at once, whatever server runs the function:
+	// cmd/rollback bounds them in front as well, func's runtime does not.
+	slots chan struct{}
+	// liveness answers kubelet's liveness probe on the pod's own address (liveness.go);
+	// nil unless ROLLBACK_LIVENESS_ADDRESS is set.
+	liveness *http.Server
 }
 
 // New returns an unstarted Function. func calls it once per process.
@@ -69,8 +91,20 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 }
 
 // StartConfig is Start with the settings already parsed: cmd/rollback parses them once
-// and sizes its server by them too.
+// and sizes its server by them too. The function serves once it has returned nil; a second
+// Start, and a Start after Stop, are refused.
 func (f *Function) StartConfig(ctx context.Context, cfg Config) error {
+	f.lifecycle.Lock()
+	if f.starting || f.stopped {
+		f.lifecycle.Unlock()
+		if f.stopped {
+			return errStopped
+		}
+		return errStartedAlready
+	}
+	f.starting = true
+	f.lifecycle.Unlock()
+
 	c := cfg.c
 	// The heap is bounded here rather than by automemlimit's init in a main, so it holds
 	// under func's runtime too, and the log says what the limit is.
@@ -78,9 +112,8 @@ func (f *Function) StartConfig(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	f.cfg = c
 	// Every log line is clipped where it is written, whatever a field holds (see clip.Core).
-	f.log = f.newLogger().Desugar().WithOptions(zap.WrapCore(clip.Core)).Sugar()
+	s := &started{cfg: c, log: f.newLogger().Desugar().WithOptions(zap.WrapCore(clip.Core)).Sugar()}
 	cs, err := f.newClient(c)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -91,39 +124,77 @@ func (f *Function) StartConfig(ctx context.Context, cfg Config) error {
 	// The budget's Lease lives in the function's own namespace, shared by its replicas. It
 	// keeps the cooldown too, where the workload's owners cannot delete it.
 	g := pipeline.NewGate(budget.New(client.Leases(ownNamespace), ownNamespace, c.budget, budget.Options{Cooldown: c.cooldown}),
-		gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace, c.allowed(ownNamespace)), f.log)
+		gitops.New(cs.dynamic, cs.discovery, c.gitops, c.argoCDNamespace, c.allowed(ownNamespace)), s.log)
 	undoer := undo.New(client, undo.Options{DryRun: c.dryRun, Cooldown: c.cooldown, MaxAge: c.maxAge, Gate: g})
-	f.pipeline = pipeline.New(pipeline.Config{Match: c.match, MaxAlerts: c.maxAlerts, MaxTargets: c.maxTargets},
-		f.log, resolver, undoer, report.NewEvents(client, "alert-rollback"))
-	f.slots = make(chan struct{}, c.maxConcurrent)
-	if c.authToken == "" {
-		f.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
+	s.pipeline = pipeline.New(pipeline.Config{Match: c.match, MaxAlerts: c.maxAlerts, MaxTargets: c.maxTargets},
+		s.log, resolver, undoer, report.NewEvents(client, "alert-rollback"))
+	s.slots = make(chan struct{}, c.maxConcurrent)
+	if c.livenessAddress != "" {
+		if s.liveness, err = startLiveness(c.livenessAddress, f.Alive); err != nil {
+			s.pipeline.Events.Shutdown()
+			return err
+		}
 	}
-	f.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
+	if err := f.publish(s); err != nil {
+		s.close(ctx)
+		return err
+	}
+	if c.authToken == "" {
+		s.log.Warn("ROLLBACK_ALLOW_UNAUTHENTICATED=true: anyone who can reach this function can trigger rollbacks")
+	}
+	s.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
 		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets, "readPods", c.readPods,
 		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace, "memory", memory)
 	return nil
 }
 
+// Errors of the lifecycle: Start after Stop, or a second time.
+var (
+	errStopped        = errors.New("stopped before Start finished")
+	errStartedAlready = errors.New("already started")
+)
+
+// publish makes s the function that serves, unless Stop came first.
+func (f *Function) publish(s *started) error {
+	f.lifecycle.Lock()
+	defer f.lifecycle.Unlock()
+	if f.stopped {
+		return errStopped
+	}
+	f.state.Store(s)
+	return nil
+}
+
 // Stop lets the notifications in flight finish (up to ctx's deadline) and refuses new ones
-// with 503, which Alertmanager retries, possibly on another replica.
+// with 503, which Alertmanager retries, possibly on another replica. It may come before
+// Start has finished: Start then returns an error and the function never serves.
 func (f *Function) Stop(ctx context.Context) error {
-	if f.log != nil {
-		f.log.Info("stopping: new notifications get 503, those in flight finish")
+	f.lifecycle.Lock()
+	f.stopped = true
+	s := f.state.Load()
+	f.lifecycle.Unlock()
+	if s != nil {
+		s.log.Info("stopping: new notifications get 503, those in flight finish")
 	}
 	err := f.inflight.drain(ctx)
-	if f.pipeline != nil {
-		f.pipeline.Events.Shutdown()
-	}
-	if f.log != nil {
-		_ = f.log.Sync()
+	if s != nil {
+		s.close(ctx)
+		_ = s.log.Sync()
 	}
 	return err
 }
 
+// close releases what Start built: the Events sink and the liveness server.
+func (s *started) close(ctx context.Context) {
+	s.pipeline.Events.Shutdown()
+	if s.liveness != nil {
+		_ = s.liveness.Shutdown(ctx)
+	}
+}
+
 // Ready reports whether the function can take notifications: started and not stopping.
 func (f *Function) Ready(ctx context.Context) (bool, error) {
-	if f.pipeline == nil {
+	if f.state.Load() == nil {
 		return false, errors.New("not started")
 	}
 	if f.inflight.draining() {
@@ -135,34 +206,45 @@ func (f *Function) Ready(ctx context.Context) (bool, error) {
 // Alive reports whether the process is healthy; it has no state that can go bad.
 func (f *Function) Alive(ctx context.Context) (bool, error) { return true, nil }
 
-// Handle answers one Alertmanager notification.
+// Handle answers one Alertmanager notification; until Start has finished, and once Stop
+// has begun, with 503 and Retry-After.
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 	if !f.inflight.begin() {
-		f.fail(w, outcome.ErrStopping)
+		refuse(w, outcome.ErrStopping)
 		return
 	}
 	defer f.inflight.end()
+	s := f.state.Load()
+	if s == nil {
+		refuse(w, outcome.ErrStarting)
+		return
+	}
+	s.handle(w, r)
+}
+
+// handle answers a notification with the function started.
+func (s *started) handle(w http.ResponseWriter, r *http.Request) {
 	// Only a caller with the token takes a slot (others get 401 from decode, at once), and
 	// it takes it before its body is read, so a burst cannot pile bodies up in memory.
-	if f.slots != nil && f.authorized(r) {
+	if s.authorized(r) {
 		select {
-		case f.slots <- struct{}{}:
-			defer func() { <-f.slots }()
+		case s.slots <- struct{}{}:
+			defer func() { <-s.slots }()
 		default:
-			f.fail(w, outcome.ErrBusy)
+			s.fail(w, outcome.ErrBusy)
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), f.cfg.requestTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.requestTimeout)
 	defer cancel()
 
-	in, err := f.decode(r)
+	in, err := s.decode(r)
 	if err != nil {
-		f.fail(w, err)
+		s.fail(w, err)
 		return
 	}
-	resp := f.pipeline.Run(ctx, in.msg)
-	f.reply(ctx, w, in, resp)
+	resp := s.pipeline.Run(ctx, in.msg)
+	s.reply(ctx, w, in, resp)
 	// Send the answer now, before this request stops counting as in flight: Stop waits
 	// for in-flight requests, and the process may exit right after.
 	_ = http.NewResponseController(w).Flush()

@@ -81,13 +81,13 @@ func FuzzDecodeHTTP(f *testing.F) {
 				r.Header.Set(h, "x")
 			}
 		}
-		in, err := fn.decode(r)
+		in, err := fn.state.Load().decode(r)
 		if err != nil {
 			if status := outcome.HTTPStatus(err, nil); status < 400 || status >= 500 {
 				t.Fatalf("decode() = %v, answered %d; want a 4xx", err, status)
 			}
 			rec := httptest.NewRecorder()
-			fn.fail(rec, err)
+			fn.state.Load().fail(rec, err)
 			checkAnswer(t, rec, maxAnswer)
 			return
 		}
@@ -390,8 +390,8 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 		env[k] = v
 	}
 	fn := newFunctionDynamic(t, client, dyn, env)
-	events := &eventNamespaces{Events: fn.pipeline.Events}
-	fn.pipeline.Events = events
+	events := &eventNamespaces{Events: fn.state.Load().pipeline.Events}
+	fn.state.Load().pipeline.Events = events
 	rec := httptest.NewRecorder()
 	// A notification that hangs the handler is a finding too: the fuzzing engine has no
 	// timeout of its own, so give up (and keep the input) well past the 20 s budget.

@@ -559,7 +559,7 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 			f, send := startGated(t, clients{kube: clientset.Wrap(kube), dynamic: dyn, discovery: served(true)},
 				map[string]string{"ROLLBACK_GITOPS": "suspend", "ROLLBACK_NAMESPACES": gitopsNamespaces})
 			ev := &recordedEvents{}
-			f.pipeline.Events = ev
+			f.state.Load().pipeline.Events = ev
 			code, resp := send("web")
 			if got := results(resp); code != tt.wantCode || !cmp.Equal(got, []string{tt.want}) {
 				t.Fatalf("answer %d %v; want %d, %s", code, got, tt.wantCode, tt.want)

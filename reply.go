@@ -24,7 +24,16 @@ const (
 
 // fail answers a request turned away. Its error may quote what the caller sent (a version,
 // a content type): the answer and the log line are clipped where each is written.
-func (f *Function) fail(w http.ResponseWriter, err error) {
+// fail refuses a request, and logs why unless a retry is asked for.
+func (f *started) fail(w http.ResponseWriter, err error) {
+	if status := outcome.HTTPStatus(err, nil); status != http.StatusServiceUnavailable {
+		f.log.Infow("request refused", "status", status, "error", err)
+	}
+	refuse(w, err)
+}
+
+// refuse answers a request turned away for err, with the headers its status calls for.
+func refuse(w http.ResponseWriter, err error) {
 	status := outcome.HTTPStatus(err, nil)
 	switch status {
 	case http.StatusMethodNotAllowed:
@@ -34,14 +43,11 @@ func (f *Function) fail(w http.ResponseWriter, err error) {
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
-	if f.log != nil && status != http.StatusServiceUnavailable {
-		f.log.Infow("request refused", "status", status, "error", err)
-	}
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
 
 // reply writes the report as JSON, or as a CloudEvent in the mode the notification came in.
-func (f *Function) reply(ctx context.Context, w http.ResponseWriter, in *incoming, resp outcome.Response) {
+func (f *started) reply(ctx context.Context, w http.ResponseWriter, in *incoming, resp outcome.Response) {
 	status := outcome.HTTPStatus(nil, resp.Results)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")

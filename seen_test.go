@@ -210,7 +210,7 @@ func TestCopiesAnsweredFromMemory(t *testing.T) {
 			})
 			f := start(t, client, tc.env)
 			ev := &countingEvents{n: map[outcome.Reason]int{}}
-			f.pipeline.Events = ev
+			f.state.Load().pipeline.Events = ev
 
 			if status, got := handle(t, f, tc.first); status != http.StatusOK || !cmp.Equal(got, tc.wantFirst) {
 				t.Fatalf("first notification: %d %v; want 200 %v", status, got, tc.wantFirst)
@@ -237,7 +237,7 @@ func TestCopiesInFlightWait(t *testing.T) {
 	client := fixture.Clientset(objs...)
 	hold := holdFirstDeploymentRead(client)
 	f := start(t, client, nil)
-	f.pipeline.Events = &countingEvents{n: map[outcome.Reason]int{}}
+	f.state.Load().pipeline.Events = &countingEvents{n: map[outcome.Reason]int{}}
 	body := notification(firing("pod", badPod))
 
 	const copies = 8
@@ -249,10 +249,10 @@ func TestCopiesInFlightWait(t *testing.T) {
 		wg.Go(func() { _, results[i] = handle(t, f, body) })
 	}
 	err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return f.pipeline.Waits() >= copies-1, nil
+		return f.state.Load().pipeline.Waits() >= copies-1, nil
 	})
 	if err != nil {
-		t.Fatalf("copies waiting: %d; want %d", f.pipeline.Waits(), copies-1)
+		t.Fatalf("copies waiting: %d; want %d", f.state.Load().pipeline.Waits(), copies-1)
 	}
 	hold.release()
 	wg.Wait()
@@ -294,7 +294,7 @@ func TestPodAndDeploymentReadAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Stop(context.Background())
-	f.pipeline.Events = &countingEvents{n: map[outcome.Reason]int{}}
+	f.state.Load().pipeline.Events = &countingEvents{n: map[outcome.Reason]int{}}
 	if status, got := handle(t, f, notification(firing("pod", badPod))); status != http.StatusOK || !cmp.Equal(got, []string{"rolled-back rolled-back"}) {
 		t.Fatalf("Handle() = %d %v; want 200 rolled-back", status, got)
 	}

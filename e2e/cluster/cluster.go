@@ -566,6 +566,16 @@ func (c *Cluster) dial() func(ctx context.Context, network, address string) (net
 	return c.node.ns.dial
 }
 
+// Dial opens a connection to a cluster address: from inside the node's network namespace
+// with a node, else from here (loopback).
+func (c *Cluster) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	if d := c.dial(); d != nil {
+		return d(ctx, network, address)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, address)
+}
+
 // Wrap is the command prefix that runs a program inside the node's network and mount
 // namespaces (its DNS is the cluster's), or nil without a node.
 func (c *Cluster) Wrap() []string { return c.wrap }

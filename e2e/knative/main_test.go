@@ -1,6 +1,7 @@
 // Package knative proves the product's main claim on real components: Knative Serving
 // v0.50.0 (built from its module) on a real node, Traefik's Knative provider as the ingress,
-// kservice.yaml applied with only its image replaced, and a real Alertmanager on the shipped
+// kservice.yaml applied with only its image replaced (and, for func's image, func.yaml's
+// settings for func's runtime added), and a real Alertmanager on the shipped
 // configuration waking the function from zero to roll back a broken Deployment.
 package knative
 

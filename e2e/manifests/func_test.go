@@ -165,6 +165,12 @@ type funcFile struct {
 	} `json:"deploy"`
 }
 
+// funcRuntimeOnly are func.yaml's settings that kservice.yaml has no use for: they keep
+// func's runtime on loopback, behind Knative's queue-proxy, and have the function answer
+// kubelet's liveness probe on the pod's address (liveness.go). cmd/rollback, which
+// kservice.yaml runs, faces the network with limits of its own.
+var funcRuntimeOnly = map[string]string{"LISTEN_ADDRESS": "127.0.0.1:8080", "ROLLBACK_LIVENESS_ADDRESS": ":8080"}
+
 // TestFuncYAMLMatchesKService checks that `func deploy` and `kubectl apply -f kservice.yaml`
 // deploy the same function: name, identity, visibility, scale, resources and environment.
 func TestFuncYAMLMatchesKService(t *testing.T) {
@@ -185,6 +191,12 @@ func TestFuncYAMLMatchesKService(t *testing.T) {
 	funcEnv := make(map[string]string)
 	for _, e := range f.Run.Envs {
 		funcEnv[e.Name] = render(e.Value)
+	}
+	for name, want := range funcRuntimeOnly {
+		if got := funcEnv[name]; got != want {
+			t.Errorf("func.yaml: %s=%q; want %q", name, got, want)
+		}
+		delete(funcEnv, name)
 	}
 	svcEnv := make(map[string]string)
 	for _, e := range c.Env {

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
@@ -38,6 +40,9 @@ type KnativeStory struct {
 	Logf func(format string, args ...any)
 	// EndAtZero waits, at the end, for the function to scale to zero once more.
 	EndAtZero bool
+	// Env is added to the container's environment: func.yaml's settings for func's
+	// runtime, which kservice.yaml does not have.
+	Env []corev1.EnvVar
 }
 
 // KnativeResult is what the story measured (not asserted: timings vary with the machine).
@@ -210,24 +215,72 @@ func (s *KnativeStory) Run(ctx context.Context) (res KnativeResult, err error) {
 	return res, nil
 }
 
-// apply applies kservice.yaml as a user would, with only its image line changed.
+// apply applies kservice.yaml as a user would, with only its image line changed and Env
+// added.
 func (s *KnativeStory) apply(ctx context.Context) error {
-	b, err := os.ReadFile(s.KService)
+	var edit func(*servingv1.Service)
+	if len(s.Env) > 0 {
+		edit = func(svc *servingv1.Service) {
+			c := &svc.Spec.Template.Spec.Containers[0]
+			c.Env = append(c.Env, s.Env...)
+		}
+	}
+	return ApplyKService(ctx, s.Kube, s.Dir, s.KService, s.Namespace, s.Image, edit)
+}
+
+// ApplyKService applies kservice.yaml (at path) in ns as a user would, with only its image
+// line changed to image, and its Knative Service changed by edit if it is not nil. The file
+// applied is written to dir.
+func ApplyKService(ctx context.Context, k *cluster.Cluster, dir, path, ns, image string, edit func(*servingv1.Service)) error {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	re := regexp.MustCompile(`(?m)^(\s+image: )ko://\S+$`)
 	if len(re.FindAll(b, -1)) != 1 {
-		return fmt.Errorf("%s: want exactly one ko:// image line", s.KService)
+		return fmt.Errorf("%s: want exactly one ko:// image line", path)
 	}
-	path := filepath.Join(s.Dir, "kservice.yaml")
-	if err := os.WriteFile(path, re.ReplaceAll(b, []byte("${1}"+s.Image)), 0o644); err != nil {
+	b = re.ReplaceAll(b, []byte("${1}"+image))
+	if edit != nil {
+		if b, err = editKService(b, edit); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	applied := filepath.Join(dir, "kservice.yaml")
+	if err := os.WriteFile(applied, b, 0o644); err != nil {
 		return err
 	}
-	if out, err := s.Kube.Kubectl(ctx, "apply", "-n", s.Namespace, "-f", path); err != nil {
+	if out, err := k.Kubectl(ctx, "apply", "-n", ns, "-f", applied); err != nil {
 		return fmt.Errorf("kubectl apply -f kservice.yaml: %w: %s", err, out)
 	}
 	return nil
+}
+
+// editKService returns the YAML documents b with the Knative Service among them changed by
+// edit; the other documents are left as written.
+func editKService(b []byte, edit func(*servingv1.Service)) ([]byte, error) {
+	docs := strings.Split(string(b), "\n---")
+	for i, doc := range docs {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			return nil, err
+		}
+		if meta.Kind != "Service" || !strings.HasPrefix(meta.APIVersion, "serving.knative.dev/") {
+			continue
+		}
+		var svc servingv1.Service
+		if err := yaml.UnmarshalStrict([]byte(doc), &svc); err != nil {
+			return nil, err
+		}
+		edit(&svc)
+		out, err := yaml.Marshal(&svc)
+		if err != nil {
+			return nil, err
+		}
+		docs[i] = "\n" + string(out)
+		return []byte(strings.Join(docs, "\n---")), nil
+	}
+	return nil, fmt.Errorf("no Knative Service in it")
 }
 
 // alertmanager starts Alertmanager on the node with the shipped configuration, its url the

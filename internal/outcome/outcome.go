@@ -200,6 +200,7 @@ var (
 	ErrUnauthorized = errors.New("missing or wrong credentials: send Authorization: Bearer <token>")
 	ErrMediaType    = errors.New("unsupported content type: want application/json, or a CloudEvent (binary mode with JSON data, or application/cloudevents+json)")
 	ErrTooLarge     = errors.New("body too large (ROLLBACK_MAX_BODY_BYTES)")
+	ErrStarting     = errors.New("starting: send again")
 	ErrStopping     = errors.New("shutting down: send again")
 	ErrBusy         = errors.New("too many notifications at once (ROLLBACK_MAX_CONCURRENT): send again")
 )
@@ -225,7 +226,7 @@ func HTTPStatus(err error, results []Result) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, alert.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrStopping), errors.Is(err, ErrBusy):
+	case errors.Is(err, ErrStarting), errors.Is(err, ErrStopping), errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable
 	case err != nil:
 		return http.StatusInternalServerError

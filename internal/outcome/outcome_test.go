@@ -102,6 +102,7 @@ func TestHTTPStatus(t *testing.T) {
 		{"media type", fmt.Errorf("%w: text/plain", ErrMediaType), nil, http.StatusUnsupportedMediaType},
 		{"too large", ErrTooLarge, nil, http.StatusRequestEntityTooLarge},
 		{"invalid", fmt.Errorf("%w: no alerts", alert.ErrInvalid), nil, http.StatusBadRequest},
+		{"starting", ErrStarting, nil, http.StatusServiceUnavailable},
 		{"stopping", ErrStopping, nil, http.StatusServiceUnavailable},
 		{"no results", nil, nil, http.StatusOK},
 		{"final outcomes", nil, []Result{{Action: RolledBack}, {Action: Skipped}, {Action: Refused}}, http.StatusOK},
