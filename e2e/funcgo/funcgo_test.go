@@ -234,8 +234,8 @@ current-context: none
 		t.Fatal(err)
 	}
 	env := []string{"HOME=" + dir, "KUBECONFIG=" + kubeconfig,
-		// What the container's cgroup says in a pod.
-		"ROLLBACK_MEMORY_LIMIT=" + strconv.FormatInt(funcMemoryLimit(t), 10)}
+		// What Start takes from the container's cgroup in a pod: 90% of its limit.
+		"GOMEMLIMIT=" + strconv.FormatInt(funcMemoryLimit(t)/10*9, 10)}
 	listen := "[::]:" + port
 	for name, value := range funcEnv(t) {
 		switch name {
