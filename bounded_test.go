@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -121,7 +120,7 @@ func TestCallerTextIsBounded(t *testing.T) {
 				return clients{kube: clientset.Wrap(client), dynamic: newDynamic(), namespace: ownNamespace}, nil
 			}
 			f.newLogger = zap.New(core).Sugar
-			f.cgroupRoot = fstest.MapFS{}
+			f.memoryLimit = noMemoryLimit
 			cfg := map[string]string{"ROLLBACK_AUTH_TOKEN": testToken, "ROLLBACK_BUDGET": "off", "ROLLBACK_NAMESPACES": "*"}
 			if err := f.Start(t.Context(), cfg); err != nil {
 				t.Fatal(err)

@@ -3,7 +3,9 @@ package function
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +79,34 @@ const (
 // errConfig marks a setting the function cannot start with.
 var errConfig = errors.New("invalid configuration")
 
+// removedSettings are settings the function no longer reads, with what replaces each. One
+// still set stops the function at start: ignoring it would silently drop what its
+// operator meant.
+var removedSettings = map[string]string{
+	"ROLLBACK_SERVER_MAX_CONCURRENT":      "renamed ROLLBACK_MAX_CONCURRENT (it bounds both runtimes)",
+	"ROLLBACK_MEMORY_LIMIT":               "removed: the limit is read from the container's cgroup; set GOMEMLIMIT instead",
+	"ROLLBACK_SERVER_MAX_HEADER_BYTES":    "removed: fixed at 16 KiB (README, Hostile connections)",
+	"ROLLBACK_SERVER_READ_HEADER_TIMEOUT": "removed: fixed at 5s (README, Hostile connections)",
+	"ROLLBACK_SERVER_READ_TIMEOUT":        "removed: fixed at 15s (README, Hostile connections)",
+	"ROLLBACK_SERVER_WRITE_TIMEOUT":       "removed: fixed at 30s (README, Hostile connections)",
+	"ROLLBACK_SERVER_IDLE_TIMEOUT":        "removed: fixed at 60s (README, Hostile connections)",
+}
+
+// Config is every setting, parsed once (ParseConfig): the function's own and the bound
+// cmd/rollback's server applies in front of it.
+type Config struct{ c config }
+
+// MaxConcurrent is how many notifications with the right token are handled at once
+// (ROLLBACK_MAX_CONCURRENT).
+func (c Config) MaxConcurrent() int { return c.c.maxConcurrent }
+
+// ParseConfig reads every setting from env (the process environment under func and
+// cmd/rollback). Every setting that is wrong is named in the error, which wraps errConfig.
+func ParseConfig(env map[string]string) (Config, error) {
+	c, err := parseConfig(env)
+	return Config{c}, err
+}
+
 func parseConfig(env map[string]string) (config, error) {
 	c := config{
 		maxBodyBytes:   defaultMaxBodyBytes,
@@ -97,6 +127,12 @@ func parseConfig(env map[string]string) (config, error) {
 		}
 	}
 
+	for _, name := range slices.Sorted(maps.Keys(removedSettings)) {
+		if _, ok := env[name]; ok {
+			check(name, fmt.Errorf("no longer read: %s", removedSettings[name]))
+		}
+	}
+
 	c.authToken = strings.TrimSpace(env["ROLLBACK_AUTH_TOKEN"])
 	if file := env["ROLLBACK_AUTH_TOKEN_FILE"]; file != "" {
 		if c.authToken != "" {
@@ -113,7 +149,7 @@ func parseConfig(env map[string]string) (config, error) {
 	var err error
 	c.allowUnauthenticated, err = parseBool(env, "ROLLBACK_ALLOW_UNAUTHENTICATED")
 	check("ROLLBACK_ALLOW_UNAUTHENTICATED", err)
-	if c.authToken == "" && !c.allowUnauthenticated {
+	if c.authToken == "" && c.authTokenFile == nil && !c.allowUnauthenticated {
 		check("ROLLBACK_AUTH_TOKEN", errors.New("no credentials configured: set ROLLBACK_AUTH_TOKEN or ROLLBACK_AUTH_TOKEN_FILE (or ROLLBACK_ALLOW_UNAUTHENTICATED=true, never in production)"))
 	}
 
@@ -126,6 +162,10 @@ func parseConfig(env map[string]string) (config, error) {
 
 	for _, ns := range strings.Split(env["ROLLBACK_NAMESPACES"], ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
+			// A misspelt namespace would never match: the function would silently do nothing there.
+			if errs := validation.IsDNS1123Label(ns); ns != "*" && len(errs) > 0 {
+				check("ROLLBACK_NAMESPACES", fmt.Errorf("%q: %s", ns, strings.Join(errs, "; ")))
+			}
 			c.namespaces = append(c.namespaces, ns)
 		}
 	}
@@ -164,12 +204,12 @@ func parseConfig(env map[string]string) (config, error) {
 		}
 		check("ROLLBACK_MAX_ALERTS", err)
 	}
-	if v := env["ROLLBACK_SERVER_MAX_CONCURRENT"]; v != "" {
+	if v := env["ROLLBACK_MAX_CONCURRENT"]; v != "" {
 		c.maxConcurrent, err = strconv.Atoi(v)
 		if err == nil && (c.maxConcurrent < 1 || c.maxConcurrent > 1000) {
 			err = errors.New("must be between 1 and 1000")
 		}
-		check("ROLLBACK_SERVER_MAX_CONCURRENT", err)
+		check("ROLLBACK_MAX_CONCURRENT", err)
 	}
 	c.dryRun, err = parseBool(env, "ROLLBACK_DRY_RUN")
 	check("ROLLBACK_DRY_RUN", err)

@@ -13,10 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"os"
 
+	automemlimit "github.com/KimMachineGun/automemlimit/memlimit"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
@@ -46,14 +45,13 @@ type Function struct {
 	newClient func(config) (clients, error)
 	// newLogger builds the logger; tests replace it to keep their output quiet.
 	newLogger func() *zap.SugaredLogger
-	// cgroupRoot is the file system holding proc/ and sys/, where the container's memory
-	// limit is found; tests replace it.
-	cgroupRoot fs.FS
+	// memoryLimit reports the container's memory limit (its cgroup's); tests replace it.
+	memoryLimit automemlimit.Provider
 }
 
 // New returns an unstarted Function. func calls it once per process.
 func New() *Function {
-	return &Function{newClient: kubeClient, cgroupRoot: os.DirFS("/"), newLogger: func() *zap.SugaredLogger {
+	return &Function{newClient: kubeClient, memoryLimit: automemlimit.FromCgroup, newLogger: func() *zap.SugaredLogger {
 		log, _ := logging.NewLogger("", "info")
 		return log.Named("alert-rollback")
 	}}
@@ -63,12 +61,20 @@ func New() *Function {
 // setting) and builds its Kubernetes client, once. It refuses to start without credentials
 // for callers unless ROLLBACK_ALLOW_UNAUTHENTICATED=true.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
-	c, err := parseConfig(cfg)
+	c, err := ParseConfig(cfg)
 	if err != nil {
 		return err
 	}
-	// The heap is bounded here rather than in a main, so it holds under func's runtime too.
-	memory, err := memlimit.Set(cfg, f.cgroupRoot)
+	return f.StartConfig(ctx, c)
+}
+
+// StartConfig is Start with the settings already parsed: cmd/rollback parses them once
+// and sizes its server by them too.
+func (f *Function) StartConfig(ctx context.Context, cfg Config) error {
+	c := cfg.c
+	// The heap is bounded here rather than by automemlimit's init in a main, so it holds
+	// under func's runtime too, and the log says what the limit is.
+	memory, err := memlimit.Set(f.memoryLimit)
 	if err != nil {
 		return err
 	}

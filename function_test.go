@@ -1,6 +1,8 @@
 package function
 
 import (
+	automemlimit "github.com/KimMachineGun/automemlimit/memlimit"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -18,7 +20,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -88,7 +89,7 @@ func newFunctionDynamic(t testing.TB, client kubernetes.Interface, dyn dynamic.I
 		return clients{kube: clientset.Wrap(client), dynamic: dyn, namespace: ownNamespace}, nil
 	}
 	f.newLogger = zap.NewNop().Sugar
-	f.cgroupRoot = fstest.MapFS{}
+	f.memoryLimit = noMemoryLimit
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
 	}
@@ -878,9 +879,9 @@ func TestStartRefusesWithoutCredentials(t *testing.T) {
 		{"budget", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "3/30m"}, false},
 		{"budget off", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "off"}, false},
 		{"bad budget", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "5 per hour"}, true},
-		{"notifications at once", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_SERVER_MAX_CONCURRENT": "20"}, false},
-		{"no notification at once", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_SERVER_MAX_CONCURRENT": "0"}, true},
-		{"notifications at once not a number", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_SERVER_MAX_CONCURRENT": "ten"}, true},
+		{"notifications at once", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MAX_CONCURRENT": "20"}, false},
+		{"no notification at once", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MAX_CONCURRENT": "0"}, true},
+		{"notifications at once not a number", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_MAX_CONCURRENT": "ten"}, true},
 		{"budget of zero", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_BUDGET": "0/1h"}, true},
 		{"gitops suspend", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_GITOPS": "suspend"}, false},
 		{"bad gitops", map[string]string{"ROLLBACK_AUTH_TOKEN": "t", "ROLLBACK_GITOPS": "pause"}, true},
@@ -1105,7 +1106,7 @@ func newDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
 	}, objs...)
 }
 
-// TestMaxConcurrent: beyond ROLLBACK_SERVER_MAX_CONCURRENT notifications at once, the next
+// TestMaxConcurrent: beyond ROLLBACK_MAX_CONCURRENT notifications at once, the next
 // is answered 503 with Retry-After before its body is read, whatever server runs the
 // function (func's runtime has no bound of its own); a caller without the token never takes
 // a slot, and a slot is free again once its notification is answered.
@@ -1113,7 +1114,7 @@ func TestMaxConcurrent(t *testing.T) {
 	objs, badPod := brokenDeployment(ownNamespace)
 	client := fixture.Clientset(objs...)
 	hold := holdFirstDeploymentRead(client)
-	f := start(t, client, map[string]string{"ROLLBACK_SERVER_MAX_CONCURRENT": "1"})
+	f := start(t, client, map[string]string{"ROLLBACK_MAX_CONCURRENT": "1"})
 	body := notification(firing("pod", badPod))
 	first := make(chan int, 1)
 	go func() {
@@ -1172,7 +1173,7 @@ func TestStartSetsMemoryLimit(t *testing.T) {
 		return clients{kube: clientset.Wrap(fixture.Clientset()), dynamic: newDynamic(), namespace: "default"}, nil
 	}
 	f.newLogger = zap.NewNop().Sugar
-	f.cgroupRoot = fstest.MapFS{"sys/fs/cgroup/memory.max": {Data: []byte("134217728\n")}}
+	f.memoryLimit = func() (uint64, error) { return 134217728, nil }
 	if err := f.Start(t.Context(), map[string]string{"ROLLBACK_AUTH_TOKEN": "t"}); err != nil {
 		t.Fatal(err)
 	}
@@ -1181,3 +1182,6 @@ func TestStartSetsMemoryLimit(t *testing.T) {
 		t.Fatalf("runtime memory limit = %d; want %d (90%% of the cgroup's 128 MiB)", got, want)
 	}
 }
+
+// noMemoryLimit is a container without a memory limit: tests leave the runtime's alone.
+func noMemoryLimit() (uint64, error) { return 0, automemlimit.ErrNoLimit }

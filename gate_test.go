@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -58,7 +57,7 @@ func startGated(t *testing.T, c clients, env map[string]string) (*Function, func
 	f := New()
 	f.newClient = func(config) (clients, error) { return c, nil }
 	f.newLogger = zap.NewNop().Sugar
-	f.cgroupRoot = fstest.MapFS{}
+	f.memoryLimit = noMemoryLimit
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatalf("Start() = %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -287,7 +286,7 @@ func TestPodAndDeploymentReadAtOnce(t *testing.T) {
 		return clients{kube: gated, dynamic: newDynamic(), namespace: ownNamespace}, nil
 	}
 	f.newLogger = zap.NewNop().Sugar
-	f.cgroupRoot = fstest.MapFS{}
+	f.memoryLimit = noMemoryLimit
 	if err := f.Start(context.Background(), map[string]string{"ROLLBACK_AUTH_TOKEN": testToken, "ROLLBACK_BUDGET": "off"}); err != nil {
 		t.Fatal(err)
 	}

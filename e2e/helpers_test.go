@@ -67,14 +67,14 @@ func newEnv(t testing.TB) *env {
 }
 
 // startFunction starts the built function as kservice.yaml's ServiceAccount, with the
-// test's token, and settings on top.
-func (e *env) startFunction(name string, settings map[string]string) *run.Function {
+// test's token, and settings on top; args are cmd/rollback's flags.
+func (e *env) startFunction(name string, settings map[string]string, args ...string) *run.Function {
 	e.t.Helper()
 	vars := map[string]string{"KUBECONFIG": e.kubeconfig, "ROLLBACK_AUTH_TOKEN": e.token}
 	for k, v := range settings {
 		vars[k] = v
 	}
-	f, err := run.StartFunction(context.Background(), run.FunctionOptions{Dir: e.dir, Env: vars, Name: name})
+	f, err := run.StartFunction(context.Background(), run.FunctionOptions{Dir: e.dir, Env: vars, Name: name, Args: args})
 	if err != nil {
 		e.t.Fatalf("start the function: %v", err)
 	}

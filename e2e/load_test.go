@@ -57,10 +57,9 @@ func TestUnauthenticatedLoad(t *testing.T) {
 	ctx := context.Background()
 	pod := e.brokenDeployment("checkout-api")
 	f := e.startFunction("rollback", map[string]string{
-		// What the container's cgroup says in a pod (the binary reads memory.max there).
-		"ROLLBACK_MEMORY_LIMIT":        strconv.FormatInt(limit, 10),
-		"ROLLBACK_SERVER_IDLE_TIMEOUT": idleTimeout.String(),
-	})
+		// What Start sets from the container's cgroup in a pod: 90% of its limit.
+		"GOMEMLIMIT": strconv.FormatInt(limit*9/10, 10),
+	}, "-idle-timeout="+idleTimeout.String())
 	u, err := url.Parse(f.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -114,7 +114,7 @@ func TestDuplicateStorm(t *testing.T) {
 	// The storm is about copies reaching the handler at the same moment: lift the server's
 	// bound on notifications at once (10), which would answer most of them 503.
 	for i := range 3 {
-		fns = append(fns, e.startFunction(fmt.Sprintf("rollback-%d", i), map[string]string{"ROLLBACK_SERVER_MAX_CONCURRENT": "200"}))
+		fns = append(fns, e.startFunction(fmt.Sprintf("rollback-%d", i), map[string]string{"ROLLBACK_MAX_CONCURRENT": "200"}))
 	}
 	tests := []struct {
 		kind, name string

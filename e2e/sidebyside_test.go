@@ -50,7 +50,7 @@ func BenchmarkSideBySide(b *testing.B) {
 	// raised to the storm's, and one storm runs with the shipped bound too.
 	bound := strconv.Itoa(inFlight)
 	// kubectl has no cooldown and no budget: the function's are off for the 30 undos in a row.
-	fn := e.startFunction("rollback", map[string]string{"ROLLBACK_COOLDOWN": "0s", "ROLLBACK_BUDGET": "off", "ROLLBACK_SERVER_MAX_CONCURRENT": bound})
+	fn := e.startFunction("rollback", map[string]string{"ROLLBACK_COOLDOWN": "0s", "ROLLBACK_BUDGET": "off", "ROLLBACK_MAX_CONCURRENT": bound})
 	kubectl, err := cluster.ToolPath("kubectl")
 	if err != nil {
 		b.Fatal(err)
@@ -165,7 +165,7 @@ func BenchmarkSideBySide(b *testing.B) {
 
 	// The storm: copies of the notification the function already acted on, 20 in flight,
 	// on the process that rolled back and on a fresh one (an HA peer, a new replica).
-	fresh := e.startFunction("rollback-fresh", map[string]string{"ROLLBACK_SERVER_MAX_CONCURRENT": bound})
+	fresh := e.startFunction("rollback-fresh", map[string]string{"ROLLBACK_MAX_CONCURRENT": bound})
 	shipped := e.startFunction("rollback-shipped", nil)
 	warmStorm := s.storm(fn.URL, last, storm, inFlight)
 	freshStorm := s.storm(fresh.URL, last, storm, inFlight)

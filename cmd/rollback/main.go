@@ -6,8 +6,8 @@
 //
 // Its own http.Server faces the network with explicit limits (server.go): header size,
 // header/read/write/idle timeouts, notifications at once; the Go heap is bounded by the
-// container's memory limit (Function.Start, package internal/memlimit). functions-framework-go's handler sits behind it
-// (framework.go).
+// container's memory limit (Function.Start, package internal/memlimit).
+// functions-framework-go's handler sits behind it (framework.go).
 package main
 
 import (
@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -44,23 +45,30 @@ func main() {
 }
 
 func run() error {
+	lim := defaultLimits
+	// Not a setting: tests of idle connections shorten it so they need not wait a minute.
+	flag.DurationVar(&lim.idleTimeout, "idle-timeout", lim.idleTimeout, "close kept-alive connections idle this long (for tests)")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	ln, err := net.Listen("tcp", listenAddress())
 	if err != nil {
 		return err
 	}
-	return serve(ctx, environ(), ln)
+	return serve(ctx, environ(), lim, ln)
 }
 
 // serve runs the function behind our own server on ln until ctx ends, then shuts down:
 // the server first (no new connections; those in flight finish), then the function.
-func serve(ctx context.Context, env map[string]string, ln net.Listener) error {
+// The settings are parsed once, here: the function's, and the bound on notifications at
+// once that the server applies in front of it.
+func serve(ctx context.Context, env map[string]string, lim limits, ln net.Listener) error {
 	defer ln.Close()
-	lim, err := parseLimits(env)
+	cfg, err := function.ParseConfig(env)
 	if err != nil {
 		return err
 	}
+	lim.maxConcurrent = cfg.MaxConcurrent()
 	// The framework starts while the function does: nothing reaches either until our
 	// server serves, and a cold start (Knative holds the first notification until
 	// readiness) is the longer of the two instead of their sum.
@@ -82,7 +90,7 @@ func serve(ctx context.Context, env map[string]string, ln net.Listener) error {
 		h, err := frameworkHandler(ctx, lim.maxConcurrent, probe)
 		started <- framework{h, err}
 	}()
-	if err := f.Start(ctx, env); err != nil {
+	if err := f.StartConfig(ctx, cfg); err != nil {
 		return err
 	}
 	fw := <-started

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +18,6 @@ import (
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/util/wait"
-
-	"github.com/sre-kit/alert-rollback/internal/memlimit"
 )
 
 // kubeconfigFor is a kubeconfig for the API server at url, in namespace shop.
@@ -75,15 +72,10 @@ func TestServe(t *testing.T) {
 	}
 	t.Setenv("KUBECONFIG", path)
 	t.Setenv("FUNCTION_TARGET", "")
-	before := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(before) })
-	debug.SetMemoryLimit(math.MaxInt64)
 
 	env := map[string]string{
-		"ROLLBACK_AUTH_TOKEN":              "secret-token",
-		"ROLLBACK_MAX_BODY_BYTES":          "1024",
-		"ROLLBACK_MEMORY_LIMIT":            "134217728",
-		"ROLLBACK_SERVER_MAX_HEADER_BYTES": "8192",
+		"ROLLBACK_AUTH_TOKEN":     "secret-token",
+		"ROLLBACK_MAX_BODY_BYTES": "1024",
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -92,15 +84,10 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, env, ln) }()
+	go func() { done <- serve(ctx, env, defaultLimits, ln) }()
 	url := "http://" + ln.Addr().String()
 	client := &http.Client{Timeout: clientPatience}
 	waitReady(t, client, url+"/health/readiness", done)
-
-	limit := float64(134217728)
-	if got, want := debug.SetMemoryLimit(-1), int64(limit*memlimit.Share); got != want {
-		t.Errorf("runtime memory limit = %d; want %d (90%% of ROLLBACK_MEMORY_LIMIT)", got, want)
-	}
 
 	tests := []struct {
 		name   string
@@ -256,6 +243,34 @@ func TestWaitServing(t *testing.T) {
 			err := waitServing(ctx, srv.URL+"/.alert-rollback/x", served)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("waitServing: %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestServeRefusesSettings: cmd/rollback reads its settings through the function's one
+// parse, so a wrong or removed one stops it before it serves, named in the error.
+func TestServeRefusesSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"bound of zero", map[string]string{"ROLLBACK_MAX_CONCURRENT": "0"}, "ROLLBACK_MAX_CONCURRENT: "},
+		{"old name of the bound", map[string]string{"ROLLBACK_SERVER_MAX_CONCURRENT": "20"}, "ROLLBACK_SERVER_MAX_CONCURRENT: no longer read: renamed ROLLBACK_MAX_CONCURRENT"},
+		{"removed server timeout", map[string]string{"ROLLBACK_SERVER_IDLE_TIMEOUT": "4s"}, "ROLLBACK_SERVER_IDLE_TIMEOUT: no longer read: removed: fixed at 60s"},
+		{"removed memory limit", map[string]string{"ROLLBACK_MEMORY_LIMIT": "134217728"}, "GOMEMLIMIT"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{"ROLLBACK_AUTH_TOKEN": "t"}
+			maps.Copy(env, tc.env)
+			if err := serve(t.Context(), env, defaultLimits, ln); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("serve(%v) = %v; want an error containing %q", tc.env, err, tc.want)
 			}
 		})
 	}

@@ -346,11 +346,11 @@ func TestKnativeValidate(t *testing.T) {
 			wantWarn: "Kubernetes default value is insecure",
 		},
 		{
-			// Why cmd/rollback reads its memory limit from the cgroup: Knative refuses the
+			// Why the function reads its memory limit from the cgroup: Knative refuses the
 			// Downward API's resourceFieldRef in env (feature kubernetes.podspec-fieldref).
 			name: "memory limit through the Downward API",
 			mutate: func(s *servingv1.Service) {
-				container(s).Env = append(container(s).Env, corev1.EnvVar{Name: "ROLLBACK_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{
+				container(s).Env = append(container(s).Env, corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
 					ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"},
 				}})
 			},
@@ -417,10 +417,7 @@ var contractEnv = []string{
 	"ROLLBACK_MATCH", "ROLLBACK_NAMESPACES", "ROLLBACK_MAX_BODY_BYTES", "ROLLBACK_COOLDOWN",
 	"ROLLBACK_MAX_TARGETS", "ROLLBACK_MAX_ALERTS", "ROLLBACK_DRY_RUN", "ROLLBACK_API_TIMEOUT", "ROLLBACK_MAX_AGE",
 	"ROLLBACK_DEFAULT_NAMESPACE", "ROLLBACK_READ_PODS", "ROLLBACK_BUDGET", "ROLLBACK_GITOPS", "ROLLBACK_ARGOCD_NAMESPACE",
-	"ROLLBACK_MEMORY_LIMIT",
-	// cmd/rollback's server, the image kservice.yaml runs.
-	"ROLLBACK_SERVER_MAX_HEADER_BYTES", "ROLLBACK_SERVER_READ_HEADER_TIMEOUT", "ROLLBACK_SERVER_READ_TIMEOUT",
-	"ROLLBACK_SERVER_WRITE_TIMEOUT", "ROLLBACK_SERVER_IDLE_TIMEOUT", "ROLLBACK_SERVER_MAX_CONCURRENT",
+	"ROLLBACK_MAX_CONCURRENT",
 }
 
 // TestContractEnvIsReadme checks that contractEnv is exactly the ROLLBACK_* settings the

@@ -111,7 +111,7 @@ func startFunctionPod(t *testing.T, ns, image, token string) string {
 	if err != nil {
 		t.Fatalf("function's log: %v: %s", err, log)
 	}
-	want := fmt.Sprintf("GOMEMLIMIT=%d (90%% of %d bytes from /sys/fs/cgroup/", int64(float64(limit)*0.9), limit)
+	want := fmt.Sprintf("GOMEMLIMIT=%d (90%% of %d bytes from the cgroup)", int64(float64(limit)*0.9), limit)
 	if limit == 0 || !strings.Contains(log, want) {
 		t.Fatalf("function's log does not say %q (limit %d):\n%s", want, limit, log)
 	}

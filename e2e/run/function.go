@@ -38,6 +38,8 @@ type FunctionOptions struct {
 	Wrap []string
 	// Name tells several function processes' logs apart.
 	Name string
+	// Args are the binary's flags (cmd/rollback's, for tests; none is a setting).
+	Args []string
 }
 
 // StartFunction starts the built function on a free loopback port and waits until it is
@@ -73,7 +75,7 @@ func FunctionSpec(o FunctionOptions) (cluster.ProcessSpec, string, error) {
 		env = append(env, k+"="+v)
 	}
 	return cluster.ProcessSpec{
-		Name: o.Name, Args: append(append([]string{}, o.Wrap...), bin), Env: env,
+		Name: o.Name, Args: append(append(append([]string{}, o.Wrap...), bin), o.Args...), Env: env,
 		LogPath: filepath.Join(o.Dir, o.Name+".log"),
 		// It drains notifications in flight for up to 25 s after SIGTERM.
 		StopTimeout: 30 * time.Second,

@@ -201,7 +201,7 @@ var (
 	ErrMediaType    = errors.New("unsupported content type: want application/json, or a CloudEvent (binary mode with JSON data, or application/cloudevents+json)")
 	ErrTooLarge     = errors.New("body too large (ROLLBACK_MAX_BODY_BYTES)")
 	ErrStopping     = errors.New("shutting down: send again")
-	ErrBusy         = errors.New("too many notifications at once (ROLLBACK_SERVER_MAX_CONCURRENT): send again")
+	ErrBusy         = errors.New("too many notifications at once (ROLLBACK_MAX_CONCURRENT): send again")
 )
 
 // HTTPStatus is the one place outcomes become HTTP status codes. Alertmanager retries 5xx
