@@ -729,8 +729,14 @@ func TestHandle(t *testing.T) {
 					t.Errorf("API actions mismatch (-want +got):\n%s", diff)
 				}
 			}
+			var resp outcome.Response
+			_ = json.Unmarshal(rec.Body.Bytes(), &resp) // a refusal's body is checked above
+			changes, err := fixture.Changes(tc.objects, client.Actions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkPatches(t, changes, tc.env["ROLLBACK_DRY_RUN"] == "true", tc.wantImages, resp.Results)
 			if tc.wantResults != nil {
-				var resp outcome.Response
 				if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 					t.Fatalf("decoding the answer %s: %v", rec.Body, err)
 				}
@@ -925,6 +931,48 @@ func deploymentImage(t *testing.T, c kubernetes.Interface, ns, name string) stri
 		t.Fatalf("get deployment %s/%s: %v", ns, name, err)
 	}
 	return d.Spec.Template.Spec.Containers[0].Image
+}
+
+// checkPatches checks what each patch changed, decoded from the bytes the client sent, not
+// only its verb: the pod template, to the image the case expects, and the state annotation
+// alone, under the resourceVersion the undo read; the state records the undo the answer
+// reports. In dry-run mode every patch is sent with dryRun (the fake stores it anyway, so
+// the image is not checked), and only then.
+func checkPatches(t *testing.T, changes []fixture.Change, dryRun bool, wantImages map[string]string, results []outcome.Result) {
+	t.Helper()
+	for _, c := range changes {
+		if c.DryRun != dryRun {
+			t.Errorf("patch of %s sent with dryRun %v; want %v", c.Key, c.DryRun, dryRun)
+		}
+		if diff := cmp.Diff([]string{"metadata.annotations", "spec.template"}, c.Fields); diff != "" {
+			t.Errorf("patch of %s changed other fields (-want +got):\n%s", c.Key, diff)
+		}
+		if diff := cmp.Diff([]string{undo.StateAnnotation}, c.Annotations); diff != "" {
+			t.Errorf("patch of %s changed other annotations (-want +got):\n%s", c.Key, diff)
+		}
+		if want, ok := wantImages[c.Key]; !dryRun && (!ok || c.Image != want) {
+			t.Errorf("patch of %s sets image %q; want %q", c.Key, c.Image, want)
+		}
+		if c.Precondition == "" || c.Precondition != c.Read {
+			t.Errorf("patch of %s requires resourceVersion %q; want the one read, %q", c.Key, c.Precondition, c.Read)
+		}
+		var state undo.State
+		if err := json.Unmarshal([]byte(c.After[undo.StateAnnotation]), &state); err != nil || state.Last == nil || len(state.Handled) == 0 {
+			t.Errorf("patch of %s writes state %q (%v); want the undo and its alert recorded", c.Key, c.After[undo.StateAnnotation], err)
+			continue
+		}
+		ns, name, _ := strings.Cut(c.Key, "/")
+		i := slices.IndexFunc(results, func(r outcome.Result) bool {
+			return r.Namespace == ns && r.Name == name && r.Action == outcome.RolledBack
+		})
+		if i < 0 {
+			t.Errorf("patched %s; the answer reports no undo of it: %+v", c.Key, results)
+			continue
+		}
+		if r := results[i]; state.Last.From != r.FromRevision || state.Last.To != r.ToRevision {
+			t.Errorf("patch of %s records the undo %d -> %d; the answer reports %d -> %d", c.Key, state.Last.From, state.Last.To, r.FromRevision, r.ToRevision)
+		}
+	}
 }
 
 // actions lists the API actions the function made, as "verb resource", Events excluded:

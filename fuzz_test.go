@@ -440,7 +440,7 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 	}
 	checkAnswer(t, rec, maxAnswer*max(1, len(resp.Results)))
 	for _, ns := range events.seen() {
-		if !contains(s.allowed, ns) {
+		if !slices.Contains(s.allowed, ns) {
 			t.Errorf("an Event in %q: outside the allowed namespaces %v (answer %d %s)", ns, s.allowed, status, rec.Body)
 		}
 	}
@@ -451,7 +451,7 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 		// operator's setting, never a tenant's), read to learn whether one lists the
 		// workload: what exists elsewhere must not change the answer.
 		argo := res == gitops.ApplicationResource.Resource && ns == gitops.DefaultArgoCDNamespace && verb == "get"
-		if !contains(s.allowed, ns) && !argo {
+		if !slices.Contains(s.allowed, ns) && !argo {
 			t.Errorf("%s: outside the allowed namespaces %v (answer %d %s)", call, s.allowed, status, rec.Body)
 		}
 		if refused {
@@ -472,7 +472,7 @@ func checkHandle(t *testing.T, setting uint8, body []byte) {
 			}
 			continue
 		}
-		if !contains(s.allowed, ns) {
+		if !slices.Contains(s.allowed, ns) {
 			t.Errorf("%s: outside the allowed namespaces %v (answer %d %s)", call, s.allowed, status, rec.Body)
 		}
 		if refused {
@@ -535,13 +535,4 @@ func nameOf(a k8stesting.Action) string {
 		return p.GetName()
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

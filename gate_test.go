@@ -95,15 +95,6 @@ func broken(labels map[string]string, names ...string) []runtime.Object {
 	return objs
 }
 
-func unitsSpent(t *testing.T, c *fake.Clientset) int {
-	t.Helper()
-	n, err := budget.New(c.CoordinationV1().Leases(ownNamespace), ownNamespace, budget.Spec{Units: 1000, Window: 1 << 62}, budget.Options{}).Spent(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func results(resp outcome.Response) []string {
 	var out []string
 	for _, r := range resp.Results {
@@ -127,7 +118,7 @@ func TestBudgetGate(t *testing.T) {
 		if diff := cmp.Diff(want, actions(kube)); diff != "" {
 			t.Errorf("API actions (-want +got):\n%s", diff)
 		}
-		if n := unitsSpent(t, kube); n != 1 {
+		if n := fixture.UnitsSpent(t, kube, ownNamespace); n != 1 {
 			t.Errorf("%d units spent; want 1", n)
 		}
 	})
@@ -144,7 +135,7 @@ func TestBudgetGate(t *testing.T) {
 		if diff := cmp.Diff([]string{}, actions(kube)); diff != "" {
 			t.Errorf("API actions of the re-send (-want +got):\n%s", diff)
 		}
-		if n := unitsSpent(t, kube); n != 1 {
+		if n := fixture.UnitsSpent(t, kube, ownNamespace); n != 1 {
 			t.Errorf("%d units spent; want 1", n)
 		}
 	})
@@ -202,7 +193,7 @@ func TestBudgetGate(t *testing.T) {
 			if diff := cmp.Diff(tt.wantWrite, writes(kube)); diff != "" {
 				t.Errorf("writes (-want +got):\n%s", diff)
 			}
-			if n := unitsSpent(t, kube); n != tt.wantUnits {
+			if n := fixture.UnitsSpent(t, kube, ownNamespace); n != tt.wantUnits {
 				t.Errorf("%d units spent; want %d", n, tt.wantUnits)
 			}
 		})
@@ -427,7 +418,7 @@ func TestGitOpsGate(t *testing.T) {
 			if img := deploymentImage(t, kube, ownNamespace, "web"); img != tt.wantImage {
 				t.Errorf("web at %s; want %s", img, tt.wantImage)
 			}
-			if n := unitsSpent(t, kube); n != tt.wantUnits {
+			if n := fixture.UnitsSpent(t, kube, ownNamespace); n != tt.wantUnits {
 				t.Errorf("%d budget units spent; want %d", n, tt.wantUnits)
 			}
 			if tt.wantNote == "" {
@@ -574,7 +565,7 @@ func TestGitOpsSuspendedThenNoUndo(t *testing.T) {
 			if suspended, _, _ := unstructured.NestedBool(ks.Object, "spec", "suspend"); !suspended {
 				t.Errorf("Kustomization spec %v; want it suspended, as the message says", ks.Object["spec"])
 			}
-			if n := unitsSpent(t, kube); n != tt.wantUnits {
+			if n := fixture.UnitsSpent(t, kube, ownNamespace); n != tt.wantUnits {
 				t.Errorf("%d budget units spent; want %d", n, tt.wantUnits)
 			}
 			if tt.noWorkloadEvent && len(ev.workload) != 0 {
@@ -657,7 +648,7 @@ func TestBudgetLeaseRequestsBounded(t *testing.T) {
 			if n := leaseRequests(kube); n > tt.wantLease {
 				t.Errorf("%d requests about the Lease for one workload in one delivery; want at most %d", n, tt.wantLease)
 			}
-			if n := unitsSpent(t, kube); n != tt.wantUnits {
+			if n := fixture.UnitsSpent(t, kube, ownNamespace); n != tt.wantUnits {
 				t.Errorf("%d units spent; want %d", n, tt.wantUnits)
 			}
 		})
@@ -712,7 +703,7 @@ func TestCooldownKeptOnTheLease(t *testing.T) {
 	if got := send("api", 10); got != "api rolled-back rolled-back" {
 		t.Errorf("another team's alert: %s; want rolled back, the budget has a unit left", got)
 	}
-	if n := unitsSpent(t, kube); n != 2 {
+	if n := fixture.UnitsSpent(t, kube, ownNamespace); n != 2 {
 		t.Errorf("%d units spent; want 2, one per workload undone", n)
 	}
 }
@@ -735,13 +726,13 @@ func TestCooldownAfterAWriteThatMayHaveLanded(t *testing.T) {
 	if code, resp := send("web"); code != http.StatusServiceUnavailable || !cmp.Equal(results(resp), []string{"web failed timeout"}) {
 		t.Fatalf("answer %d %v; want 503, web failed timeout", code, results(resp))
 	}
-	if n := unitsSpent(t, kube); n != 1 {
+	if n := fixture.UnitsSpent(t, kube, ownNamespace); n != 1 {
 		t.Fatalf("%d units after a write that may have landed; want 1, kept", n)
 	}
 	if code, resp := send("web"); code != http.StatusOK || !cmp.Equal(results(resp), []string{"web rolled-back rolled-back"}) {
 		t.Fatalf("the notification sent again: %d %v; want web rolled back", code, results(resp))
 	}
-	if n := unitsSpent(t, kube); n != 2 {
+	if n := fixture.UnitsSpent(t, kube, ownNamespace); n != 2 {
 		t.Errorf("%d units; want 2 (the one kept for the write that may have landed, and the undo's)", n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/internal/kinds"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -54,11 +55,7 @@ func (c *countingEvents) Shutdown() {}
 func (c *countingEvents) counts() map[outcome.Reason]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[outcome.Reason]int{}
-	for k, v := range c.n {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.n)
 }
 
 // handle sends body to f and returns the status and the (action, reason) of each result.

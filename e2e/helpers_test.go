@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -149,14 +148,6 @@ func (e *env) deployment(name string) *appsv1.Deployment {
 		e.t.Fatal(err)
 	}
 	return d
-}
-
-// sameTemplate compares pod templates as kubectl does, ignoring pod-template-hash.
-func sameTemplate(a, b corev1.PodTemplateSpec) bool {
-	a, b = *a.DeepCopy(), *b.DeepCopy()
-	delete(a.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	delete(b.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	return apiequality.Semantic.DeepEqual(a, b)
 }
 
 // seedAlert is the seed's alert, as the shipped rule fires it: about a pod, with its

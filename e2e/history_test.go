@@ -257,7 +257,7 @@ func plantedReplicaSet(like *appsv1.ReplicaSet, hash string, number int, image s
 // assertUnchanged fails unless the Deployment's template and revision are what they were.
 func assertUnchanged(t *testing.T, before, after *appsv1.Deployment) {
 	t.Helper()
-	if !sameTemplate(before.Spec.Template, after.Spec.Template) ||
+	if !fixture.SameTemplate(before.Spec.Template, after.Spec.Template) ||
 		before.Annotations["deployment.kubernetes.io/revision"] != after.Annotations["deployment.kubernetes.io/revision"] {
 		t.Fatalf("Deployment changed: revision %s → %s, image %s → %s", before.Annotations["deployment.kubernetes.io/revision"],
 			after.Annotations["deployment.kubernetes.io/revision"], before.Spec.Template.Spec.Containers[0].Image, after.Spec.Template.Spec.Containers[0].Image)

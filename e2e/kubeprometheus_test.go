@@ -94,7 +94,7 @@ func TestKubePrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("after:  %s", describeRollout(after))
-	if !sameTemplate(after.Spec.Template, rev1.Spec.Template) {
+	if !fixture.SameTemplate(after.Spec.Template, rev1.Spec.Template) {
 		t.Errorf("template after the undo = %+v; want revision 1's %+v", after.Spec.Template, rev1.Spec.Template)
 	}
 	rev3, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, name, 3)
@@ -124,7 +124,7 @@ func TestKubePrometheus(t *testing.T) {
 	}
 	unchanged := e.settled(oldName)
 	t.Logf("after:  %s", describeRollout(unchanged))
-	if unchanged.Generation != old.Generation || !sameTemplate(unchanged.Spec.Template, old.Spec.Template) ||
+	if unchanged.Generation != old.Generation || !fixture.SameTemplate(unchanged.Spec.Template, old.Spec.Template) ||
 		unchanged.Annotations["deployment.kubernetes.io/revision"] != "2" {
 		t.Errorf("the old Deployment changed: generation %d → %d, revision %s", old.Generation, unchanged.Generation, unchanged.Annotations["deployment.kubernetes.io/revision"])
 	}

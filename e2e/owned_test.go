@@ -92,7 +92,7 @@ func TestControllerOwned(t *testing.T) {
 			before := e.podTemplate(kind, name)
 			refused(t, map[string]string{strings.ToLower(kind): name}, kind, name)
 			refused(t, map[string]string{"pod": e.podOf(kind, name)}, kind, name)
-			if after := e.podTemplate(kind, name); !sameTemplate(before, after) {
+			if after := e.podTemplate(kind, name); !fixture.SameTemplate(before, after) {
 				t.Errorf("%s template changed: image %s -> %s", kind, before.Spec.Containers[0].Image, after.Spec.Containers[0].Image)
 			}
 			e.assertNoWrites(mark)

@@ -68,7 +68,7 @@ func TestKubectlParityControllerRevisions(t *testing.T) {
 				}
 			}
 			a, b := e.podTemplate(tc.kind, names[0]), e.podTemplate(tc.kind, names[1])
-			if !sameTemplate(relabel(a, names[0]), relabel(b, names[1])) {
+			if !fixture.SameTemplate(relabel(a, names[0]), relabel(b, names[1])) {
 				t.Errorf("templates differ:\nkubectl:  %+v\nfunction: %+v", a, b)
 			}
 		})

@@ -98,7 +98,7 @@ func TestKubectlParity(t *testing.T) {
 				}
 			}
 			a, b := e.deployment(names[0]), e.deployment(names[1])
-			if !sameTemplate(relabel(a.Spec.Template, names[0]), relabel(b.Spec.Template, names[1])) {
+			if !fixture.SameTemplate(relabel(a.Spec.Template, names[0]), relabel(b.Spec.Template, names[1])) {
 				t.Errorf("templates differ:\nkubectl:  %+v\nfunction: %+v", a.Spec.Template, b.Spec.Template)
 			}
 			if diff := cmp.Diff(kubectlVisible(a.Annotations), kubectlVisible(b.Annotations)); diff != "" {

@@ -69,7 +69,7 @@ func TestResendsChangeNothing(t *testing.T) {
 		}
 	}
 	now := e.deployment("search-api")
-	if now.Annotations["deployment.kubernetes.io/revision"] != "4" || !sameTemplate(now.Spec.Template, after.Spec.Template) {
+	if now.Annotations["deployment.kubernetes.io/revision"] != "4" || !fixture.SameTemplate(now.Spec.Template, after.Spec.Template) {
 		t.Errorf("after the re-sends: revision %s, template %+v; want revision 4 and the template of the undo",
 			now.Annotations["deployment.kubernetes.io/revision"], now.Spec.Template)
 	}

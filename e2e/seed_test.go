@@ -39,7 +39,7 @@ func TestSeedScenario(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := e.deployment("checkout-api")
-	if !sameTemplate(d.Spec.Template, rev1.Spec.Template) {
+	if !fixture.SameTemplate(d.Spec.Template, rev1.Spec.Template) {
 		t.Errorf("template after the undo = %+v; want revision 1's %+v", d.Spec.Template, rev1.Spec.Template)
 	}
 	rev3, err := fixture.ReplicaSetOfRevision(ctx, e.cs, e.ns, "checkout-api", 3)

@@ -18,7 +18,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -408,12 +407,12 @@ func (w *watcher) check(d *appsv1.Deployment) {
 	badHash := w.h.bad.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
 	var now string
 	switch {
-	case sameTemplate(d.Spec.Template, w.h.bad.Spec.Template):
+	case fixture.SameTemplate(d.Spec.Template, w.h.bad.Spec.Template):
 		now = "bad"
 		if st.Last != nil || len(st.Bad) > 0 || len(st.Handled) > 0 {
 			w.violate(d, "template of revision 2 (bad) but the state records an undo: %s", d.Annotations[undo.StateAnnotation])
 		}
-	case sameTemplate(d.Spec.Template, w.h.good.Spec.Template):
+	case fixture.SameTemplate(d.Spec.Template, w.h.good.Spec.Template):
 		now = "good"
 		if st.Last == nil || st.Last.From != 2 || st.Last.To != 1 || !slices.Contains(st.Bad, badHash) || len(st.Handled) == 0 {
 			w.violate(d, "template of revision 1 (undone) but the state does not record that undo: %q", d.Annotations[undo.StateAnnotation])
@@ -438,14 +437,6 @@ func (w *watcher) finish() (versions int, seq, violations []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.versions, w.seq, w.violations
-}
-
-// sameTemplate compares pod templates as kubectl does, ignoring pod-template-hash.
-func sameTemplate(a, b corev1.PodTemplateSpec) bool {
-	a, b = *a.DeepCopy(), *b.DeepCopy()
-	delete(a.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	delete(b.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
-	return apiequality.Semantic.DeepEqual(a, b)
 }
 
 func writeFile(t testing.TB, path, content string) string {

@@ -67,6 +67,10 @@ func TestDecodeCaptured(t *testing.T) {
 			t.Fatalf("%s: Decode() = %v", f, err)
 		}
 		a := m.Alerts[0]
+		// Without its fingerprint, the alert has the ID Alertmanager's fingerprint gives it.
+		if noFP := (Alert{Labels: a.Labels, StartsAt: a.StartsAt}); noFP.ID() != a.ID() {
+			t.Errorf("%s: ID() without the fingerprint = %q; want %q, from Alertmanager's %q", f, noFP.ID(), a.ID(), a.Fingerprint)
+		}
 		if a.Fingerprint == "" || a.Labels["pod"] == "" || a.StartsAt.IsZero() || m.GroupKey == "" {
 			t.Errorf("%s: decoded %+v; want fingerprint, pod, startsAt and groupKey", f, m)
 		}

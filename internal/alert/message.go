@@ -3,10 +3,10 @@
 package alert
 
 import (
-	"sort"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
 // Message is the body Alertmanager's webhook receiver POSTs (notify/webhook, version "4").
@@ -45,7 +45,7 @@ func (a Alert) Name() string { return a.Labels["alertname"] }
 // ID identifies one occurrence of an alert: the same alert firing again later (a new
 // startsAt) is a new occurrence and may cause a new undo, while Alertmanager's re-sends and
 // an HA pair's duplicates of one occurrence share the ID. Alertmanager always sends a
-// fingerprint; for other senders it is derived from the labels the same way for every copy.
+// fingerprint; for other senders it is derived from the labels as Alertmanager derives it.
 // It is short whatever the caller sends (a fingerprint that does not look like one is
 // hashed), because IDs are kept on the workload.
 func (a Alert) ID() string {
@@ -59,18 +59,12 @@ func (a Alert) ID() string {
 	return fp + "@" + strconv.FormatInt(a.StartsAt.Unix(), 10)
 }
 
+// labelsFingerprint is the fingerprint Alertmanager gives an alert with these labels, so an
+// occurrence sent without one shares its ID with the same occurrence sent by Alertmanager.
 func labelsFingerprint(labels map[string]string) string {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
+	ls := make(model.LabelSet, len(labels))
+	for k, v := range labels {
+		ls[model.LabelName(k)] = model.LabelValue(v)
 	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(labels[k])
-		b.WriteByte(0)
-	}
-	return shortHash(b.String())
+	return ls.Fingerprint().String()
 }

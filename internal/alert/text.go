@@ -18,6 +18,8 @@ func Clip(s string) string { return clip.String(s, maxText) }
 
 // fingerprintLike reports whether fp looks like what Alertmanager sends (16 hex digits) or
 // close to it: short, and only letters and digits. Anything else is stored as a hash.
+// Not model.ParseFingerprint: it takes hex alone, and other senders' IDs kept on workloads
+// would change.
 func fingerprintLike(fp string) bool {
 	if fp == "" || len(fp) > 32 {
 		return false

@@ -32,6 +32,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+
+	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
 // LeaseName is the Lease holding the budget. It is fixed because the Role names it
@@ -169,7 +171,7 @@ type state struct {
 
 // Budget takes and gives back units. It is safe for concurrent use.
 type Budget struct {
-	leases    LeaseClient
+	leases    kube.Leases
 	namespace string
 	spec      Spec
 	// mu guards last, the Lease as this process last wrote or read it. A write starts from
@@ -195,18 +197,10 @@ type Options struct {
 	Now      func() time.Time
 }
 
-// LeaseClient reads and writes the Leases of one namespace: client-go's
-// CoordinationV1().Leases(namespace) is one, and so is the function's own client, which
-// leaves client-go's clientset (every API group) out of the binary.
-type LeaseClient interface {
-	Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error)
-	Create(ctx context.Context, lease *coordinationv1.Lease, opts metav1.CreateOptions) (*coordinationv1.Lease, error)
-	Update(ctx context.Context, lease *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error)
-}
-
 // New returns the budget spec, kept in the Lease of namespace, read and written through
-// leases (the Leases of that namespace).
-func New(leases LeaseClient, namespace string, spec Spec, o Options) *Budget {
+// leases (the Leases of that namespace): the function's own client's, or client-go's
+// CoordinationV1().Leases(namespace), which has the same methods.
+func New(leases kube.Leases, namespace string, spec Spec, o Options) *Budget {
 	if o.Now == nil {
 		o.Now = time.Now
 	}

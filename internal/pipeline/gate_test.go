@@ -1,12 +1,10 @@
 package pipeline
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/sre-kit/alert-rollback/internal/budget"
 	"github.com/sre-kit/alert-rollback/internal/fixture"
@@ -16,15 +14,6 @@ import (
 )
 
 const ownNamespace = "shop"
-
-func unitsSpent(t *testing.T, c *fake.Clientset) int {
-	t.Helper()
-	n, err := budget.New(c.CoordinationV1().Leases(ownNamespace), ownNamespace, budget.Spec{Units: 1000, Window: 1 << 62}, budget.Options{}).Spent(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // TestBudgetTwoReplicasOneUndo: two replicas admit an undo for the same alerts about the
 // same workload (an HA pair's copies). Each spends a unit of its own; when the one that loses
@@ -45,11 +34,11 @@ func TestBudgetTwoReplicasOneUndo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := unitsSpent(t, kube); n != 2 {
+	if n := fixture.UnitsSpent(t, kube, ownNamespace); n != 2 {
 		t.Fatalf("%d units spent by two admissions; want 2, one each", n)
 	}
 	loser.Release(t.Context()) // its write conflicted: the other replica's landed
-	if n := unitsSpent(t, kube); n != 1 {
+	if n := fixture.UnitsSpent(t, kube, ownNamespace); n != 1 {
 		t.Fatalf("%d units spent after the loser gave its own back; want 1, the winner's", n)
 	}
 }

@@ -82,27 +82,29 @@ func TestRun(t *testing.T) {
 		first, then []alert.Alert
 		want        []string // reason codes of the last notification's results
 		wantIgnored int
-		wantWrites  int
+		// wantPatched is what the last notification's patches write, decoded from their
+		// bytes: namespace/name -> the image of the restored template.
+		wantPatched map[string]string
 		wantEvents  map[outcome.Reason]int
 	}{
 		{
 			name: "one workload rolled back", cfg: Config{MaxAlerts: 10, MaxTargets: 10},
-			first: []alert.Alert{web, ignored}, want: []string{"rolled-back"}, wantIgnored: 1, wantWrites: 1,
+			first: []alert.Alert{web, ignored}, want: []string{"rolled-back"}, wantIgnored: 1, wantPatched: map[string]string{ownNamespace + "/web": "web:v1"},
 			wantEvents: map[outcome.Reason]int{"rolled-back": 1},
 		},
 		{
 			name: "a copy is answered from memory", cfg: Config{MaxAlerts: 10, MaxTargets: 10},
-			first: []alert.Alert{web}, then: []alert.Alert{web}, want: []string{"already-handled"}, wantWrites: 0,
+			first: []alert.Alert{web}, then: []alert.Alert{web}, want: []string{"already-handled"}, wantPatched: map[string]string{},
 			wantEvents: map[outcome.Reason]int{"rolled-back": 1},
 		},
 		{
 			name: "over the blast radius nothing is undone", cfg: Config{MaxAlerts: 10, MaxTargets: 1},
-			first: []alert.Alert{web, api}, want: []string{"too-many-targets", "too-many-targets"}, wantWrites: 0,
+			first: []alert.Alert{web, api}, want: []string{"too-many-targets", "too-many-targets"}, wantPatched: map[string]string{},
 			wantEvents: map[outcome.Reason]int{},
 		},
 		{
 			name: "over the alert limit nothing is looked up", cfg: Config{MaxAlerts: 1, MaxTargets: 10},
-			first: []alert.Alert{web, api}, want: []string{"too-many-alerts"}, wantWrites: 0,
+			first: []alert.Alert{web, api}, want: []string{"too-many-alerts"}, wantPatched: map[string]string{},
 			wantEvents: map[outcome.Reason]int{},
 		},
 	}
@@ -125,14 +127,19 @@ func TestRun(t *testing.T) {
 			if !cmp.Equal(got, tt.want) || resp.Ignored != tt.wantIgnored {
 				t.Errorf("Run() = %v, %d ignored; want %v, %d ignored", got, resp.Ignored, tt.want, tt.wantIgnored)
 			}
-			writes := 0
-			for _, a := range c.Actions() {
-				if a.GetVerb() == "patch" {
-					writes++
+			changes, err := fixture.Changes(objects(), c.Actions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched := map[string]string{}
+			for _, ch := range changes {
+				patched[ch.Key] = ch.Image
+				if diff := cmp.Diff([]string{"metadata.annotations", "spec.template"}, ch.Fields); diff != "" {
+					t.Errorf("patch of %s changed (-want +got):\n%s", ch.Key, diff)
 				}
 			}
-			if writes != tt.wantWrites {
-				t.Errorf("%d writes; want %d", writes, tt.wantWrites)
+			if diff := cmp.Diff(tt.wantPatched, patched); diff != "" {
+				t.Errorf("patches (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff(tt.wantEvents, ev.n); diff != "" {
 				t.Errorf("Events (-want +got):\n%s", diff)

@@ -1,11 +1,11 @@
 package pipeline
 
 import (
-	"container/list"
 	"context"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/lru"
 
 	"github.com/sre-kit/alert-rollback/internal/alert"
 	"github.com/sre-kit/alert-rollback/internal/target"
@@ -31,10 +31,11 @@ const seenCapacity = 4096
 // memory is about the very labels that were resolved the first time. Memory is bounded:
 // the least recently used entries go first.
 type seen struct {
+	// handled is the memory, bounded, least recently used first out. The claims below
+	// are what an LRU cannot do: make a copy wait for the notification handling it.
+	handled *lru.Cache // of handledUndo by key
+
 	mu       sync.Mutex
-	capacity int
-	order    *list.List // of *seenEntry, most recently used first
-	entries  map[string]*list.Element
 	inflight map[string]chan struct{}
 	// waits counts the claims that had to wait for a copy in flight.
 	waits int
@@ -48,13 +49,8 @@ type handledUndo struct {
 	from, to int64
 }
 
-type seenEntry struct {
-	key string
-	val handledUndo
-}
-
 func newSeen(capacity int) *seen {
-	return &seen{capacity: capacity, order: list.New(), entries: map[string]*list.Element{}, inflight: map[string]chan struct{}{}}
+	return &seen{handled: lru.New(capacity), inflight: map[string]chan struct{}{}}
 }
 
 // seenKey identifies an occurrence and the workload reference it names in namespace ns.
@@ -64,32 +60,15 @@ func seenKey(ns string, a alert.Alert) string {
 
 // get returns what is remembered of key.
 func (s *seen) get(key string) (handledUndo, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.entries[key]
+	v, ok := s.handled.Get(key)
 	if !ok {
 		return handledUndo{}, false
 	}
-	s.order.MoveToFront(e)
-	return e.Value.(*seenEntry).val, true
+	return v.(handledUndo), true
 }
 
 // add remembers key, dropping the least recently used entry when full.
-func (s *seen) add(key string, v handledUndo) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.entries[key]; ok {
-		e.Value.(*seenEntry).val = v
-		s.order.MoveToFront(e)
-		return
-	}
-	s.entries[key] = s.order.PushFront(&seenEntry{key: key, val: v})
-	for s.order.Len() > s.capacity {
-		last := s.order.Back()
-		s.order.Remove(last)
-		delete(s.entries, last.Value.(*seenEntry).key)
-	}
-}
+func (s *seen) add(key string, v handledUndo) { s.handled.Add(key, v) }
 
 // claim marks keys as being handled by the caller, after waiting (up to ctx's end) for any
 // other notification that holds one of them to let go. Keys are claimed all at once or not

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -20,8 +21,24 @@ func TestSeenIsBounded(t *testing.T) {
 			t.Errorf("get(%q) found %v; want %v", key, ok, want)
 		}
 	}
-	if n := s.order.Len(); n != 2 || len(s.entries) != 2 {
-		t.Errorf("%d entries (%d in the map); want 2", n, len(s.entries))
+	if n := s.handled.Len(); n != 2 {
+		t.Errorf("%d entries; want 2", n)
+	}
+}
+
+// TestPipelineSeenHolds4096: the pipeline's memory keeps seenCapacity (4,096) occurrences,
+// about 1 MiB, and no more.
+func TestPipelineSeenHolds4096(t *testing.T) {
+	s := New(Config{}, nil, nil, nil, nil).seen
+	v := handledUndo{ref: kinds.RefOf(kinds.Deployment, "shop", "a")}
+	for i := range 4096 + 1 {
+		s.add(strconv.Itoa(i), v)
+	}
+	if n := s.handled.Len(); n != 4096 {
+		t.Errorf("%d entries; want 4096", n)
+	}
+	if _, ok := s.get("0"); ok {
+		t.Error("the oldest entry is still there; want it dropped")
 	}
 }
 

@@ -2,6 +2,7 @@ package undo
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -56,7 +57,7 @@ func FuzzState(f *testing.F) {
 		if !next.handled([]string{id}) {
 			t.Fatalf("after() forgot the alert %q it was recorded for", id)
 		}
-		if bad != "" && !contains(next.Bad, bad) {
+		if bad != "" && !slices.Contains(next.Bad, bad) {
 			t.Fatalf("after() forgot the revision %q it rolled back from", bad)
 		}
 		if unchanged, _ := s.encode(); unchanged != enc {
@@ -66,13 +67,4 @@ func FuzzState(f *testing.F) {
 			t.Fatalf("encode() after an undo = %v", err)
 		}
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -425,6 +426,27 @@ func TestUndo(t *testing.T) {
 			}
 			if tc.dryRun {
 				assertDryRunPatches(t, client)
+			}
+			changes, err := fixture.Changes(tc.objects(), client.Actions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range changes {
+				// What the patch changes, decoded from its bytes: the template (to the
+				// revision's image) and the state annotation alone, under the
+				// resourceVersion read.
+				if diff := cmp.Diff([]string{"metadata.annotations", "spec.template"}, c.Fields); diff != "" {
+					t.Errorf("patch of %s changed (-want +got):\n%s", c.Key, diff)
+				}
+				if diff := cmp.Diff([]string{StateAnnotation}, c.Annotations); diff != "" {
+					t.Errorf("patch of %s changed annotations (-want +got):\n%s", c.Key, diff)
+				}
+				if c.Precondition == "" || c.Precondition != c.Read {
+					t.Errorf("patch of %s requires resourceVersion %q; want the one read, %q", c.Key, c.Precondition, c.Read)
+				}
+				if tc.wantErr == nil && !tc.dryRun && c.Image != tc.wantImage {
+					t.Errorf("patch of %s sets image %q; want %q", c.Key, c.Image, tc.wantImage)
+				}
 			}
 		})
 	}
