@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -40,7 +41,7 @@ func TestCallerTextIsBounded(t *testing.T) {
 	// alertWith is a firing alert about the broken Deployment; labels are added after its
 	// own, so they replace them (JSON's last duplicate key wins).
 	alertWith := func(labels, fields string) string {
-		return `{"status":"firing","startsAt":"2026-11-26T01:00:00Z","labels":{"alertname":"KubePodUnschedulable",` +
+		return `{"status":"firing","startsAt":"` + fixture.AlertStart.Format(time.RFC3339) + `","labels":{"alertname":"KubePodUnschedulable",` +
 			`"severity":"rollback","namespace":"` + ownNamespace + `","pod":"` + badPod + `"` + labels + `}` + fields + `}`
 	}
 	valid := `{"version":"4","alerts":[` + alertWith("", "") + `]}`

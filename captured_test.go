@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -66,8 +69,13 @@ func TestHandleCapturedNotifications(t *testing.T) {
 			// The pod is gone; its ReplicaSet remains, named and labelled by its hash.
 			hash := rsName[len(deployName)+1:]
 			rss[1].Name, rss[1].Labels["pod-template-hash"], rss[1].Spec.Template.Labels["pod-template-hash"] = rsName, hash, hash
+			// Revision 2 was rolled out just before the alert started, as in the run that
+			// captured it; that run is in the past, so ROLLBACK_MAX_AGE is off.
+			for i, rs := range rss {
+				rs.CreationTimestamp = metav1.NewTime(a.StartsAt.Add(-time.Duration(len(rss)-i) * time.Minute))
+			}
 			client := fixture.Clientset(append(fixture.Objects(rss...), d)...)
-			f := start(t, client, map[string]string{"ROLLBACK_NAMESPACES": ns})
+			f := start(t, client, map[string]string{"ROLLBACK_NAMESPACES": ns, "ROLLBACK_MAX_AGE": "0s"})
 
 			r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(c.Body))
 			for k, v := range c.Headers {

@@ -112,7 +112,7 @@ func firingNoNamespace(kv ...string) alert.Alert {
 	a := alert.Alert{
 		Status:   "firing",
 		Labels:   map[string]string{"alertname": "KubePodUnschedulable", "severity": "rollback"},
-		StartsAt: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC),
+		StartsAt: fixture.AlertStart,
 	}
 	for i := 0; i+1 < len(kv); i += 2 {
 		a.Labels[kv[i]] = kv[i+1]

@@ -366,7 +366,7 @@ func FuzzHandleAlert(f *testing.F) {
 				labels[k] = v
 			}
 		}
-		a := alert.Alert{Status: "firing", Labels: labels, StartsAt: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)}
+		a := alert.Alert{Status: "firing", Labels: labels, StartsAt: fixture.AlertStart}
 		checkHandle(t, setting, notification(a))
 	})
 }

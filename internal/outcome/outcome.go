@@ -65,6 +65,7 @@ const (
 	ReasonControllerOwned    Reason = "controller-owned"
 	ReasonForeignHistory     Reason = "foreign-history"
 	ReasonTooOld             Reason = "too-old"
+	ReasonPredatesRollout    Reason = "predates-rollout"
 	ReasonBudgetExhausted    Reason = "budget-exhausted"
 	ReasonGitOpsManaged      Reason = "gitops-managed"
 	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
@@ -118,6 +119,7 @@ var classes = []struct {
 	{undo.ErrControllerOwned, Refused, ReasonControllerOwned},
 	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
 	{undo.ErrTooOld, Refused, ReasonTooOld},
+	{undo.ErrPredatesRollout, Refused, ReasonPredatesRollout},
 	{budget.ErrExhausted, Refused, ReasonBudgetExhausted},
 	{budget.ErrCooldown, Refused, ReasonCooldown},
 	{gitops.ErrManaged, Refused, ReasonGitOpsManaged},

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
@@ -54,7 +53,7 @@ func newPipeline(t *testing.T, c *fake.Clientset, cfg Config) (*Pipeline, *event
 func firing(i int, kv ...string) alert.Alert {
 	a := alert.Alert{Status: "firing", Fingerprint: fmt.Sprintf("%016x", i),
 		Labels:   map[string]string{"alertname": "KubePodUnschedulable", "severity": "rollback", "namespace": ownNamespace},
-		StartsAt: time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)}
+		StartsAt: fixture.AlertStart}
 	for i := 0; i+1 < len(kv); i += 2 {
 		a.Labels[kv[i]] = kv[i+1]
 	}

@@ -101,6 +101,7 @@ func (f *Pipeline) pickTargets(ctx context.Context, lookups []*lookup) plan {
 		j.keys = append(j.keys, l.keys...)
 		for _, a := range l.alerts {
 			j.req.AlertIDs = append(j.req.AlertIDs, a.ID())
+			j.req.Started = append(j.req.Started, a.StartsAt)
 		}
 		j.req.Revisions = append(j.req.Revisions, l.target.Revision)
 	}

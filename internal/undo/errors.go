@@ -25,7 +25,10 @@ var (
 	ErrNotFound           = kinds.ErrNotFound
 	// ErrTooOld refuses to undo a rollout that is not recent: a revision that ran well for
 	// weeks and starts failing today is not a bad rollout, and going back weeks is worse.
-	ErrTooOld          = errors.New("the current revision is older than ROLLBACK_MAX_AGE; this is not a recent rollout")
+	ErrTooOld = errors.New("the current revision is older than ROLLBACK_MAX_AGE; this is not a recent rollout")
+	// ErrPredatesRollout refuses an undo for alerts that all began firing before the current
+	// revision was rolled out: that rollout did not cause them.
+	ErrPredatesRollout = errors.New("every alert started before the current revision was rolled out")
 	ErrUnsupportedKind = errors.New("not a " + kinds.Names())
 	// ErrControllerOwned refuses a workload that another object controls (a Knative
 	// Revision, an operator's custom resource): that controller writes the workload's

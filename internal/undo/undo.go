@@ -31,6 +31,10 @@ type Request struct {
 	Revisions []string
 	// Alert names the first alert, for the record kept on the workload.
 	Alert string
+	// Started holds when each alert began firing (its startsAt; a zero time is unknown).
+	// When every one is known and earlier than the current revision's rollout, by more than
+	// StartSkew, undoing that rollout cannot help: see ErrPredatesRollout.
+	Started []time.Time
 	// UID, when set, is the UID of the workload the alerts were traced to (through a pod's
 	// or ReplicaSet's controller reference): a workload of that name with another UID is a
 	// different object, and is not touched.
@@ -278,6 +282,9 @@ func (u *Undoer) decide(w *kinds.Workload, req Request) (from, to kinds.Revision
 		return from, to, fmt.Errorf("%w: revision %d was rolled out %s ago (at %s), limit %s", ErrTooOld,
 			from.Number, age.Round(time.Second), from.Created.UTC().Format(time.RFC3339), u.opts.MaxAge)
 	}
+	if err := predates(req.Started, w.History); err != nil {
+		return from, to, err
+	}
 	if len(w.History) < 2 {
 		return from, to, ErrNoPreviousRevision
 	}
@@ -347,6 +354,43 @@ func createdBefore(to, from kinds.Revision) error {
 	return fmt.Errorf("%w: revision %d (%s) was created at %s, after the current revision %d (%s, %s): the controller did not number it, "+
 		"or the workload was rolled back to an older revision by other means; roll back by hand", ErrForeignHistory,
 		to.Number, to.ID, to.Created.UTC().Format(time.RFC3339), from.Number, from.ID, from.Created.UTC().Format(time.RFC3339))
+}
+
+// StartSkew is how much earlier than the current revision's rollout an alert may have
+// started and still count as about it: Prometheus stamps startsAt with its own clock, and
+// the rollout time is the apiserver's.
+const StartSkew = time.Minute
+
+// predates refuses when every alert started before the current revision (history[0]) was
+// rolled out, minus StartSkew: the condition existed before the rollout, so undoing it
+// cannot help. One alert that started later, or at an unknown time, is reason enough to act.
+func predates(started []time.Time, history []kinds.Revision) error {
+	if len(started) == 0 || len(history) == 0 {
+		return nil
+	}
+	from := history[0]
+	if from.Created.IsZero() {
+		return nil
+	}
+	// A revision made current again by a rollback keeps the creation time of its first rollout, so when it went live is unknown.
+	if len(from.Earlier) > 0 || slices.ContainsFunc(history[1:], func(r kinds.Revision) bool { return r.Created.After(from.Created) }) {
+		return nil
+	}
+	latest := started[0]
+	for _, t := range started {
+		if t.IsZero() {
+			return nil
+		}
+		if t.After(latest) {
+			latest = t
+		}
+	}
+	if !latest.Before(from.Created.Add(-StartSkew)) {
+		return nil
+	}
+	return fmt.Errorf("%w: the alert started at %s, revision %d was rolled out at %s (allowed clock skew %s); "+
+		"the condition existed before this rollout, so undoing it cannot help", ErrPredatesRollout,
+		latest.UTC().Format(time.RFC3339), from.Number, from.Created.UTC().Format(time.RFC3339), StartSkew)
 }
 
 // stale reports whether the alerts were all about known revisions other than current.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"slices"
 	"testing"
@@ -655,6 +656,87 @@ func TestUndoTimeouts(t *testing.T) {
 			_, err := undoer(client, false).Undo(context.Background(), request(kinds.Deployment, "web-front-end"))
 			if !errors.Is(err, tc.err) {
 				t.Errorf("Undo() = %v; want it to fail with %v", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestPredatesRollout: alerts that all started before the current revision was rolled out
+// (less StartSkew) are not about it; one that started later is enough to act.
+func TestPredatesRollout(t *testing.T) {
+	rollout := now.Add(-10 * time.Minute)
+	deploymentAt := func(created time.Time) []runtime.Object {
+		d, rss := fixture.Deployment(ns, "web-front-end", "app:v1", "app:v2")
+		rss[0].CreationTimestamp = metav1.NewTime(created.Add(-time.Hour))
+		rss[1].CreationTimestamp = metav1.NewTime(created)
+		return append(fixture.Objects(rss...), d)
+	}
+	// rolledBackTo is a Deployment rolled back from v2 (revision 2) to v1, whose ReplicaSet
+	// was made two hours ago as revision 1 and is revision 3 now.
+	rolledBackTo := func() []runtime.Object {
+		d, rss := fixture.Deployment(ns, "web-front-end", "app:v2", "app:v1")
+		rss[1].CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour))
+		rss[1].Annotations["deployment.kubernetes.io/revision"] = "3"
+		rss[1].Annotations["deployment.kubernetes.io/revision-history"] = "1"
+		rss[0].CreationTimestamp = metav1.NewTime(now.Add(-time.Hour))
+		rss[0].Annotations["deployment.kubernetes.io/revision"] = "2"
+		d.Annotations["deployment.kubernetes.io/revision"] = "3"
+		return append(fixture.Objects(rss...), d)
+	}
+	statefulSetAt := func(current, previous time.Time) []runtime.Object {
+		s, crs := fixture.StatefulSet(ns, "db", "db:v1", "db:v2")
+		crs[0].CreationTimestamp = metav1.NewTime(previous)
+		crs[1].CreationTimestamp = metav1.NewTime(current)
+		return append(fixture.Objects(crs...), s)
+	}
+	daemonSetAt := func(created time.Time) []runtime.Object {
+		d, crs := fixture.DaemonSet(ns, "agent", "agent:v1", "agent:v2")
+		crs[0].CreationTimestamp = metav1.NewTime(created.Add(-time.Hour))
+		crs[1].CreationTimestamp = metav1.NewTime(created)
+		return append(fixture.Objects(crs...), d)
+	}
+	started := func(req Request, at ...time.Time) Request {
+		req.Started = at
+		req.AlertIDs = nil
+		for i := range at {
+			req.AlertIDs = append(req.AlertIDs, fmt.Sprintf("fp%d@%d", i, at[i].Unix()))
+		}
+		return req
+	}
+	web, db, agent := request(kinds.Deployment, "web-front-end"), request(kinds.StatefulSet, "db"), request(kinds.DaemonSet, "agent")
+	tests := []struct {
+		name    string
+		objects []runtime.Object
+		req     Request
+		wantErr error
+	}{
+		{"started before the rollout", deploymentAt(rollout), started(web, rollout.Add(-time.Hour)), ErrPredatesRollout},
+		{"started just past the skew", deploymentAt(rollout), started(web, rollout.Add(-StartSkew-time.Second)), ErrPredatesRollout},
+		{"started within the skew", deploymentAt(rollout), started(web, rollout.Add(-StartSkew)), nil},
+		{"started after the rollout", deploymentAt(rollout), started(web, rollout.Add(time.Minute)), nil},
+		{"every alert before", deploymentAt(rollout), started(web, rollout.Add(-time.Hour), rollout.Add(-2*time.Hour)), ErrPredatesRollout},
+		{"one alert of several after", deploymentAt(rollout), started(web, rollout.Add(-time.Hour), rollout.Add(time.Minute), rollout.Add(-2*time.Hour)), nil},
+		{"start unknown", deploymentAt(rollout), started(web, time.Time{}), nil},
+		// Its ReplicaSet's creation time is that of its first rollout, hours before.
+		{"revision rolled back to", rolledBackTo(), started(web, now.Add(-3*time.Hour)), nil},
+		{"statefulset started before", statefulSetAt(rollout, rollout.Add(-time.Hour)), started(db, rollout.Add(-time.Hour)), ErrPredatesRollout},
+		{"statefulset started after", statefulSetAt(rollout, rollout.Add(-time.Hour)), started(db, rollout.Add(time.Minute)), nil},
+		// A ControllerRevision older than another entry was made current again: its time says
+		// nothing of the rollout (the undo is then refused for its history, not this guard).
+		{"statefulset revision rolled back to", statefulSetAt(rollout.Add(-time.Hour), rollout), started(db, rollout.Add(-2*time.Hour)), ErrForeignHistory},
+		{"daemonset started before", daemonSetAt(rollout), started(agent, rollout.Add(-time.Hour)), ErrPredatesRollout},
+		{"daemonset started after", daemonSetAt(rollout), started(agent, rollout.Add(time.Minute)), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fixture.Clientset(tc.objects...)
+			u := New(clientset.Wrap(client), Options{Now: func() time.Time { return now }})
+			_, err := u.Undo(context.Background(), tc.req)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Undo() = %v; want %v", err, tc.wantErr)
+			}
+			if patched := len(writesOf(client)) > 0; patched != (tc.wantErr == nil) {
+				t.Errorf("patched = %v; want %v", patched, tc.wantErr == nil)
 			}
 		})
 	}
