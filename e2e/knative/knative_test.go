@@ -44,13 +44,9 @@ func TestScaleFromZero(t *testing.T) {
 			}
 			// Printed, not asserted: these vary with the machine and its load.
 			// Pod start comes from the API's timestamps, which have a resolution of one second.
-			podStart := "not measured (no longer Ready when read)"
-			if res.PodStart >= 0 {
-				podStart = fmt.Sprintf("%.0f s", res.PodStart.Seconds())
-			}
 			fmt.Printf("knative %-8s image %s (%s, %s): Ready in %d ms; pods %v; cold answer %d ms; pod start %s; cold again %d ms; warm answer %d ms; %s\n",
 				img.name, img.image, filepath.Base(img.tarball), size, res.Ready.Milliseconds(), res.Pods,
-				res.ColdAnswer.Milliseconds(), podStart, res.ColdAgain.Milliseconds(), res.WarmAnswer.Milliseconds(), res.Action)
+				res.ColdAnswer.Milliseconds(), res.PodStartText(), res.ColdAgain.Milliseconds(), res.WarmAnswer.Milliseconds(), res.Action)
 		})
 	}
 }

@@ -444,6 +444,15 @@ func (w *podWatch) waitSeenSince(ctx context.Context, mark, n int) error {
 	})
 }
 
+// PodStartText says PodStart for people: whole seconds (the API's timestamps), or that it
+// was not measured.
+func (r KnativeResult) PodStartText() string {
+	if r.PodStart < 0 {
+		return "not measured (no longer Ready when read)"
+	}
+	return fmt.Sprintf("%.0f s", r.PodStart.Seconds())
+}
+
 // podStart is how long the newest function pod took from creation to Ready.
 func podStart(ctx context.Context, k *cluster.Cluster, ns string) (time.Duration, error) {
 	pods, err := k.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: serviceLabel})

@@ -68,7 +68,7 @@ func demo() error {
 	if err != nil {
 		return err
 	}
-	logf("pod start %.0f s (API timestamps, whole seconds); second cold answer %d ms; kservice.yaml Ready in %d ms", res.PodStart.Seconds(), res.ColdAgain.Milliseconds(), res.Ready.Milliseconds())
+	logf("pod start %s (API timestamps, whole seconds); second cold answer %d ms; kservice.yaml Ready in %d ms", res.PodStartText(), res.ColdAgain.Milliseconds(), res.Ready.Milliseconds())
 	if err := stopKube(); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
