@@ -425,7 +425,7 @@ func (deployment) WriteState(ctx context.Context, e *Env, w *Workload, state str
 	if err != nil {
 		return err
 	}
-	if _, err := e.Client.Deployments(w.Ref.Namespace).Patch(ctx, w.Ref.Name, types.MergePatchType, patch, patchOptions(dryRun)); err != nil {
+	if _, err := e.Client.Deployments(w.Ref.Namespace).Patch(ctx, w.Ref.Name, types.StrategicMergePatchType, patch, patchOptions(dryRun)); err != nil {
 		return fmt.Errorf("patch deployment %s/%s: %w", w.Ref.Namespace, w.Ref.Name, err)
 	}
 	return nil

@@ -37,7 +37,7 @@ type Verifier interface {
 	WriteState(ctx context.Context, e *Env, w *Workload, state string, dryRun bool) error
 }
 
-// statePatch is a merge patch (strategic or JSON: they agree on it) of the state annotation
+// statePatch is a strategic merge patch of the state annotation
 // alone, with the resourceVersion precondition.
 func statePatch(w *Workload, state string) ([]byte, error) {
 	return json.Marshal(map[string]any{"metadata": map[string]any{

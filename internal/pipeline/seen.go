@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,6 +78,11 @@ func seenKey(ns string, a alert.Alert) string {
 	return a.Status + "\x00" + a.ID() + "\x00" + ns + "\x00" + target.Key(a.Labels)
 }
 
+// firingKey is the key of a's occurrence as a firing alert, given its key.
+func firingKey(key string, a alert.Alert) string {
+	return "firing" + strings.TrimPrefix(key, a.Status)
+}
+
 // get returns what is remembered of key.
 func (s *seen) get(key string) (handledUndo, bool) {
 	v, ok := s.handled.Get(key)
@@ -137,7 +143,7 @@ func (s *seen) claim(ctx context.Context, keys []string) (release func(), err er
 // alerts with one seen handled is answered from memory, about the workload it was resolved
 // to then. A lookup with a resolved alert never is: it verifies.
 func (f *Pipeline) recall(lookups []*lookup) {
-	now := time.Now()
+	now := f.now()
 	for _, l := range lookups {
 		if slices.ContainsFunc(l.alerts, notFiring) {
 			continue

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/sre-kit/alert-rollback/internal/outcome"
 	"github.com/sre-kit/alert-rollback/internal/undo"
@@ -52,15 +51,16 @@ func (f *Pipeline) remember(j *job, c undo.Change, err error) {
 	v := handledUndo{ref: j.target.Ref, uid: c.UID, from: c.From, to: c.To}
 	for i, a := range j.alerts {
 		switch {
+		case err == nil && c.Verified != "":
+			// Verified (by a resolved alert, or a firing one): the firing alert's copies are
+			// answered from the workload's state again (a not-healed alert is refused, with
+			// what went wrong).
+			f.seen.forget(firingKey(j.keys[i], a))
+			continue
 		case !a.Firing():
 			continue // never answered from memory
-		case err == nil && c.Verified != "":
-			// Verified: its copies are answered from the workload's state again (a
-			// not-healed alert is refused, with what went wrong).
-			f.seen.forget(j.keys[i])
-			continue
 		case err == nil && !c.DryRun:
-			v.pending, v.at = true, time.Now()
+			v.pending, v.at = true, f.now()
 		case errors.Is(err, undo.ErrAlreadyHandled) && slices.Contains(c.Handled, a.ID()):
 			v.from, v.to = 0, 0 // made by another process, or forgotten: not known here
 			v.pending = false
