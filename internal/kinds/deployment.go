@@ -400,7 +400,7 @@ func deploymentStatus(d *appsv1.Deployment) RolloutStatus {
 	st := d.Status
 	switch {
 	case progressing != nil && progressing.Reason == timedOutReason:
-		s.Failed = true
+		s.Failed, s.FailedAt = true, progressing.LastUpdateTime.Time
 		s.Message = fmt.Sprintf("deployment %q exceeded its progress deadline (%s: %s; %d of %d updated replicas available)",
 			d.Name, timedOutReason, progressing.Message, st.AvailableReplicas, st.UpdatedReplicas)
 	case d.Spec.Replicas != nil && st.UpdatedReplicas < *d.Spec.Replicas:

@@ -18,6 +18,10 @@ type RolloutStatus struct {
 	Message string
 	// DoneAt, when the kind records it, is when the rollout completed; zero otherwise.
 	DoneAt time.Time
+	// FailedAt, when the kind records it, is when the failure was found (the Deployment
+	// controller's ProgressDeadlineExceeded): a failure found before an undo is the bad
+	// rollout's, which the controller has not yet replaced with the undo's progress.
+	FailedAt time.Time
 	// Deadline is how long a rollout may take before it counts as failed: the kind's own
 	// (a Deployment's progressDeadlineSeconds), else DefaultDeadline.
 	Deadline time.Duration

@@ -58,6 +58,13 @@ func (u *Undoer) verify(ctx context.Context, k kinds.Kind, w *kinds.Workload, re
 		return c, true, fmt.Errorf("%w: %s", ErrVerificationStale, moved(w, p, at))
 	}
 
+	if status.Failed && !status.FailedAt.IsZero() && !status.FailedAt.After(p.At) {
+		// The Deployment controller keeps the bad rollout's ProgressDeadlineExceeded until it
+		// sees the undo's rollout progress: that failure is not the undo's.
+		status.Failed = false
+		status.Message = fmt.Sprintf("waiting for the controller to see the rollback's progress (its %s is from %s, before the rollback)",
+			status.Message, status.FailedAt.UTC().Format(time.RFC3339))
+	}
 	now := u.opts.Now().UTC().Truncate(time.Second)
 	verdict := Verdict{Verification: *p, VerifiedAt: now}
 	since := fmt.Sprintf("the rollback at %s to revision %d (%s)", p.At.UTC().Format(time.RFC3339), p.Number, p.Revision)

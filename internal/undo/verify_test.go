@@ -51,9 +51,13 @@ func available(d *appsv1.Deployment) {
 			LastUpdateTime: metav1.NewTime(undoneAt.Add(20 * time.Second))}}}
 }
 
-func deadlineExceeded(d *appsv1.Deployment) {
+func deadlineExceeded(d *appsv1.Deployment) { timedOut(d, undoneAt.Add(30*time.Second)) }
+
+// timedOut sets the Deployment controller's ProgressDeadlineExceeded, found at at.
+func timedOut(d *appsv1.Deployment, at time.Time) {
 	d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: "False",
-		Reason: "ProgressDeadlineExceeded", Message: `ReplicaSet "web-front-end-x" has timed out progressing.`}}
+		Reason: "ProgressDeadlineExceeded", Message: `ReplicaSet "web-front-end-x" has timed out progressing.`,
+		LastUpdateTime: metav1.NewTime(at), LastTransitionTime: metav1.NewTime(at)}}
 }
 
 // TestVerify: the state transitions of an undo awaiting verification, on each notification
@@ -91,6 +95,16 @@ func TestVerify(t *testing.T) {
 			name: "the Deployment controller gave up: not healed", workload: func() (*appsv1.Deployment, []*appsv1.ReplicaSet) { return rolledBack(deadlineExceeded) },
 			req: resolved, wantVerdict: NotHealed, wantActions: stateWrite,
 			wantSaid: []string{"the revision rolled back to fails too", "ProgressDeadlineExceeded", "has timed out progressing"},
+		},
+		{
+			// The controller has not seen the undo's rollout progress yet: the failure it
+			// shows is the bad rollout's, from before the undo.
+			name: "the bad rollout's own ProgressDeadlineExceeded: verifying",
+			workload: func() (*appsv1.Deployment, []*appsv1.ReplicaSet) {
+				return rolledBack(func(d *appsv1.Deployment) { timedOut(d, undoneAt.Add(-time.Minute)) })
+			},
+			req: resolved, wantErr: ErrVerifying, wantActions: readDeployment,
+			wantSaid: []string{"waiting for the controller to see the rollback's progress", "before the rollback"},
 		},
 		{
 			name: "not rolled out past its deadline: not healed", workload: func() (*appsv1.Deployment, []*appsv1.ReplicaSet) { return rolledBack(nil) },
