@@ -539,19 +539,35 @@ func TestHandle(t *testing.T) {
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v1"},
 		},
 		{
-			name:    "resolved and unmatched alerts are ignored",
+			name:    "unmatched alerts are ignored, resolved or not",
 			objects: objs,
 			request: func() *http.Request {
-				resolved := firing("pod", badPod)
-				resolved.Status = "resolved"
 				other := firing("pod", badPod)
 				other.Labels["severity"] = "page"
-				return post(notification(resolved, other))
+				resolved := firing("pod", badPod)
+				resolved.Labels["severity"] = "page"
+				resolved.Status = "resolved"
+				return post(notification(other, resolved))
 			},
 			wantStatus:  http.StatusOK,
 			wantResults: []want{},
 			wantIgnored: 2,
 			wantActions: none,
+			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
+		},
+		{
+			// The workload is read, to verify an undo of this function; it had none, and a
+			// resolved alert never causes one: nothing is written.
+			name:    "a resolved alert about a workload never rolled back is answered nothing-to-verify",
+			objects: objs,
+			request: func() *http.Request {
+				resolved := firing("pod", badPod)
+				resolved.Status = "resolved"
+				return post(notification(resolved))
+			},
+			wantStatus:  http.StatusOK,
+			wantResults: []want{{"skipped", "nothing-to-verify", "Deployment", "checkout-api", 0, 0}},
+			wantActions: readDeployment,
 			wantImages:  map[string]string{"shop/checkout-api": "shop/checkout:v2"},
 		},
 		{

@@ -18,6 +18,7 @@ import (
 	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // fastTimers make Alertmanager send a group within a second and repeat it every 2 s.
@@ -27,8 +28,8 @@ var fastTimers = &run.Timers{GroupWait: "1s", GroupInterval: "1s", RepeatInterva
 // After the undo, at least five re-sends change nothing: the revision and the template stay
 // put. The alert names the Deployment (so no stale check applies), the cooldown is off, and
 // an earlier good revision exists: only the one-undo-per-alert guard stands between a
-// re-send and a second undo. When the alert resolves, the resolved notification is
-// acknowledged and ignored.
+// re-send and a second undo. When the alert resolves, the resolved notification verifies
+// the undo, and never causes another.
 func TestResendsChangeNothing(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -96,8 +97,14 @@ func TestResendsChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal("no resolved notification")
 	}
-	if r := answer(t, d); d.status != http.StatusOK || r.Ignored != 1 || len(r.Results) != 0 {
-		t.Errorf("resolved notification answered %d %s; want 200 with it ignored", d.status, d.answer)
+	// It verifies the undo: revision 2's pod is bound but never runs (no kubelet here), so the
+	// rollout is still in progress, and nothing is written.
+	if r := answer(t, d); d.status != http.StatusOK || r.Ignored != 0 || len(r.Results) != 1 ||
+		r.Results[0].Action != outcome.Skipped || r.Results[0].Reason != outcome.ReasonVerifying {
+		t.Errorf("resolved notification answered %d %s; want 200, skipped verifying", d.status, d.answer)
+	}
+	if final := e.deployment("search-api"); final.Annotations[undo.StateAnnotation] != now.Annotations[undo.StateAnnotation] {
+		t.Errorf("the resolved notification changed the state to %s; want it as after the undo", final.Annotations[undo.StateAnnotation])
 	}
 	saveCapture(t, "alertmanager-v0.31.1-resolved.json", d)
 }

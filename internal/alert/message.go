@@ -39,6 +39,10 @@ type Alert struct {
 // Firing reports whether the alert is still active; resolved alerts never cause an undo.
 func (a Alert) Firing() bool { return a.Status == "firing" }
 
+// Resolved reports whether Alertmanager says the alert has ended (send_resolved): it only
+// ever verifies an earlier undo.
+func (a Alert) Resolved() bool { return a.Status == "resolved" }
+
 // Name is the alert's alertname label.
 func (a Alert) Name() string { return a.Labels["alertname"] }
 

@@ -62,6 +62,17 @@ func (k revisionKind) resourceVersion(ctx context.Context, e *Env, ns, name stri
 	return obj.GetResourceVersion(), nil
 }
 
+func (k revisionKind) writeState(ctx context.Context, e *Env, w *Workload, state string, dryRun bool) error {
+	patch, err := statePatch(w, state)
+	if err != nil {
+		return err
+	}
+	if err := k.patch(ctx, e.Client, w.Ref.Namespace, w.Ref.Name, patch, patchOptions(dryRun)); err != nil {
+		return fmt.Errorf("patch %s %s/%s: %w", strings.ToLower(k.gk.Kind), w.Ref.Namespace, w.Ref.Name, err)
+	}
+	return nil
+}
+
 func (k revisionKind) restore(ctx context.Context, e *Env, w *Workload, to Revision, state string, dryRun bool) error {
 	patch, err := revisionPatch(w, to, state)
 	if err != nil {
@@ -107,6 +118,7 @@ func (k revisionKind) withHistory(ctx context.Context, e *Env, obj *object) (*Wo
 		Annotations:     obj.GetAnnotations(),
 		Controller:      metav1.GetControllerOf(obj),
 		Template:        obj.template,
+		object:          obj.Object,
 	}
 	foreign := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s of %s %s/%s", ErrForeignHistory, fmt.Sprintf(format, args...), kind, ns, name)

@@ -2,6 +2,7 @@ package kinds
 
 import (
 	"context"
+	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -71,4 +72,40 @@ func (daemonSet) ResourceVersion(ctx context.Context, e *Env, ns, name string) (
 
 func (daemonSet) Restore(ctx context.Context, e *Env, w *Workload, to Revision, state string, dryRun bool) error {
 	return daemonSets.restore(ctx, e, w, to, state, dryRun)
+}
+
+// RolloutStatus applies `kubectl rollout status`'s rules for a DaemonSet: with the OnDelete
+// strategy nothing rolls out until the pods are deleted (failed, as for a StatefulSet);
+// otherwise the spec observed, every scheduled pod updated and available.
+func (daemonSet) RolloutStatus(w *Workload) RolloutStatus {
+	return daemonSetStatus(w.object.(*appsv1.DaemonSet))
+}
+
+func daemonSetStatus(d *appsv1.DaemonSet) RolloutStatus {
+	out := RolloutStatus{Deadline: DefaultDeadline}
+	st, strategy := d.Status, d.Spec.UpdateStrategy
+	if strategy.Type != appsv1.RollingUpdateDaemonSetStrategyType && strategy.Type != "" {
+		out.Failed = true
+		out.Message = fmt.Sprintf("daemon set %q has the %s update strategy: the undo changed its template, but no pod is replaced until it is deleted (rollout status is only available for %s)",
+			d.Name, strategy.Type, appsv1.RollingUpdateDaemonSetStrategyType)
+		return out
+	}
+	if d.Generation > st.ObservedGeneration {
+		out.Message = "waiting for daemon set spec update to be observed"
+		return out
+	}
+	switch {
+	case st.UpdatedNumberScheduled < st.DesiredNumberScheduled:
+		out.Message = fmt.Sprintf("waiting for daemon set %q rollout to finish: %d out of %d new pods have been updated", d.Name, st.UpdatedNumberScheduled, st.DesiredNumberScheduled)
+	case st.NumberAvailable < st.DesiredNumberScheduled:
+		out.Message = fmt.Sprintf("waiting for daemon set %q rollout to finish: %d of %d updated pods are available", d.Name, st.NumberAvailable, st.DesiredNumberScheduled)
+	default:
+		out.Done = true
+		out.Message = fmt.Sprintf("daemon set %q successfully rolled out: %d of %d updated pods are available", d.Name, st.NumberAvailable, st.DesiredNumberScheduled)
+	}
+	return out
+}
+
+func (daemonSet) WriteState(ctx context.Context, e *Env, w *Workload, state string, dryRun bool) error {
+	return daemonSets.writeState(ctx, e, w, state, dryRun)
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -99,6 +100,7 @@ func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Read
 		Paused:          dep.Spec.Paused,
 		Controller:      metav1.GetControllerOf(dep),
 		Template:        &dep.Spec.Template,
+		object:          dep,
 	}
 	// 0 when the controller has recorded no revision yet: then nothing is history.
 	current, _ := strconv.ParseInt(dep.Annotations[revisionAnnotation], 10, 64)
@@ -363,4 +365,68 @@ func readReplicaSet(ctx context.Context, c kube.Client, ns, name string, uid typ
 		Revision: rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
 		UID:      owner.UID,
 	}, nil
+}
+
+// The Deployment controller's reasons on its Progressing condition
+// (k8s.io/kubernetes/pkg/controller/deployment/util).
+const (
+	timedOutReason        = "ProgressDeadlineExceeded"
+	newRSAvailableReason  = "NewReplicaSetAvailable"
+	defaultProgressSecond = 600
+)
+
+// RolloutStatus applies `kubectl rollout status`'s rules for a Deployment: the controller
+// has observed the spec, has not given up (Progressing=False, ProgressDeadlineExceeded),
+// every replica is updated, no old replica is left, and every updated one is available.
+func (deployment) RolloutStatus(w *Workload) RolloutStatus {
+	return deploymentStatus(w.object.(*appsv1.Deployment))
+}
+
+func deploymentStatus(d *appsv1.Deployment) RolloutStatus {
+	s := RolloutStatus{Deadline: defaultProgressSecond * time.Second}
+	if p := d.Spec.ProgressDeadlineSeconds; p != nil {
+		s.Deadline = time.Duration(*p) * time.Second
+	}
+	if d.Generation > d.Status.ObservedGeneration {
+		s.Message = "waiting for deployment spec update to be observed"
+		return s
+	}
+	var progressing *appsv1.DeploymentCondition
+	for i, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentProgressing {
+			progressing = &d.Status.Conditions[i]
+		}
+	}
+	st := d.Status
+	switch {
+	case progressing != nil && progressing.Reason == timedOutReason:
+		s.Failed, s.FailedAt = true, progressing.LastUpdateTime.Time
+		s.Message = fmt.Sprintf("deployment %q exceeded its progress deadline (%s: %s; %d of %d updated replicas available)",
+			d.Name, timedOutReason, progressing.Message, st.AvailableReplicas, st.UpdatedReplicas)
+	case d.Spec.Replicas != nil && st.UpdatedReplicas < *d.Spec.Replicas:
+		s.Message = fmt.Sprintf("waiting for deployment %q rollout to finish: %d out of %d new replicas have been updated", d.Name, st.UpdatedReplicas, *d.Spec.Replicas)
+	case st.Replicas > st.UpdatedReplicas:
+		s.Message = fmt.Sprintf("waiting for deployment %q rollout to finish: %d old replicas are pending termination", d.Name, st.Replicas-st.UpdatedReplicas)
+	case st.AvailableReplicas < st.UpdatedReplicas:
+		s.Message = fmt.Sprintf("waiting for deployment %q rollout to finish: %d of %d updated replicas are available", d.Name, st.AvailableReplicas, st.UpdatedReplicas)
+	default:
+		s.Done = true
+		s.Message = fmt.Sprintf("deployment %q successfully rolled out: %d of %d updated replicas are available", d.Name, st.AvailableReplicas, st.UpdatedReplicas)
+		if progressing != nil && progressing.Reason == newRSAvailableReason {
+			s.DoneAt = progressing.LastUpdateTime.Time
+		}
+	}
+	return s
+}
+
+// WriteState writes the state annotation alone, under the resourceVersion precondition.
+func (deployment) WriteState(ctx context.Context, e *Env, w *Workload, state string, dryRun bool) error {
+	patch, err := statePatch(w, state)
+	if err != nil {
+		return err
+	}
+	if _, err := e.Client.Deployments(w.Ref.Namespace).Patch(ctx, w.Ref.Name, types.StrategicMergePatchType, patch, patchOptions(dryRun)); err != nil {
+		return fmt.Errorf("patch deployment %s/%s: %w", w.Ref.Namespace, w.Ref.Name, err)
+	}
+	return nil
 }

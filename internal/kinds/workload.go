@@ -61,6 +61,8 @@ type Workload struct {
 	// Ahead is set when the history holds entries newer than the workload's current
 	// revision: read after a change, or written by someone else.
 	Ahead bool
+	// object is the object as read, for the kind's RolloutStatus (shared: never changed).
+	object any
 }
 
 // Revision is one entry of a workload's rollout history, whatever its kind.

@@ -24,12 +24,15 @@ import (
 // Action is what happened to one workload (or one alert that named no usable workload).
 type Action string
 
-// The four actions of the report.
+// The actions of the report: the four of an undo, and the two verdicts of a verification
+// of an earlier undo.
 const (
 	RolledBack Action = "rolled-back"
 	Skipped    Action = "skipped"
 	Refused    Action = "refused"
 	Failed     Action = "failed"
+	Healed     Action = "healed"
+	NotHealed  Action = "not-healed"
 )
 
 // Reason is a stable, machine-readable code for why an outcome is what it is. Users alert
@@ -42,10 +45,17 @@ const (
 	ReasonRolledBack Reason = "rolled-back"
 	ReasonDryRun     Reason = "dry-run"
 
+	// healed, not-healed: the verdict on an earlier undo.
+	ReasonHealed            Reason = "healed"
+	ReasonRevisionUnhealthy Reason = "revision-unhealthy"
+
 	// skipped: there is nothing to do.
-	ReasonAlreadyHandled  Reason = "already-handled"
-	ReasonStale           Reason = "stale"
-	ReasonAlreadyAtTarget Reason = "already-at-target"
+	ReasonAlreadyHandled    Reason = "already-handled"
+	ReasonStale             Reason = "stale"
+	ReasonAlreadyAtTarget   Reason = "already-at-target"
+	ReasonVerifying         Reason = "verifying"
+	ReasonVerificationStale Reason = "verification-stale"
+	ReasonNothingToVerify   Reason = "nothing-to-verify"
 
 	// refused: the function will not act; a human should look.
 	ReasonPaused             Reason = "paused"
@@ -66,6 +76,7 @@ const (
 	ReasonForeignHistory     Reason = "foreign-history"
 	ReasonTooOld             Reason = "too-old"
 	ReasonPredatesRollout    Reason = "predates-rollout"
+	ReasonNotHealed          Reason = "not-healed"
 	ReasonBudgetExhausted    Reason = "budget-exhausted"
 	ReasonGitOpsManaged      Reason = "gitops-managed"
 	ReasonGitOpsOwnerMissing Reason = "gitops-owner-missing"
@@ -88,10 +99,10 @@ const (
 // ROLLBACK_MAX_TARGETS: a monitoring glitch must not roll back a fleet.
 var ErrTooManyTargets = errors.New("the notification names more workloads than ROLLBACK_MAX_TARGETS; nothing was changed")
 
-// ErrTooManyAlerts refuses a whole notification with more firing alerts than
+// ErrTooManyAlerts refuses a whole notification with more alerts (firing or resolved) than
 // ROLLBACK_MAX_ALERTS, before any lookup: each alert may cost API requests, and a flood of
 // them would crowd out the notifications that need real work.
-var ErrTooManyAlerts = errors.New("the notification has more firing alerts than ROLLBACK_MAX_ALERTS; nothing was looked up or changed")
+var ErrTooManyAlerts = errors.New("the notification has more alerts than ROLLBACK_MAX_ALERTS; nothing was looked up or changed")
 
 // ErrTargetsUnknown holds back a notification while lookups that failed might each be a
 // workload: whether it is within ROLLBACK_MAX_TARGETS is not known until they succeed.
@@ -107,6 +118,10 @@ var classes = []struct {
 	{undo.ErrAlreadyHandled, Skipped, ReasonAlreadyHandled},
 	{undo.ErrStale, Skipped, ReasonStale},
 	{undo.ErrAlreadyAtTarget, Skipped, ReasonAlreadyAtTarget},
+	{undo.ErrVerifying, Skipped, ReasonVerifying},
+	{undo.ErrVerificationStale, Skipped, ReasonVerificationStale},
+	{undo.ErrNothingToVerify, Skipped, ReasonNothingToVerify},
+	{undo.ErrNotHealed, Refused, ReasonNotHealed},
 
 	{undo.ErrPaused, Refused, ReasonPaused},
 	{undo.ErrNoPreviousRevision, Refused, ReasonNoPreviousRevision},
@@ -142,6 +157,14 @@ var classes = []struct {
 	// Another writer kept changing the budget's Lease: a retry a moment later may get a turn.
 	{budget.ErrContended, Failed, ReasonConflict},
 	{ErrTargetsUnknown, Failed, ReasonTargetsUnknown},
+}
+
+// Verdict is the action and reason of a verification's verdict.
+func Verdict(r undo.Result) (Action, Reason) {
+	if r == undo.Healed {
+		return Healed, ReasonHealed
+	}
+	return NotHealed, ReasonRevisionUnhealthy
 }
 
 // Classify says what an error the data path ended with means: nil is a rollback.
@@ -211,7 +234,9 @@ var (
 // and drops every 4xx for good, so 5xx means exactly "a retry can help".
 //
 // err is why the request was turned away, nil if it was handled. A handled notification is
-// answered 200 when every workload reached a final outcome; 503 when any failure may pass
+// answered 200 when every workload reached a final outcome (the verdict of a verification,
+// healed or not, is one; so is "still verifying", which the next notification checks
+// again); 503 when any failure may pass
 // (API unreachable, timeout, conflicts), which makes Alertmanager send it again, safely,
 // since an alert that already caused an undo causes no other; 422 when a failure will not
 // pass by itself (forbidden, invalid), so Alertmanager records a failed notification

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sre-kit/alert-rollback/internal/readme"
+	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
 // TestReadmeReasonTable ties the README's reason-code table to the Reason constants: users
@@ -36,6 +37,11 @@ func TestReadmeReasonTable(t *testing.T) {
 	for _, c := range classes {
 		if row, ok := table[c.reason]; ok && row.action != c.action {
 			t.Errorf("README.md lists %q under %q; Classify gives %q for %v", c.reason, row.action, c.action, c.err)
+		}
+	}
+	for _, v := range []undo.Result{undo.Healed, undo.NotHealed} {
+		if action, reason := Verdict(v); table[reason].action != action {
+			t.Errorf("README.md lists %q under %q; Verdict gives %q for %s", reason, table[reason].action, action, v)
 		}
 	}
 	if _, reason := Classify(nil); table[reason].action != RolledBack {

@@ -38,7 +38,7 @@ type Result struct {
 // Response is the body of the answer (the data of the CloudEvent answer).
 type Response struct {
 	Results []Result `json:"results"`
-	// Ignored counts alerts not acted on: resolved, or not matching ROLLBACK_MATCH.
+	// Ignored counts alerts not looked at: those not matching ROLLBACK_MATCH.
 	Ignored int `json:"ignored"`
 	// TruncatedAlerts is Alertmanager's count of alerts it left out (max_alerts).
 	TruncatedAlerts int `json:"truncatedAlerts"`
@@ -49,6 +49,9 @@ type Response struct {
 func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 	a := alerts[0]
 	action, reason := Classify(err)
+	if err == nil && c.Verified != "" {
+		action, reason = Verdict(c.Verified)
+	}
 	r := Result{
 		AlertName:    alert.Clip(a.Name()),
 		Fingerprint:  alert.Clip(a.Fingerprint),
@@ -67,6 +70,11 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 	switch {
 	case err != nil:
 		r.Message = err.Error()
+	case c.Verified != "":
+		r.Message = c.Message
+		if c.DryRun {
+			r.Message = "dry run: " + r.Message
+		}
 	case c.DryRun:
 		r.Reason = ReasonDryRun
 		r.Message = fmt.Sprintf("dry run: would have rolled back from revision %d to revision %d", c.From, c.To)
@@ -88,7 +96,8 @@ func Of(alerts []alert.Alert, ref target.Ref, c undo.Change, err error) Result {
 
 // String is the one-line human account of a result, for Events and logs.
 func (r Result) String() string {
-	if r.Action == RolledBack {
+	if r.Action == RolledBack || r.Action == Healed || r.Action == NotHealed {
+		// The message says what happened already.
 		return fmt.Sprintf("alert %s (%s): %s", r.AlertName, r.Fingerprint, r.Message)
 	}
 	return fmt.Sprintf("alert %s (%s): %s (%s): %s", r.AlertName, r.Fingerprint, r.Action, r.Reason, r.Message)

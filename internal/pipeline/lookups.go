@@ -23,32 +23,33 @@ type lookup struct {
 	seen *handledUndo
 }
 
-// lookups keeps the firing alerts that match ROLLBACK_MATCH and groups them by the
-// workload label they name (and its namespace), in the order they came, so each is looked
-// up once. Alerts whose namespace cannot be told are settled at once, and so is a
-// notification with more of them than ROLLBACK_MAX_ALERTS.
+// lookups keeps the alerts that match ROLLBACK_MATCH, firing or resolved (a resolved one
+// only verifies an earlier undo), and groups them by the workload label they name (and its
+// namespace), in the order they came, so each is looked up once. Alerts whose namespace
+// cannot be told are settled at once, and so is a notification with more of them than
+// ROLLBACK_MAX_ALERTS.
 func (f *Pipeline) lookups(msg *alert.Message, ignored *int) ([]*lookup, []outcome.Result) {
-	var firing []alert.Alert
+	var matching []alert.Alert
 	for _, a := range msg.Alerts {
-		if !a.Firing() || !f.cfg.Match.Matches(a.Labels) {
+		if !f.cfg.Match.Matches(a.Labels) {
 			*ignored++
 			continue
 		}
-		firing = append(firing, a)
+		matching = append(matching, a)
 	}
-	if len(firing) > f.cfg.MaxAlerts {
+	if len(matching) > f.cfg.MaxAlerts {
 		// Nothing is looked up, and one row answers for them all: the cost, the answer and
 		// the log stay small whatever was sent.
-		err := fmt.Errorf("%w: %d firing alerts, limit %d; alert on the workload (a %s label) or raise the limit",
-			outcome.ErrTooManyAlerts, len(firing), f.cfg.MaxAlerts, kinds.Labels())
-		return nil, []outcome.Result{outcome.Of(firing, target.Ref{}, undo.Change{}, err)}
+		err := fmt.Errorf("%w: %d alerts, limit %d; alert on the workload (a %s label) or raise the limit",
+			outcome.ErrTooManyAlerts, len(matching), f.cfg.MaxAlerts, kinds.Labels())
+		return nil, []outcome.Result{outcome.Of(matching, target.Ref{}, undo.Change{}, err)}
 	}
 	var (
 		out     []*lookup
 		settled []outcome.Result
 		byKey   = map[string]*lookup{}
 	)
-	for _, a := range firing {
+	for _, a := range matching {
 		ns, err := f.resolver.Namespace(a.Labels)
 		if err != nil {
 			settled = append(settled, outcome.Of([]alert.Alert{a}, target.Ref{}, undo.Change{}, err))

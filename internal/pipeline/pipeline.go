@@ -8,6 +8,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -46,12 +47,14 @@ type Pipeline struct {
 	Events Events
 	// seen remembers the alert occurrences this process saw handled (see seen).
 	seen *seen
+	// now is the clock of that memory; tests replace it.
+	now func() time.Time
 }
 
 // New returns a Pipeline that finds workloads with resolver, undoes them with undoer and
 // records Events with events.
 func New(cfg Config, log *zap.SugaredLogger, resolver *target.Resolver, undoer *undo.Undoer, events Events) *Pipeline {
-	return &Pipeline{cfg: cfg, log: log, resolver: resolver, undoer: undoer, Events: events, seen: newSeen(seenCapacity)}
+	return &Pipeline{cfg: cfg, log: log, resolver: resolver, undoer: undoer, Events: events, seen: newSeen(seenCapacity), now: time.Now}
 }
 
 // Run runs the undo for every workload the notification is about, records an Event and a

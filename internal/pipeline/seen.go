@@ -2,7 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/lru"
@@ -47,6 +50,21 @@ type handledUndo struct {
 	ref      target.Ref
 	uid      types.UID
 	from, to int64
+	// pending is set when this process made the undo, which then awaits verification, at
+	// time at: copies answer from memory only within copyWindow of it (see fresh).
+	pending bool
+	at      time.Time
+}
+
+// copyWindow is how long after this process's undo a copy of its alert is answered from
+// memory. An HA pair's duplicate and a copy in flight come within it, when the rollout the
+// undo started can hardly be verified yet; a repeat (Alertmanager's repeat_interval, 15
+// minutes in the shipped route) comes later, and verifies the undo on the workload.
+const copyWindow = 30 * time.Second
+
+// fresh reports whether a copy may be answered from v at now.
+func (v handledUndo) fresh(now time.Time) bool {
+	return !v.pending || now.Sub(v.at) < copyWindow
 }
 
 func newSeen(capacity int) *seen {
@@ -54,8 +72,15 @@ func newSeen(capacity int) *seen {
 }
 
 // seenKey identifies an occurrence and the workload reference it names in namespace ns.
+// A resolved alert has a key of its own: it is never answered from memory (it verifies),
+// and only its own copies wait for it.
 func seenKey(ns string, a alert.Alert) string {
-	return a.ID() + "\x00" + ns + "\x00" + target.Key(a.Labels)
+	return a.Status + "\x00" + a.ID() + "\x00" + ns + "\x00" + target.Key(a.Labels)
+}
+
+// firingKey is the key of a's occurrence as a firing alert, given its key.
+func firingKey(key string, a alert.Alert) string {
+	return "firing" + strings.TrimPrefix(key, a.Status)
 }
 
 // get returns what is remembered of key.
@@ -69,6 +94,9 @@ func (s *seen) get(key string) (handledUndo, bool) {
 
 // add remembers key, dropping the least recently used entry when full.
 func (s *seen) add(key string, v handledUndo) { s.handled.Add(key, v) }
+
+// forget drops key: its copies are answered from the workload again.
+func (s *seen) forget(key string) { s.handled.Remove(key) }
 
 // claim marks keys as being handled by the caller, after waiting (up to ctx's end) for any
 // other notification that holds one of them to let go. Keys are claimed all at once or not
@@ -111,15 +139,23 @@ func (s *seen) claim(ctx context.Context, keys []string) (release func(), err er
 	}
 }
 
-// recall takes what this process remembers of the lookups' alerts: a lookup with one alert
-// seen handled is answered from memory, about the workload it was resolved to then.
+// recall takes what this process remembers of the lookups' alerts: a lookup of firing
+// alerts with one seen handled is answered from memory, about the workload it was resolved
+// to then. A lookup with a resolved alert never is: it verifies.
 func (f *Pipeline) recall(lookups []*lookup) {
+	now := f.now()
 	for _, l := range lookups {
+		if slices.ContainsFunc(l.alerts, notFiring) {
+			continue
+		}
 		for _, k := range l.keys {
-			if v, ok := f.seen.get(k); ok {
+			if v, ok := f.seen.get(k); ok && v.fresh(now) {
 				l.seen, l.target = &v, target.Target{Ref: v.ref, UID: v.uid}
 				break
 			}
 		}
 	}
 }
+
+// notFiring reports whether a is not firing (resolved): it only verifies.
+func notFiring(a alert.Alert) bool { return !a.Firing() }

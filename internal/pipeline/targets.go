@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/sre-kit/alert-rollback/internal/alert"
@@ -99,11 +100,23 @@ func (f *Pipeline) pickTargets(ctx context.Context, lookups []*lookup) plan {
 		}
 		j.alerts = append(j.alerts, l.alerts...)
 		j.keys = append(j.keys, l.keys...)
+		firing := false
 		for _, a := range l.alerts {
+			if !a.Firing() {
+				continue // a resolved alert only verifies (see undo.Request)
+			}
+			firing = true
 			j.req.AlertIDs = append(j.req.AlertIDs, a.ID())
 			j.req.Started = append(j.req.Started, a.StartsAt)
 		}
-		j.req.Revisions = append(j.req.Revisions, l.target.Revision)
+		if firing {
+			j.req.Revisions = append(j.req.Revisions, l.target.Revision)
+		}
+	}
+	for _, j := range p.jobs {
+		if slices.ContainsFunc(j.alerts, notFiring) {
+			j.seen = nil // it verifies: never answered from memory
+		}
 	}
 	return p
 }

@@ -32,7 +32,7 @@ func (f *Pipeline) undoAll(ctx context.Context, p plan) []outcome.Result {
 			// An alert already handled is a copy too: its Event would only repeat the one its
 			// undo made. Objects changed for it all the same (an owner this attempt suspended
 			// before another replica's undo won) still get theirs.
-			if !errors.Is(err, undo.ErrAlreadyHandled) {
+			if !quiet(j, c, err) {
 				f.Events.Record(j.target.Ref, c.UID, results[i])
 			}
 			for _, ref := range c.Related {
@@ -51,9 +51,19 @@ func (f *Pipeline) remember(j *job, c undo.Change, err error) {
 	v := handledUndo{ref: j.target.Ref, uid: c.UID, from: c.From, to: c.To}
 	for i, a := range j.alerts {
 		switch {
+		case err == nil && c.Verified != "":
+			// Verified (by a resolved alert, or a firing one): the firing alert's copies are
+			// answered from the workload's state again (a not-healed alert is refused, with
+			// what went wrong).
+			f.seen.forget(firingKey(j.keys[i], a))
+			continue
+		case !a.Firing():
+			continue // never answered from memory
 		case err == nil && !c.DryRun:
+			v.pending, v.at = true, f.now()
 		case errors.Is(err, undo.ErrAlreadyHandled) && slices.Contains(c.Handled, a.ID()):
 			v.from, v.to = 0, 0 // made by another process, or forgotten: not known here
+			v.pending = false
 		default:
 			continue
 		}
@@ -67,4 +77,18 @@ func errSeen(v *handledUndo) error {
 		return fmt.Errorf("%w (this process rolled %s back from revision %d to %d for it)", undo.ErrAlreadyHandled, v.ref, v.from, v.to)
 	}
 	return fmt.Errorf("%w (this process saw it handled)", undo.ErrAlreadyHandled)
+}
+
+// quiet reports whether a job's outcome gets no Event: a copy of an alert already handled
+// (its undo had one), a verification still in progress, and whatever a notification of
+// resolved alerts alone finds other than a verdict. Those change nothing, and a resolved
+// notification about a workload this function never touched leaves no trace on it.
+func quiet(j *job, c undo.Change, err error) bool {
+	switch {
+	case errors.Is(err, undo.ErrAlreadyHandled), errors.Is(err, undo.ErrVerifying):
+		return true
+	case len(j.req.AlertIDs) == 0:
+		return err != nil || c.Verified == ""
+	}
+	return false
 }

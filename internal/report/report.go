@@ -23,6 +23,11 @@ const (
 	ReasonSkipped    = "RollbackSkipped"
 	ReasonRefused    = "RollbackRefused"
 	ReasonFailed     = "RollbackFailed"
+	// ReasonHealed and ReasonNotHealed are the verdicts on an earlier undo: the first says
+	// how long the workload took to be healthy, the second what is wrong (the revision
+	// rolled back to fails too), for people to act on.
+	ReasonHealed    = "RollbackHealed"
+	ReasonNotHealed = "RollbackNotHealed"
 )
 
 // ReasonAnnotation on an Event holds the outcome's reason code (outcome.Reason), so
@@ -94,6 +99,10 @@ func EventReason(r outcome.Result) (reason, eventType string) {
 		return ReasonSkipped, corev1.EventTypeNormal
 	case outcome.Refused:
 		return ReasonRefused, corev1.EventTypeWarning
+	case outcome.Healed:
+		return ReasonHealed, corev1.EventTypeNormal
+	case outcome.NotHealed:
+		return ReasonNotHealed, corev1.EventTypeWarning
 	}
 	return ReasonFailed, corev1.EventTypeWarning
 }

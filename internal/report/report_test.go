@@ -120,6 +120,22 @@ func TestEvents(t *testing.T) {
 				"alert KubePodCrashLooping (36b0f215655384b5): failed (api-error): etcd is down")},
 		},
 		{
+			name: "healed",
+			record: func(e *Events) {
+				e.Record(deploy, "uid-1", result(outcome.Healed, outcome.ReasonHealed, "healed: rolled out, healthy 20s after the rollback"))
+			},
+			want: []corev1.Event{event("apps/v1", "Deployment", "checkout-api", "uid-1", "Normal", "RollbackHealed", "healed",
+				"alert KubePodCrashLooping (36b0f215655384b5): healed: rolled out, healthy 20s after the rollback")},
+		},
+		{
+			name: "not healed",
+			record: func(e *Events) {
+				e.Record(deploy, "uid-1", result(outcome.NotHealed, outcome.ReasonRevisionUnhealthy, "not healed: the revision rolled back to fails too"))
+			},
+			want: []corev1.Event{event("apps/v1", "Deployment", "checkout-api", "uid-1", "Warning", "RollbackNotHealed", "revision-unhealthy",
+				"alert KubePodCrashLooping (36b0f215655384b5): not healed: the revision rolled back to fails too")},
+		},
+		{
 			name:   "workload never found",
 			record: func(e *Events) { e.Record(deploy, "", result(outcome.Refused, outcome.ReasonNotFound, "not found")) },
 		},

@@ -38,10 +38,20 @@ var (
 	// cannot have made (see kinds.ErrForeignHistory).
 	ErrForeignHistory = kinds.ErrForeignHistory
 
+	// ErrNotHealed refuses an undo for an alert whose earlier undo of this workload did not
+	// heal it: the revision rolled back to fails too, so another undo for the same alert
+	// would only dig further back.
+	ErrNotHealed = errors.New("this alert's earlier rollback did not heal the workload; it causes no other rollback: people must act")
+
 	// There is nothing to do.
 	ErrAlreadyHandled  = errors.New("this alert already caused a rollback")
 	ErrStale           = errors.New("stale: the alert is about a revision that is no longer the current one")
 	ErrAlreadyAtTarget = errors.New("current template already matches the revision to roll back to")
+
+	// Verification after an undo (see verify): nothing is written.
+	ErrVerifying         = errors.New("the rollback's rollout is still in progress; a later notification verifies it")
+	ErrVerificationStale = errors.New("the rollback awaiting verification is no longer the workload's rollout; nothing to verify")
+	ErrNothingToVerify   = errors.New("no rollback of this function awaits verification on the workload; a resolved alert never causes one")
 
 	// ErrRolloutPending means the controller has not yet recorded the current template as a
 	// revision, so "the previous revision" is not known yet. Unlike the others, a retry a

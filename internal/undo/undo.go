@@ -24,7 +24,9 @@ import (
 // notification (several alerts about one workload make one undo).
 type Request struct {
 	Ref kinds.Ref
-	// AlertIDs are the alert occurrences asking; each causes at most one undo, ever.
+	// AlertIDs are the firing alert occurrences asking; each causes at most one undo, ever.
+	// A request without any (only resolved alerts) only verifies an earlier undo, and
+	// never causes one.
 	AlertIDs []string
 	// Revisions are the revisions the alerts were about ("" when unknown). When every one is
 	// known and none is current, the alerts are stale and nothing is done.
@@ -74,6 +76,10 @@ type Change struct {
 	// owner suspended before a write conflicted stays suspended, whatever the next attempt.
 	Notes   []string
 	Related []corev1.ObjectReference
+	// Verified is set when the request settled the verification of an earlier undo
+	// instead (see verify), Message then says what was found; From and To are that undo's.
+	Verified Result
+	Message  string
 }
 
 // Undoer rolls workloads back. It is safe for concurrent use.
@@ -153,6 +159,9 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 		// its place: it is not the one the alert is about.
 		return Change{}, fmt.Errorf("%w: %s is not the object the alert's pod belongs to (UID %s, want %s)", ErrNotFound, w.Ref, w.UID, req.UID)
 	}
+	if c, done, err := u.verify(ctx, k, w, req); done {
+		return c, err
+	}
 	from, to, err := u.decide(w, req)
 	c := Change{UID: w.UID, From: from.Number, To: to.Number, Notes: done.notes, Related: done.related}
 	if err != nil {
@@ -176,9 +185,14 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 		}
 	}
 	state, _ := readState(w.Annotations) // decide has checked it
+	at := u.opts.Now().UTC().Truncate(time.Second)
+	var pending *Verification
+	if _, ok := k.(kinds.Verifier); ok {
+		pending = &Verification{At: at, Revision: to.ID, Number: to.Number, From: from.Number, Alerts: fingerprints(req.AlertIDs)}
+	}
 	next, err := state.after(from.ID, req.AlertIDs, Record{
-		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.Number, To: to.Number, Notes: done.notes,
-	}).encode()
+		At: at, Alert: req.Alert, From: from.Number, To: to.Number, Notes: done.notes,
+	}, pending).encode()
 	if err != nil {
 		return c, err
 	}

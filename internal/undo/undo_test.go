@@ -515,7 +515,9 @@ func TestUndoWritesStateWithTheUndo(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := State{Bad: []string{fixture.Hash("app:v2")}, Handled: []string{"fp1@1764118800"},
-		Last: &Record{At: now, Alert: "KubePodUnschedulable", From: 2, To: 1}}
+		Last: &Record{At: now, Alert: "KubePodUnschedulable", From: 2, To: 1},
+		// The undo awaits verification: the revision rolled back to, when, for which alert.
+		Pending: &Verification{At: now, Revision: fixture.Hash("app:v1"), Number: 1, From: 2, Alerts: []string{"fp1"}}}
 	if gotJSON, wantJSON := mustJSON(s), mustJSON(want); gotJSON != wantJSON {
 		t.Errorf("state = %s; want %s", gotJSON, wantJSON)
 	}
