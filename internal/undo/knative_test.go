@@ -103,8 +103,8 @@ func TestKnativeService(t *testing.T) {
 		},
 		{
 			name: "the only earlier revision is not Ready", images: []string{"app:v1", "app:v2"},
-			edit:    func(t *testing.T, w *knativeWorld) { setReady(t, w.revs[0], false) },
-			req:     serviceReq, wantErr: ErrNoPreviousRevision, wantImage: "app:v2",
+			edit: func(t *testing.T, w *knativeWorld) { setReady(t, w.revs[0], false) },
+			req:  serviceReq, wantErr: ErrNoPreviousRevision, wantImage: "app:v2",
 		},
 		{
 			name: "traffic pinned to a named revision: refused, saying what to do", images: []string{"app:v1", "app:v2"},
