@@ -159,7 +159,7 @@ func TestKnativeServiceRollback(t *testing.T) {
 		k.t = t
 		name := "norights"
 		revoke(t, ns)
-		good, bad, pod := k.goodThenBad(name, false, unschedulable)
+		_, bad, pod := k.goodThenBad(name, false, unschedulable)
 		before := k.state(name)
 		deployment := bad + "-deployment"
 		d0, err := kube.Clientset.AppsV1().Deployments(ns).Get(ctx, deployment, metav1.GetOptions{})
@@ -181,11 +181,12 @@ func TestKnativeServiceRollback(t *testing.T) {
 		if !fixture.SameTemplate(d0.Spec.Template, d1.Spec.Template) {
 			t.Errorf("the Deployment Knative owns was written")
 		}
-		if after := k.state(name); after.generation != before.generation {
+		after := k.state(name)
+		if after.generation != before.generation {
 			t.Errorf("the Service changed: %+v -> %+v", before, after)
 		}
-		fmt.Printf("knative-service norights alert on pod %s: Role without serving.knative.dev -> refused controller-owned on Deployment %s (%s); good revision %s still serving\n",
-			pod, deployment, ev[0].Message, good)
+		fmt.Printf("knative-service norights alert on pod %s: Role without serving.knative.dev -> refused controller-owned on Deployment %s (%s); Deployment and Service unchanged (generation %d, latest Ready %s)\n",
+			pod, deployment, ev[0].Message, after.generation, after.latestReady)
 	})
 }
 
@@ -330,19 +331,28 @@ func (k *knative) state(name string) serviceState {
 	s.latestReady, _, _ = unstructured.NestedString(svc.Object, "status", "latestReadyRevisionName")
 	s.templateName, _, _ = unstructured.NestedString(svc.Object, "spec", "template", "metadata", "name")
 	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
-	if len(containers) > 0 {
-		s.image, _ = containers[0].(map[string]any)["image"].(string)
-	}
+	s.image = describe(containers)
 	traffic, _, _ := unstructured.NestedSlice(svc.Object, "status", "traffic")
 	s.traffic = fmt.Sprint(traffic)
 	if s.latestReady != "" {
 		rev, err := k.dyn.Resource(revs).Namespace(k.ns).Get(ctx, s.latestReady, metav1.GetOptions{})
 		if err == nil {
 			containers, _, _ := unstructured.NestedSlice(rev.Object, "spec", "containers")
-			if len(containers) > 0 {
-				s.goodImage, _ = containers[0].(map[string]any)["image"].(string)
-			}
+			s.goodImage = describe(containers)
 		}
+	}
+	return s
+}
+
+// describe says what the first container runs: its image, and its CPU request when set.
+func describe(containers []any) string {
+	if len(containers) == 0 {
+		return ""
+	}
+	c, _ := containers[0].(map[string]any)
+	s, _ := c["image"].(string)
+	if cpu, found, _ := unstructured.NestedString(c, "resources", "requests", "cpu"); found {
+		s += ", cpu " + cpu
 	}
 	return s
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"sort"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -398,4 +399,49 @@ func fromRevision(ctx context.Context, c kube.Client, ns, name string, uid types
 		return Target{}, fmt.Errorf("revision %s/%s: %w", ns, name, err)
 	}
 	return Target{Ref: RefOf(KnativeService, ns, svcRef.Name), Revision: t.id, UID: svcRef.UID}, nil
+}
+
+// knativeRollout says whether a Knative Service's rollout is done, or failed, as
+// `kn service describe` and Knative's own conditions tell it: done once the Service has
+// observed its generation, is Ready, its latest created revision is its latest Ready one and
+// the traffic that follows the latest revision goes to it; failed once it has observed its
+// generation and its Configuration is not Ready (the revision failed: its pods crash or
+// cannot be scheduled). Package undo's verification, once it exists, asks it after an undo
+// (a kinds.Verifier's RolloutStatus for this kind).
+func knativeRollout(svc *unstructured.Unstructured) (done, failed bool, message string) {
+	observed, _, _ := unstructured.NestedInt64(svc.Object, "status", "observedGeneration")
+	if observed != svc.GetGeneration() {
+		return false, false, fmt.Sprintf("waiting for the Knative controller to observe generation %d (at %d)", svc.GetGeneration(), observed)
+	}
+	conditions, _, _ := unstructured.NestedSlice(svc.Object, "status", "conditions")
+	cond := func(typ string) (status, text string) {
+		for _, c := range conditions {
+			if m, ok := c.(map[string]any); ok && m["type"] == typ {
+				status, _ = m["status"].(string)
+				reason, _ := m["reason"].(string)
+				msg, _ := m["message"].(string)
+				return status, strings.TrimSpace(reason + " " + msg)
+			}
+		}
+		return "", ""
+	}
+	if status, text := cond("ConfigurationsReady"); status == "False" {
+		return false, true, "the latest revision failed: " + text
+	}
+	created, _, _ := unstructured.NestedString(svc.Object, "status", "latestCreatedRevisionName")
+	readyRev, _, _ := unstructured.NestedString(svc.Object, "status", "latestReadyRevisionName")
+	if status, text := cond("Ready"); status != "True" {
+		return false, false, fmt.Sprintf("waiting for revision %s to be Ready: %s", created, text)
+	}
+	if created == "" || created != readyRev {
+		return false, false, fmt.Sprintf("waiting for revision %s to be Ready (latest Ready: %s)", created, readyRev)
+	}
+	traffic, _, _ := unstructured.NestedSlice(svc.Object, "status", "traffic")
+	for _, t := range traffic {
+		m, _ := t.(map[string]any)
+		if latest, _ := m["latestRevision"].(bool); latest && m["revisionName"] != created {
+			return false, false, fmt.Sprintf("waiting for the traffic of the latest revision to move to %s", created)
+		}
+	}
+	return true, false, fmt.Sprintf("revision %s is Ready and serves", created)
 }
