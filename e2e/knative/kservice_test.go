@@ -254,6 +254,12 @@ func (k *knative) goodThenBad(name string, byo bool, bad func(map[string]any)) (
 	k.waitRevisionReady(good)
 	k.apply(name, named(broken), cluster.AppImage, bad, "")
 	pod, state := k.failingPod(broken)
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, knTimeout, true, func(context.Context) (bool, error) {
+		return k.state(name).latestCreated == broken, nil
+	})
+	if err != nil {
+		k.t.Fatalf("Knative Service %s does not report %s as its latest revision: %v", name, broken, err)
+	}
 	k.t.Logf("Knative Service %s: revision %s Ready, revision %s's pod %s %s", name, good, broken, pod, state)
 	return good, broken, pod
 }
