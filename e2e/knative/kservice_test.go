@@ -115,8 +115,12 @@ func TestKnativeServiceRollback(t *testing.T) {
 			before := k.state(tc.name)
 			servedBefore := k.ask(tc.name, good)
 			fire(t, "KnativeBad"+tc.name, tc.labels(bad, pod))
-			if _, err := fixture.WaitEvents(ctx, kube.Clientset, ns, "Service", tc.name, "RolledBack", 1); err != nil {
+			ev, err := fixture.WaitEvents(ctx, kube.Clientset, ns, "Service", tc.name, "RolledBack", 1)
+			if err != nil {
 				t.Fatalf("the function did not roll %s back: %v\n%s", tc.name, err, k.events())
+			}
+			if ev[0].InvolvedObject.APIVersion != "serving.knative.dev/v1" || ev[0].Annotations["alert-rollback.dev/reason"] != "rolled-back" {
+				t.Errorf("Event %s on %s: %s; want rolled-back on the Knative Service", ev[0].Reason, ev[0].InvolvedObject.APIVersion, ev[0].Message)
 			}
 			after := k.waitServing(tc.name, before.latestCreated)
 			if after.image != before.goodImage || after.latestCreated == bad || after.latestCreated == good {
@@ -125,10 +129,13 @@ func TestKnativeServiceRollback(t *testing.T) {
 			if tc.byo && after.templateName != "" {
 				t.Errorf("the restored template names its revision %q", after.templateName)
 			}
+			if !after.hasState {
+				t.Errorf("no state annotation on the Service after its undo")
+			}
 			servedAfter := k.ask(tc.name, after.latestCreated)
-			fmt.Printf("knative-service %-5s alert on %-16s: before: revision %s (image %s, Ready %s), serving %s -> after: revision %s (image %s, Ready %s), serving %s; answered rolled-back\n",
+			fmt.Printf("knative-service %-5s alert on %-16s: before: revision %s (image %s, Ready %s), serving %s -> after: revision %s (image %s, Ready %s), serving %s; Event: %s\n",
 				tc.name, tc.how, before.latestCreated, before.image, before.ready, servedBefore,
-				after.latestCreated, after.image, after.ready, servedAfter)
+				after.latestCreated, after.image, after.ready, servedAfter, ev[0].Message)
 		})
 	}
 
@@ -323,6 +330,7 @@ type serviceState struct {
 	image, templateName        string
 	traffic                    string
 	goodImage                  string // the image of the latest Ready revision
+	hasState                   bool   // the function's state annotation is there
 }
 
 func (k *knative) state(name string) serviceState {
@@ -332,7 +340,8 @@ func (k *knative) state(name string) serviceState {
 	if err != nil {
 		k.t.Fatal(err)
 	}
-	s := serviceState{generation: svc.GetGeneration(), ready: condition(svc, "Ready")}
+	_, hasState := svc.GetAnnotations()["alert-rollback.dev/state"]
+	s := serviceState{generation: svc.GetGeneration(), ready: condition(svc, "Ready"), hasState: hasState}
 	s.latestCreated, _, _ = unstructured.NestedString(svc.Object, "status", "latestCreatedRevisionName")
 	s.latestReady, _, _ = unstructured.NestedString(svc.Object, "status", "latestReadyRevisionName")
 	s.templateName, _, _ = unstructured.NestedString(svc.Object, "spec", "template", "metadata", "name")
