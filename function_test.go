@@ -86,7 +86,7 @@ func newFunctionDynamic(t testing.TB, client kubernetes.Interface, dyn dynamic.I
 	}
 	f := New()
 	f.newClient = func(config) (clients, error) {
-		return clients{kube: clientset.Wrap(client), dynamic: dyn, namespace: ownNamespace}, nil
+		return clients{kube: clientset.WrapDynamic(client, dyn), dynamic: dyn, namespace: ownNamespace}, nil
 	}
 	f.newLogger = zap.NewNop().Sugar
 	f.memoryLimit = noMemoryLimit
@@ -1113,12 +1113,15 @@ func TestAllowedNamespaces(t *testing.T) {
 	}
 }
 
-// newDynamic is a fake dynamic client that knows Argo CD's and Flux's kinds.
+// newDynamic is a fake dynamic client that knows Argo CD's, Flux's and Knative's kinds.
 func newDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		gitops.ApplicationResource:   "ApplicationList",
-		gitops.KustomizationResource: "KustomizationList",
-		gitops.HelmReleaseResource:   "HelmReleaseList",
+		gitops.ApplicationResource:    "ApplicationList",
+		gitops.KustomizationResource:  "KustomizationList",
+		gitops.HelmReleaseResource:    "HelmReleaseList",
+		fixture.KnativeServices:       "ServiceList",
+		fixture.KnativeConfigurations: "ConfigurationList",
+		fixture.KnativeRevisions:      "RevisionList",
 	}, objs...)
 }
 

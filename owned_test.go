@@ -97,3 +97,62 @@ func controllerOwnedFixture(objs []runtime.Object, alerts []alert.Alert) ([]runt
 	alerts = append(alerts, firing("deployment", "knative-web"), firing("replicaset", rss[1].Name), firing("pod", pod.Name))
 	return objs, alerts
 }
+
+// TestHandleKnativeService: an alert about a Knative Revision's pod, its ReplicaSet or its
+// Deployment, or one naming the Service or the Revision by Knative's labels, rolls the
+// Knative Service back (the Revision's Deployment is Knative's, never written): the answer
+// is about the Service, from generation 2 to 1, and a copy of the alert is skipped as
+// handled, about the Service too.
+func TestHandleKnativeService(t *testing.T) {
+	svc, cfg, revs := fixture.KnativeService(ownNamespace, "web", "web:v1", "web:v2")
+	d, rss := fixture.KnativeDeployment(revs[1], "web:v2")
+	pod := fixture.Pod(rss[0], "x7k2p")
+	typed := append(fixture.Objects(rss...), d, pod)
+	tests := []struct {
+		name  string
+		alert alert.Alert
+		env   map[string]string
+	}{
+		{"pod label, confirmed by the ReplicaSet list", firing("pod", pod.Name), nil},
+		{"pod label, the pod read (ROLLBACK_READ_PODS)", firing("pod", pod.Name), map[string]string{"ROLLBACK_READ_PODS": "true"}},
+		{"replicaset label", firing("replicaset", rss[0].Name), nil},
+		{"deployment label", firing("deployment", d.Name), nil},
+		{"knative_service label", firing("knative_service", "web"), nil},
+		{"kn_service_name label", firing("kn_service_name", "web"), nil},
+		{"kn_revision_name label", firing("kn_revision_name", revs[1].GetName()), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fixture.Clientset(typed...)
+			dyn := newDynamic(svc.DeepCopy(), cfg.DeepCopy(), revs[0].DeepCopy(), revs[1].DeepCopy())
+			f := newFunctionDynamic(t, client, dyn, tc.env)
+			t.Cleanup(func() { _ = f.Stop(t.Context()) })
+			for i, w := range []want{{"rolled-back", "rolled-back", "Service", "web", 2, 1}, {"skipped", "already-handled", "Service", "web", 0, 0}} {
+				rec := httptest.NewRecorder()
+				f.Handle(rec, post(notification(tc.alert)))
+				var resp outcome.Response
+				if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || rec.Code != http.StatusOK || len(resp.Results) != 1 {
+					t.Fatalf("Handle() #%d = %d %s; want 200 and one result", i+1, rec.Code, rec.Body)
+				}
+				r := resp.Results[0]
+				got := want{string(r.Action), string(r.Reason), r.Kind, r.Name, r.FromRevision, r.ToRevision}
+				if i > 0 { // a copy: the revisions are not the point
+					got.From, got.To = 0, 0
+				}
+				if got != w {
+					t.Errorf("result #%d = %+v; want %+v (%s)", i+1, got, w, r.Message)
+				}
+			}
+			if w := writes(client); len(w) > 0 {
+				t.Errorf("wrote through the typed client (a Deployment Knative owns): %v", w)
+			}
+			got, err := dyn.Resource(fixture.KnativeServices).Namespace(ownNamespace).Get(t.Context(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if image := fixture.KnativeImage(got); image != "web:v1" {
+				t.Errorf("the Service's image is %s; want web:v1", image)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ package kinds
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,7 @@ var registry = []Kind{
 	deployment{},
 	statefulSet{},
 	daemonSet{},
+	knativeService{},
 }
 
 // Kind is one kind of workload: how alerts name it, and how to read its history and
@@ -97,6 +99,40 @@ type PodNamer interface {
 	FromGonePod(ctx context.Context, c kube.Client, ns, name string, reads *Reads) (Target, error)
 }
 
+// Owner is a Kind whose workloads control workloads of other kinds through objects of their
+// own (a Knative Service's Revision controls a Deployment). Such a controlled workload is not
+// the alert's to undo (its controller writes its template back), but its owner is: the undo,
+// where it finds the controller reference on the workload it read, asks the Owner of that
+// reference's kind for the workload it leads to, and acts on that instead. A controller of
+// any other kind, or one the Owner cannot follow, is refused (undo.ErrControllerOwned).
+type Owner interface {
+	// OwnsThrough lists the kinds of controller references that lead to this kind's
+	// workloads ("serving.knative.dev Revision").
+	OwnsThrough() []schema.GroupKind
+	// FromOwner is the workload that controller, the controller reference of a workload in
+	// namespace ns, leads to; Target.Revision identifies the revision the controlled
+	// workload is, Target.UID the workload. ErrUnsupportedOwner or ErrNotFound when the
+	// chain of controllers leads to no workload of this kind.
+	FromOwner(ctx context.Context, c kube.Client, ns string, controller *metav1.OwnerReference) (Target, error)
+}
+
+// OwnerOf returns the Owner that a controller reference of kind gk leads to.
+func OwnerOf(gk schema.GroupKind) (Owner, bool) {
+	for _, k := range registry {
+		if o, ok := k.(Owner); ok && slices.Contains(o.OwnsThrough(), gk) {
+			return o, true
+		}
+	}
+	return nil, false
+}
+
+// Aliaser is a Kind that other labels name as well as Label: those the kind's own
+// project puts on its metrics (Knative Serving's kn_service_name).
+type Aliaser interface {
+	// Aliases are the other labels, in the order they are looked at, after Label.
+	Aliases() []string
+}
+
 // For returns the kind of gk.
 func For(gk schema.GroupKind) (Kind, bool) {
 	for _, k := range registry {
@@ -120,11 +156,18 @@ func ForPodController(gk schema.GroupKind) (Kind, bool) {
 	return nil, false
 }
 
-// Names lists the kinds, "Deployment, StatefulSet or DaemonSet", for messages.
+// Names lists the kinds, "Deployment, StatefulSet, DaemonSet or Service
+// (serving.knative.dev)", for messages: a kind of another group than the first kind's is
+// named with its group, so a Knative Service is not read as a core Service.
 func Names() string {
 	var s []string
 	for _, k := range registry {
-		s = append(s, k.GroupVersionKind().Kind)
+		gvk := k.GroupVersionKind()
+		if gvk.Group != registry[0].GroupVersionKind().Group {
+			s = append(s, gvk.Kind+" ("+gvk.Group+")")
+			continue
+		}
+		s = append(s, gvk.Kind)
 	}
 	return Or(s)
 }
@@ -182,6 +225,11 @@ var (
 	// ErrUnsupportedOwner: what the alert names is controlled by nothing this function can
 	// roll back.
 	ErrUnsupportedOwner = errors.New("not controlled by an " + groupVersions())
+	// ErrTrafficPinned: the workload routes its traffic by revision name, so restoring its
+	// template would not change what serves.
+	ErrTrafficPinned = errors.New("the Knative Service routes its traffic to named revisions (spec.traffic), not to its latest revision, " +
+		"so restoring its template would not change what serves; move spec.traffic to the revision to serve, " +
+		"or set it to latestRevision: true so this function can roll the Service back")
 )
 
 // Ref names a workload: its group and kind, namespace and name.

@@ -29,6 +29,9 @@ func TestFor(t *testing.T) {
 		{"another group's StatefulSet", schema.GroupKind{Group: "apps.kruise.io", Kind: StatefulSet.Kind}, false},
 		{"no group", schema.GroupKind{Kind: Deployment.Kind}, false},
 		{"a ReplicaSet", replicaSet, false},
+		{"Knative Service", KnativeService, true},
+		{"a core Service", schema.GroupKind{Kind: KnativeService.Kind}, false},
+		{"a Knative Revision", knativeRevision, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,9 +50,10 @@ func TestFor(t *testing.T) {
 // README have always said.
 func TestMessages(t *testing.T) {
 	tests := []struct{ name, got, want string }{
-		{"Names", Names(), "Deployment, StatefulSet or DaemonSet"},
-		{"Labels", Labels(), "deployment, statefulset or daemonset"},
-		{"ErrUnsupportedOwner", ErrUnsupportedOwner.Error(), "not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet"},
+		{"Names", Names(), "Deployment, StatefulSet, DaemonSet or Service (serving.knative.dev)"},
+		{"Labels", Labels(), "deployment, statefulset, daemonset or knative_service"},
+		{"ErrUnsupportedOwner", ErrUnsupportedOwner.Error(), "not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet or serving.knative.dev/v1 Service"},
+		{"APIVersion of a Knative Service", RefOf(KnativeService, "ns", "x").APIVersion(), "serving.knative.dev/v1"},
 		{"APIVersion", RefOf(DaemonSet, "ns", "x").APIVersion(), "apps/v1"},
 		{"String", RefOf(StatefulSet, "ns", "x").String(), "StatefulSet ns/x"},
 	}
@@ -64,7 +68,7 @@ func TestMessages(t *testing.T) {
 // file of the function spells a kind or an API group of a kind as a string literal: a new
 // kind is added here, and the rest of the code asks the registry.
 func TestNoKindLiterals(t *testing.T) {
-	words := []string{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "apps/v1"}
+	words := []string{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "apps/v1", "serving.knative.dev"}
 	root := filepath.Join("..", "..")
 	skip := map[string]bool{"e2e": true, "tools": true, "testdata": true, filepath.Join("internal", "kinds"): true,
 		filepath.Join("internal", "fixture"): true}

@@ -53,6 +53,10 @@ type Workload struct {
 	Labels          map[string]string
 	Annotations     map[string]string
 	Paused          bool
+	// Blocked, when set, is why the kind will not undo this workload as it is now (a
+	// Knative Service whose traffic is pinned to named revisions: ErrTrafficPinned). The
+	// undo refuses with it where it refuses a paused workload.
+	Blocked error
 	// Controller is the workload's controller reference, if another object controls it.
 	Controller *metav1.OwnerReference
 	Template   *corev1.PodTemplateSpec

@@ -20,11 +20,13 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
@@ -61,6 +63,10 @@ type Client interface {
 	Pods(ns string) Object[*corev1.Pod, *corev1.PodList]
 	Events(ns string) Events
 	Leases(ns string) Leases
+	// Dynamic reads and writes the kinds outside apps/v1 (a Knative Service), whose Go
+	// types the function does not import, as unstructured objects; nil when the client
+	// has none (a unit test's fake clientset without one).
+	Dynamic() dynamic.Interface
 }
 
 var (
@@ -79,7 +85,11 @@ func init() {
 // Scheme knows apps/v1, core/v1 and coordination.k8s.io/v1, for client-go's event recorder.
 func Scheme() *runtime.Scheme { return scheme }
 
-type client struct{ apps, core, coordination rest.Interface }
+type client struct {
+	apps, core, coordination rest.Interface
+	// dynamic shares the HTTP client and the rate limiter of the others.
+	dynamic dynamic.Interface
+}
 
 // New returns a Client for cfg. As client-go's clientset does, its API groups share one
 // HTTP client and one rate limiter (cfg.QPS, cfg.Burst).
@@ -118,7 +128,13 @@ func New(cfg *rest.Config) (Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client{apps: apps, core: core, coordination: coordination}, nil
+	// The dynamic client speaks JSON (dynamic.ConfigFor sets it): custom resources are
+	// served in JSON only.
+	dyn, err := dynamic.NewForConfigAndClient(c, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	return &client{apps: apps, core: core, coordination: coordination, dynamic: tracked{dyn}}, nil
 }
 
 func restClient(cfg *rest.Config, h *http.Client, gv schema.GroupVersion, apiPath string) (*rest.RESTClient, error) {
@@ -189,6 +205,8 @@ func (r resource[T, L]) Update(ctx context.Context, obj T, opts metav1.UpdateOpt
 	return out, err
 }
 
+func (c *client) Dynamic() dynamic.Interface { return c.dynamic }
+
 func (c *client) Deployments(ns string) Object[*appsv1.Deployment, *appsv1.DeploymentList] {
 	return object("deployments", c.apps, ns, func() *appsv1.Deployment { return &appsv1.Deployment{} },
 		func() *appsv1.DeploymentList { return &appsv1.DeploymentList{} })
@@ -246,4 +264,60 @@ func (s EventSink) Update(e *corev1.Event) (*corev1.Event, error) {
 // Patch patches an Event (client-go's correlator sends strategic merge patches).
 func (s EventSink) Patch(e *corev1.Event, data []byte) (*corev1.Event, error) {
 	return s.Client.Events(e.Namespace).Patch(context.Background(), e.Name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
+}
+
+// tracked is a dynamic client whose writes report their attempts to the Sent their
+// context carries (see Track), as this package's typed resources do.
+type tracked struct{ dynamic.Interface }
+
+func (d tracked) Resource(r schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	return trackedResource{d.Interface.Resource(r)}
+}
+
+// trackedResource is a resource of every namespace; Namespace narrows it to one.
+type trackedResource struct {
+	dynamic.NamespaceableResourceInterface
+}
+
+func (r trackedResource) Namespace(ns string) dynamic.ResourceInterface {
+	return trackedWrites{r.NamespaceableResourceInterface.Namespace(ns)}
+}
+
+func (r trackedResource) Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, sub ...string) (*unstructured.Unstructured, error) {
+	return trackedWrites{r.NamespaceableResourceInterface}.Patch(ctx, name, pt, data, opts, sub...)
+}
+
+func (r trackedResource) Update(ctx context.Context, obj *unstructured.Unstructured, opts metav1.UpdateOptions, sub ...string) (*unstructured.Unstructured, error) {
+	return trackedWrites{r.NamespaceableResourceInterface}.Update(ctx, obj, opts, sub...)
+}
+
+func (r trackedResource) UpdateStatus(ctx context.Context, obj *unstructured.Unstructured, opts metav1.UpdateOptions) (*unstructured.Unstructured, error) {
+	return trackedWrites{r.NamespaceableResourceInterface}.UpdateStatus(ctx, obj, opts)
+}
+
+func (r trackedResource) Create(ctx context.Context, obj *unstructured.Unstructured, opts metav1.CreateOptions, sub ...string) (*unstructured.Unstructured, error) {
+	return trackedWrites{r.NamespaceableResourceInterface}.Create(ctx, obj, opts, sub...)
+}
+
+// trackedWrites marks each write's Sent before it leaves.
+type trackedWrites struct{ dynamic.ResourceInterface }
+
+func (w trackedWrites) Create(ctx context.Context, obj *unstructured.Unstructured, opts metav1.CreateOptions, sub ...string) (*unstructured.Unstructured, error) {
+	through(ctx)
+	return w.ResourceInterface.Create(ctx, obj, opts, sub...)
+}
+
+func (w trackedWrites) Update(ctx context.Context, obj *unstructured.Unstructured, opts metav1.UpdateOptions, sub ...string) (*unstructured.Unstructured, error) {
+	through(ctx)
+	return w.ResourceInterface.Update(ctx, obj, opts, sub...)
+}
+
+func (w trackedWrites) UpdateStatus(ctx context.Context, obj *unstructured.Unstructured, opts metav1.UpdateOptions) (*unstructured.Unstructured, error) {
+	through(ctx)
+	return w.ResourceInterface.UpdateStatus(ctx, obj, opts)
+}
+
+func (w trackedWrites) Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, sub ...string) (*unstructured.Unstructured, error) {
+	through(ctx)
+	return w.ResourceInterface.Patch(ctx, name, pt, data, opts, sub...)
 }

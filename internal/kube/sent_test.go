@@ -113,55 +113,70 @@ func TestNotApplied(t *testing.T) {
 		{name: "no answer before the deadline", answers: []answer{{hang: true}}, timeout: 200 * time.Millisecond, wantAttempts: 1, want: false},
 		{name: "cut off after the request was read", answers: []answer{{cut: true}}, timeout: time.Second, wantAttempts: 1, want: false},
 	}
+	// Each write goes through the typed client and through the dynamic one (a Knative
+	// Service's patch), which share the transport and the rate limiter.
+	patch := map[string]func(ctx context.Context, c Client) error{
+		"typed": func(ctx context.Context, c Client) error {
+			_, err := c.Deployments("shop").Patch(ctx, "web", types.JSONPatchType, []byte(`[]`), metav1.PatchOptions{})
+			return err
+		},
+		"dynamic": func(ctx context.Context, c Client) error {
+			_, err := c.Dynamic().Resource(schema.GroupVersionResource{Group: "serving.knative.dev", Version: "v1", Resource: "services"}).
+				Namespace("shop").Patch(ctx, "web", types.JSONPatchType, []byte(`[]`), metav1.PatchOptions{})
+			return err
+		},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := &script{answers: tt.answers}
-			srv := httptest.NewServer(s)
-			defer srv.Close()
-			host := srv.URL
-			if tt.refused {
-				l, err := net.Listen("tcp", "127.0.0.1:0")
+		for _, via := range []string{"typed", "dynamic"} {
+			t.Run(tt.name+" ("+via+")", func(t *testing.T) {
+				s := &script{answers: tt.answers}
+				srv := httptest.NewServer(s)
+				defer srv.Close()
+				host := srv.URL
+				if tt.refused {
+					l, err := net.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						t.Fatal(err)
+					}
+					host = "http://" + l.Addr().String()
+					l.Close()
+				}
+				cfg := &rest.Config{Host: host, QPS: 100, Burst: 100}
+				if tt.throttled {
+					cfg.QPS, cfg.Burst = 0.01, 1
+				}
+				c, err := New(cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
-				host = "http://" + l.Addr().String()
-				l.Close()
-			}
-			cfg := &rest.Config{Host: host, QPS: 100, Burst: 100}
-			if tt.throttled {
-				cfg.QPS, cfg.Burst = 0.01, 1
-			}
-			c, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.throttled {
-				// Spend the one token.
-				if _, err := c.Deployments("shop").Get(context.Background(), "web", metav1.GetOptions{}); err != nil {
-					t.Fatal(err)
+				if tt.throttled {
+					// Spend the one token.
+					if _, err := c.Deployments("shop").Get(context.Background(), "web", metav1.GetOptions{}); err != nil {
+						t.Fatal(err)
+					}
+					s.mu.Lock()
+					s.attempts = 0
+					s.mu.Unlock()
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+				defer cancel()
+				ctx, sent := Track(ctx)
+				err = patch[via](ctx, c)
+				if err == nil {
+					t.Fatal("Patch succeeded; want an error")
 				}
 				s.mu.Lock()
-				s.attempts = 0
+				attempts := s.attempts
 				s.mu.Unlock()
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
-			defer cancel()
-			ctx, sent := Track(ctx)
-			_, err = c.Deployments("shop").Patch(ctx, "web", types.JSONPatchType, []byte(`[]`), metav1.PatchOptions{})
-			if err == nil {
-				t.Fatal("Patch succeeded; want an error")
-			}
-			s.mu.Lock()
-			attempts := s.attempts
-			s.mu.Unlock()
-			if tt.wantAttempts >= 0 && attempts != tt.wantAttempts {
-				t.Errorf("%d attempts reached the server; want %d (error %v)", attempts, tt.wantAttempts, err)
-			}
-			t.Logf("%d attempts; error: %v", attempts, err)
-			if got := sent.NotApplied(err); got != tt.want {
-				t.Errorf("NotApplied(%v) = %v; want %v", err, got, tt.want)
-			}
-		})
+				if tt.wantAttempts >= 0 && attempts != tt.wantAttempts {
+					t.Errorf("%d attempts reached the server; want %d (error %v)", attempts, tt.wantAttempts, err)
+				}
+				t.Logf("%d attempts; error: %v", attempts, err)
+				if got := sent.NotApplied(err); got != tt.want {
+					t.Errorf("NotApplied(%v) = %v; want %v", err, got, tt.want)
+				}
+			})
+		}
 	}
 }
 

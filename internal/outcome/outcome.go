@@ -73,6 +73,7 @@ const (
 	ReasonNotFound           Reason = "not-found"
 	ReasonUnsupportedOwner   Reason = "unsupported-owner"
 	ReasonControllerOwned    Reason = "controller-owned"
+	ReasonTrafficPinned      Reason = "traffic-pinned"
 	ReasonForeignHistory     Reason = "foreign-history"
 	ReasonTooOld             Reason = "too-old"
 	ReasonPredatesRollout    Reason = "predates-rollout"
@@ -132,6 +133,7 @@ var classes = []struct {
 	{undo.ErrNotFound, Refused, ReasonNotFound},
 	{undo.ErrUnsupportedKind, Refused, ReasonUnsupportedOwner},
 	{undo.ErrControllerOwned, Refused, ReasonControllerOwned},
+	{undo.ErrTrafficPinned, Refused, ReasonTrafficPinned},
 	{undo.ErrForeignHistory, Refused, ReasonForeignHistory},
 	{undo.ErrTooOld, Refused, ReasonTooOld},
 	{undo.ErrPredatesRollout, Refused, ReasonPredatesRollout},

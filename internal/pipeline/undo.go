@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/sre-kit/alert-rollback/internal/outcome"
+	"github.com/sre-kit/alert-rollback/internal/target"
 	"github.com/sre-kit/alert-rollback/internal/undo"
 )
 
@@ -27,13 +28,13 @@ func (f *Pipeline) undoAll(ctx context.Context, p plan) []outcome.Result {
 		}
 		wg.Go(func() {
 			c, err := f.undoer.Undo(ctx, j.req)
-			results[i] = outcome.Of(j.alerts, j.target.Ref, c, err)
+			results[i] = outcome.Of(j.alerts, actedOn(j, c), c, err)
 			f.remember(j, c, err)
 			// An alert already handled is a copy too: its Event would only repeat the one its
 			// undo made. Objects changed for it all the same (an owner this attempt suspended
 			// before another replica's undo won) still get theirs.
 			if !quiet(j, c, err) {
-				f.Events.Record(j.target.Ref, c.UID, results[i])
+				f.Events.Record(actedOn(j, c), c.UID, results[i])
 			}
 			for _, ref := range c.Related {
 				f.Events.RecordRelated(ref, results[i])
@@ -48,7 +49,7 @@ func (f *Pipeline) undoAll(ctx context.Context, p plan) []outcome.Result {
 // undo (the state annotation now lists them), those the state lists when the undo found
 // the alert already handled. Nothing else: every other outcome may change with time.
 func (f *Pipeline) remember(j *job, c undo.Change, err error) {
-	v := handledUndo{ref: j.target.Ref, uid: c.UID, from: c.From, to: c.To}
+	v := handledUndo{ref: actedOn(j, c), uid: c.UID, from: c.From, to: c.To}
 	for i, a := range j.alerts {
 		switch {
 		case err == nil && c.Verified != "":
@@ -69,6 +70,15 @@ func (f *Pipeline) remember(j *job, c undo.Change, err error) {
 		}
 		f.seen.add(j.keys[i], v)
 	}
+}
+
+// actedOn is the workload the job's undo was about in the end: the target, or the owner the
+// undo followed it to (a Knative Revision's Deployment to its Service).
+func actedOn(j *job, c undo.Change) target.Ref {
+	if c.Ref != (target.Ref{}) {
+		return c.Ref
+	}
+	return j.target.Ref
 }
 
 // errSeen is the answer to a copy of an occurrence this process saw handled.

@@ -70,6 +70,11 @@ var workloadLabels = func() []labelOf {
 	var own, between []labelOf
 	for _, k := range kinds.All() {
 		own = append(own, labelOf{label: k.Label(), kind: k})
+		if a, ok := k.(kinds.Aliaser); ok {
+			for _, alias := range a.Aliases() {
+				own = append(own, labelOf{label: alias, kind: k})
+			}
+		}
 		if c, ok := k.(kinds.ControllerLabeler); ok {
 			between = append(between, labelOf{label: c.ControllerLabel(), kind: k, resolve: c})
 		}

@@ -37,6 +37,16 @@ func TestResolve(t *testing.T) {
 	objects := slices.Concat([]runtime.Object{d, sts, ds, stsPod, dsPod, deployPod, jobPod},
 		fixture.Objects(rss...), fixture.Objects(crs...), fixture.Objects(dcrs...))
 
+	svc, cfg, revs := fixture.KnativeService(ns, "web", "web:v1", "web:v2")
+	dynObjects := []runtime.Object{svc, cfg, revs[0], revs[1]}
+	knativeService := kinds.RefOf(kinds.KnativeService, ns, "web")
+	k, _ := kinds.For(kinds.KnativeService)
+	w, err := k.Load(context.Background(), kinds.NewEnv(clientset.WrapDynamic(fixture.Clientset(), fixture.Dynamic(dynObjects...))), ns, "web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev2 := w.History[0].ID
+
 	apps := func(kind, name string) kinds.Ref {
 		return kinds.Ref{Group: appsv1.GroupName, Kind: kind, Namespace: ns, Name: name}
 	}
@@ -50,6 +60,8 @@ func TestResolve(t *testing.T) {
 		wantRev   string
 		wantErr   error
 		wantReads int // API requests (with no shared reads)
+		// wantDynamicReads are the requests of the dynamic client (Knative's objects).
+		wantDynamicReads int
 	}{
 		{name: "deployment label", labels: map[string]string{"deployment": "checkout-api"}, want: apps("Deployment", "checkout-api")},
 		{name: "statefulset label", labels: map[string]string{"statefulset": "db"}, want: apps("StatefulSet", "db")},
@@ -66,14 +78,20 @@ func TestResolve(t *testing.T) {
 		{name: "pod of a Job", labels: map[string]string{"pod": jobPod.Name}, wantErr: ErrUnsupportedOwner, wantReads: 1},
 		{name: "pod gone, not a Deployment's", labels: map[string]string{"pod": "db-7"}, wantErr: ErrNotFound, wantReads: 1},
 		{name: "no workload label", labels: map[string]string{"alertname": "X"}, wantErr: ErrNoWorkloadLabel},
+		{name: "knative_service label", labels: map[string]string{"knative_service": "web"}, want: knativeService},
+		{name: "Knative's own metric label kn_service_name", labels: map[string]string{"kn_service_name": "web"}, want: knativeService},
+		{name: "Knative's kn_revision_name leads to its Service", labels: map[string]string{"kn_revision_name": "web-00002"},
+			want: knativeService, wantUID: string(svc.GetUID()), wantRev: rev2, wantDynamicReads: 2},
+		// kube-state-metrics' `service` label is a core Service, never a Knative one.
+		{name: "a service label names no workload", labels: map[string]string{"service": "web"}, wantErr: ErrNoWorkloadLabel},
 		{name: "invalid name", labels: map[string]string{"deployment": "Checkout_API"}, wantErr: ErrInvalidName},
 		{name: "invalid namespace", namespace: "Shop", labels: map[string]string{"deployment": "checkout-api"}, wantErr: ErrInvalidName},
 		{name: "namespace not allowed", labels: map[string]string{"pod": deployPod.Name}, allowed: []string{"payments"}, wantErr: ErrNamespaceDenied},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fixture.Clientset(objects...)
-			r := &Resolver{Client: clientset.Wrap(client), OwnNamespace: "alert-rollback"}
+			client, dyn := fixture.Clientset(objects...), fixture.Dynamic(dynObjects...)
+			r := &Resolver{Client: clientset.WrapDynamic(client, dyn), OwnNamespace: "alert-rollback"}
 			if tc.allowed != nil {
 				r.Allowed = func(ns string) bool { return slices.Contains(tc.allowed, ns) }
 			}
@@ -95,6 +113,9 @@ func TestResolve(t *testing.T) {
 			}
 			if n := len(client.Actions()); n != tc.wantReads {
 				t.Errorf("Resolve(%v) made %d API requests; want %d: %v", tc.labels, n, tc.wantReads, client.Actions())
+			}
+			if n := len(dyn.Actions()); n != tc.wantDynamicReads {
+				t.Errorf("Resolve(%v) made %d requests of Knative's objects; want %d: %v", tc.labels, n, tc.wantDynamicReads, dyn.Actions())
 			}
 		})
 	}

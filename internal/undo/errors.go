@@ -34,6 +34,9 @@ var (
 	// Revision, an operator's custom resource): that controller writes the workload's
 	// template, and would put the undone revision back or fight the undo.
 	ErrControllerOwned = errors.New("the workload belongs to another controller, which would revert an undo")
+	// ErrTrafficPinned refuses a Knative Service whose traffic does not follow its latest
+	// revision (see kinds.ErrTrafficPinned).
+	ErrTrafficPinned = kinds.ErrTrafficPinned
 	// ErrForeignHistory means the rollout history holds entries the workload's controller
 	// cannot have made (see kinds.ErrForeignHistory).
 	ErrForeignHistory = kinds.ErrForeignHistory

@@ -66,6 +66,9 @@ type Options struct {
 // Change is what an undo did, or would have done: the workload's UID (when it was read;
 // Events are attached to it) and the revisions it went from and to.
 type Change struct {
+	// Ref is the workload the undo was about in the end: the request's, or the owner it
+	// led to (see Undo).
+	Ref      kinds.Ref
 	UID      types.UID
 	From, To int64
 	DryRun   bool
@@ -113,7 +116,52 @@ func New(client kube.Client, opts Options) *Undoer {
 // guard says otherwise (the error says which). On a write conflict it reads again and
 // decides again, a bounded number of times: the other writer may have been a copy of this
 // very alert.
+//
+// A workload controlled by another object is not written. When that controller leads to a
+// workload of a kind the function rolls back (kinds.Owner: a Knative Revision's Deployment
+// leads to its Service), the undo acts on that workload instead, and Change.Ref names it.
 func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
+	for hops := 0; ; hops++ {
+		c, err := u.undo(ctx, req)
+		var f *followOwner
+		if !errors.As(err, &f) {
+			return c, err
+		}
+		if hops == maxOwnerHops {
+			return c, fmt.Errorf("%w: %s leads to %s, past %d owners", ErrControllerOwned, req.Ref, f.to.Ref, maxOwnerHops)
+		}
+		req = f.request(req)
+	}
+}
+
+// maxOwnerHops bounds how many controllers an undo follows: one for every kind so far.
+const maxOwnerHops = 2
+
+// followOwner ends an attempt on a workload whose controller leads to a workload the
+// function rolls back: the undo starts again on that one.
+type followOwner struct {
+	from kinds.Ref
+	to   kinds.Target
+}
+
+func (f *followOwner) Error() string { return fmt.Sprintf("%s belongs to %s", f.from, f.to.Ref) }
+
+// request is req, about the owner. The alerts' known revisions were of the controlled
+// workload, which is one revision of the owner's: the one the controller reference names.
+func (f *followOwner) request(req Request) Request {
+	out := req
+	out.Ref, out.UID, out.Reads = f.to.Ref, f.to.UID, nil
+	out.Revisions = make([]string, len(req.Revisions))
+	for i, r := range req.Revisions {
+		if r != "" {
+			out.Revisions[i] = f.to.Revision
+		}
+	}
+	return out
+}
+
+// undo is one workload's undo, under its lock.
+func (u *Undoer) undo(ctx context.Context, req Request) (Change, error) {
 	k, ok := kinds.For(req.Ref.GroupKind())
 	if !ok {
 		return Change{}, fmt.Errorf("%w: kind %q", ErrUnsupportedKind, req.Ref.Kind)
@@ -144,7 +192,30 @@ func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
 		done.release(context.WithoutCancel(ctx))
 	}
 	c.DryRun = u.opts.DryRun
+	c.Ref = req.Ref
 	return c, err
+}
+
+// owner is the workload w's controller leads to, as a followOwner error, when that is a
+// workload the function rolls back; nil when the controller is of no kinds.Owner. An owner
+// that cannot be followed (the chain of controllers ends elsewhere, an object on the way is
+// gone, or the function may not read it) refuses the undo as controller-owned: the
+// controlled workload is never written.
+func (u *Undoer) owner(ctx context.Context, w *kinds.Workload) error {
+	c := w.Controller
+	o, ok := kinds.OwnerOf(kinds.OwnerGroupKind(c))
+	if !ok {
+		return nil
+	}
+	t, err := o.FromOwner(ctx, u.env.Client, w.Ref.Namespace, c)
+	switch {
+	case err == nil:
+		return &followOwner{from: w.Ref, to: t}
+	case errors.Is(err, kinds.ErrUnsupportedOwner), errors.Is(err, kinds.ErrNotFound), apierrors.IsForbidden(err):
+		return fmt.Errorf("%w: %s is controlled by %s %s %s, which leads to no workload this function can roll back (%v); roll back that owner instead",
+			ErrControllerOwned, w.Ref, c.APIVersion, c.Kind, c.Name, err)
+	}
+	return fmt.Errorf("follow the controller of %s: %w", w.Ref, err)
 }
 
 // attempt reads, decides and writes once. done holds what the Gate did in earlier attempts
@@ -158,6 +229,11 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 		// The object the alert was traced to is gone, and another of the same name took
 		// its place: it is not the one the alert is about.
 		return Change{}, fmt.Errorf("%w: %s is not the object the alert's pod belongs to (UID %s, want %s)", ErrNotFound, w.Ref, w.UID, req.UID)
+	}
+	if w.Controller != nil {
+		if err := u.owner(ctx, w); err != nil {
+			return Change{UID: w.UID, Notes: done.notes, Related: done.related}, err
+		}
 	}
 	if c, done, err := u.verify(ctx, k, w, req); done {
 		return c, err
@@ -284,6 +360,9 @@ func (u *Undoer) decide(w *kinds.Workload, req Request) (from, to kinds.Revision
 	}
 	if w.Paused {
 		return from, to, ErrPaused
+	}
+	if w.Blocked != nil {
+		return from, to, w.Blocked
 	}
 	if len(w.History) == 0 {
 		return from, to, ErrNoPreviousRevision

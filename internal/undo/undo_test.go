@@ -55,8 +55,10 @@ var (
 	undoDeployment = []string{"get deployments", "list replicasets", "patch deployments"}
 )
 
+// undoer acts through c, and a dynamic client holding no Knative object (a Deployment that a
+// Knative Revision controls then leads nowhere).
 func undoer(c kubernetes.Interface, dryRun bool) *Undoer {
-	return New(clientset.Wrap(c), Options{Cooldown: 10 * time.Minute, Now: func() time.Time { return now }, DryRun: dryRun,
+	return New(clientset.WrapDynamic(c, fixture.Dynamic()), Options{Cooldown: 10 * time.Minute, Now: func() time.Time { return now }, DryRun: dryRun,
 		Backoff: wait.Backoff{Steps: 3, Duration: time.Millisecond}})
 }
 
