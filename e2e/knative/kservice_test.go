@@ -79,13 +79,15 @@ func TestKnativeServiceRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer am.Stop()
-	fire := func(t *testing.T, alertname string, labels map[string]string) {
+	fire := func(t *testing.T, alertname string, labels map[string]string) run.Alert {
 		t.Helper()
 		labels["alertname"], labels["namespace"], labels["severity"] = alertname, ns, "rollback"
-		if err := am.Fire(ctx, run.Alert{Labels: labels, StartsAt: time.Now()}); err != nil {
+		a := run.Alert{Labels: labels, StartsAt: time.Now()}
+		if err := am.Fire(ctx, a); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("alert %s fired into Alertmanager: %v", alertname, labels)
+		return a
 	}
 
 	crash := func(c map[string]any) { c["image"] = cluster.CrashImage }
@@ -114,7 +116,7 @@ func TestKnativeServiceRollback(t *testing.T) {
 			good, bad, pod := k.goodThenBad(tc.name, tc.byo, tc.bad)
 			before := k.state(tc.name)
 			servedBefore := k.ask(tc.name, good)
-			fire(t, "KnativeBad"+tc.name, tc.labels(bad, pod))
+			a := fire(t, "KnativeBad"+tc.name, tc.labels(bad, pod))
 			ev, err := fixture.WaitEvents(ctx, kube.Clientset, ns, "Service", tc.name, "RolledBack", 1)
 			if err != nil {
 				t.Fatalf("the function did not roll %s back: %v\n%s", tc.name, err, k.events())
@@ -133,6 +135,17 @@ func TestKnativeServiceRollback(t *testing.T) {
 				t.Errorf("no state annotation on the Service after its undo")
 			}
 			servedAfter := k.ask(tc.name, after.latestCreated)
+			// The alert resolves, as Prometheus would once the bad pods are gone: the resolved
+			// notification verifies the undo by the Service's own status.
+			a.EndsAt = time.Now()
+			if err := am.Fire(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			healed, err := fixture.WaitEvents(ctx, kube.Clientset, ns, "Service", tc.name, "RollbackHealed", 1)
+			if err != nil {
+				t.Fatalf("the resolved notification did not verify %s as healed: %v\n%s", tc.name, err, k.events())
+			}
+			t.Logf("verified: %s", healed[0].Message)
 			fmt.Printf("knative-service %-5s alert on %-16s: before: revision %s (image %s, Ready %s), serving %s -> after: revision %s (image %s, Ready %s), serving %s; Event: %s\n",
 				tc.name, tc.how, before.latestCreated, before.image, before.ready, servedBefore,
 				after.latestCreated, after.image, after.ready, servedAfter, ev[0].Message)

@@ -149,6 +149,10 @@ func crashingTwice(t *testing.T, ns, name string, deadline int32) string {
 	c.Env = []corev1.EnvVar{{Name: "RELEASE", Value: "1"}}
 	d := fixture.Deployment(ns, name, c)
 	d.Spec.ProgressDeadlineSeconds = &deadline
+	// A container that exits at once can still be seen running, and so Ready, for an instant
+	// on a busy node; that would make the rollout complete, and a complete rollout never
+	// times out. Pods must stay Ready a minute to count as available, which these never do.
+	d.Spec.MinReadySeconds = 60
 	if _, err := kube.Clientset.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
