@@ -57,6 +57,13 @@ type config struct {
 	// livenessAddress is where the function answers kubelet's liveness probe itself
 	// (ROLLBACK_LIVENESS_ADDRESS, see liveness.go); empty: it does not.
 	livenessAddress string
+	// sinkURL is K_SINK, where every result goes as a CloudEvent (telemetry.go); empty: none
+	// is sent. ceOverrides is K_CE_OVERRIDES, extensions Knative asks every event to carry.
+	sinkURL, ceOverrides string
+	// service is K_SERVICE, the function's name as Knative serves it (the events' source).
+	service string
+	// otlp is true when an OTLP endpoint is set: the counters are pushed there (telemetry.go).
+	otlp bool
 }
 
 // Defaults, documented in the README.
@@ -237,6 +244,12 @@ func parseConfig(env map[string]string) (config, error) {
 		check("ROLLBACK_LIVENESS_ADDRESS", parseLivenessAddress(v))
 		c.livenessAddress = v
 	}
+	c.sinkURL, c.ceOverrides, c.service = strings.TrimSpace(env["K_SINK"]), env["K_CE_OVERRIDES"], strings.TrimSpace(env["K_SERVICE"])
+	if c.sinkURL != "" {
+		check("K_SINK", checkSink(c.sinkURL, c.ceOverrides))
+	}
+	c.otlp, err = parseOTLP(env)
+	check("OTEL_EXPORTER_OTLP_PROTOCOL", err)
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("%w: %w", errConfig, err)
 	}

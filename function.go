@@ -69,6 +69,9 @@ type started struct {
 	// liveness answers kubelet's liveness probe on the pod's own address (liveness.go);
 	// nil unless ROLLBACK_LIVENESS_ADDRESS is set.
 	liveness *http.Server
+	// tell sends the results as CloudEvents and counts them (telemetry.go); each part is
+	// nil unless its setting is there.
+	tell *telemetry
 }
 
 // New returns an unstarted Function. func calls it once per process.
@@ -129,14 +132,18 @@ func (f *Function) StartConfig(ctx context.Context, cfg Config) error {
 	s.pipeline = pipeline.New(pipeline.Config{Match: c.match, MaxAlerts: c.maxAlerts, MaxTargets: c.maxTargets},
 		s.log, resolver, undoer, report.NewEvents(client, "alert-rollback"))
 	s.slots = make(chan struct{}, c.maxConcurrent)
+	if s.tell, err = startTelemetry(ctx, c, ownNamespace, s.log); err != nil {
+		s.pipeline.Events.Shutdown()
+		return err
+	}
 	if c.livenessAddress != "" {
 		if s.liveness, err = startLiveness(c.livenessAddress, f.Alive); err != nil {
-			s.pipeline.Events.Shutdown()
+			_ = s.close(ctx)
 			return err
 		}
 	}
 	if err := f.publish(s); err != nil {
-		s.close(ctx)
+		_ = s.close(ctx)
 		return err
 	}
 	if c.authToken == "" {
@@ -144,7 +151,8 @@ func (f *Function) StartConfig(ctx context.Context, cfg Config) error {
 	}
 	s.log.Infow("started", "namespace", ownNamespace, "allowedNamespaces", c.namespaces,
 		"match", c.match, "dryRun", c.dryRun, "cooldown", c.cooldown.String(), "maxAge", c.maxAge.String(), "maxTargets", c.maxTargets, "readPods", c.readPods,
-		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace, "memory", memory)
+		"budget", c.budget.String(), "gitops", c.gitops, "argoCDNamespace", c.argoCDNamespace, "memory", memory,
+		"cloudEventsSink", c.sinkURL != "", "otlpMetrics", c.otlp)
 	return nil
 }
 
@@ -178,18 +186,24 @@ func (f *Function) Stop(ctx context.Context) error {
 	}
 	err := f.inflight.drain(ctx)
 	if s != nil {
-		s.close(ctx)
+		// Every answer is written: what they decided is sent and counted now, before the
+		// process ends (a function scaled to zero is stopped right after its last answer).
+		if terr := s.close(ctx); terr != nil {
+			s.log.Warnw("telemetry not all delivered", "error", terr)
+		}
 		_ = s.log.Sync()
 	}
 	return err
 }
 
-// close releases what Start built: the Events sink and the liveness server.
-func (s *started) close(ctx context.Context) {
+// close releases what Start built: the Events sink, the liveness server, and the
+// CloudEvents and counters, flushed within a bounded time.
+func (s *started) close(ctx context.Context) error {
 	s.pipeline.Events.Shutdown()
 	if s.liveness != nil {
 		_ = s.liveness.Shutdown(ctx)
 	}
+	return s.tell.close(ctx)
 }
 
 // Ready reports whether the function can take notifications: started and not stopping.
@@ -248,4 +262,6 @@ func (s *started) handle(w http.ResponseWriter, r *http.Request) {
 	// Send the answer now, before this request stops counting as in flight: Stop waits
 	// for in-flight requests, and the process may exit right after.
 	_ = http.NewResponseController(w).Flush()
+	// Then tell the sink and the counters: queued, never waited for.
+	s.tell.results(context.WithoutCancel(ctx), resp.Results)
 }

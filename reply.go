@@ -26,10 +26,12 @@ const (
 // a content type): the answer and the log line are clipped where each is written.
 // fail refuses a request, and logs why unless a retry is asked for.
 func (f *started) fail(w http.ResponseWriter, err error) {
-	if status := outcome.HTTPStatus(err, nil); status != http.StatusServiceUnavailable {
+	status := outcome.HTTPStatus(err, nil)
+	if status != http.StatusServiceUnavailable {
 		f.log.Infow("request refused", "status", status, "error", err)
 	}
 	refuse(w, err)
+	f.tell.request(context.Background(), status)
 }
 
 // refuse answers a request turned away for err, with the headers its status calls for.
@@ -49,6 +51,7 @@ func refuse(w http.ResponseWriter, err error) {
 // reply writes the report as JSON, or as a CloudEvent in the mode the notification came in.
 func (f *started) reply(ctx context.Context, w http.ResponseWriter, in *incoming, resp outcome.Response) {
 	status := outcome.HTTPStatus(nil, resp.Results)
+	defer f.tell.request(context.WithoutCancel(ctx), status)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
