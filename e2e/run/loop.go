@@ -452,7 +452,7 @@ func (l *Loop) Run(ctx context.Context, s Scenario) (tl Timeline, err error) {
 	observe(StepResolved, "Prometheus's alerts API, polled", func(ctx context.Context) (bool, error) {
 		alerts, err := l.Prometheus.Alerts(ctx)
 		if err != nil {
-			return false, nil
+			return false, err
 		}
 		for _, a := range alerts {
 			if matches(a.Labels, labels) {

@@ -92,11 +92,11 @@ func (p *Prometheus) Stop() {
 
 // api GETs path with query from Prometheus's HTTP API into data.
 func (p *Prometheus) api(ctx context.Context, path string, query url.Values, data any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+path, strings.NewReader(query.Encode()))
+	// GET: some endpoints (alerts, rules) take no POST.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+path+"?"+query.Encode(), nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return err
