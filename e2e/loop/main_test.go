@@ -29,6 +29,6 @@ func runMain(m *testing.M) int {
 	for _, set := range [][]string{cluster.ControlPlaneTools, cluster.NodeTools, cluster.KnativeTools, cluster.LoopTools} {
 		tools = append(tools, set...)
 	}
-	return cluster.PackageMain(m, "loop", tools, 8*time.Minute, cluster.Options{Knative: true},
+	return cluster.PackageMain(m, "loop", tools, 8*time.Minute, cluster.Options{Knative: true, Audit: true},
 		func(_ context.Context, c *cluster.Cluster) error { kube = c; return nil })
 }

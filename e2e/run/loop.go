@@ -291,6 +291,9 @@ type Timeline struct {
 	// FunctionStarted and FunctionAnswered are the function's own log lines: its process
 	// started, and its answer logged. Their difference is the function's own time.
 	FunctionStarted, FunctionAnswered time.Time
+	// FunctionRequests are the function's requests to the apiserver for this alert, from
+	// the apiserver's audit log (with Options.Audit): its work, first to last.
+	FunctionRequests []cluster.AuditEvent
 	// NotifyTook is Alertmanager's own measure of its notification to the function, cold
 	// start included.
 	NotifyTook time.Duration
@@ -330,11 +333,35 @@ func (t Timeline) Summary() string {
 		t.Healthy().Seconds(), t.At(StepFiring).Seconds(), t.At(StepAnswer).Seconds(), t.At(StepReady).Seconds(), t.At(StepResolved).Seconds())
 }
 
+// FunctionWork is the function's own time on this alert: from the apiserver's receipt of
+// its first request to its answer to the last (-1 without an audit log).
+func (t Timeline) FunctionWork() time.Duration {
+	if len(t.FunctionRequests) == 0 {
+		return -1
+	}
+	first, last := t.FunctionRequests[0].Received, t.FunctionRequests[0].Completed
+	for _, e := range t.FunctionRequests {
+		if e.Received.Before(first) {
+			first = e.Received
+		}
+		if e.Completed.After(last) {
+			last = e.Completed
+		}
+	}
+	return last.Sub(first)
+}
+
 // FunctionShare says how much of the time to healthy the function itself took.
 func (t Timeline) FunctionShare() string {
-	own := t.FunctionAnswered.Sub(t.FunctionStarted)
-	return fmt.Sprintf("the function's own time: %d ms from its process start to its answer (%.1f%% of %.1f s); Alertmanager's notification took %d ms, Knative's cold start included",
-		own.Milliseconds(), 100*own.Seconds()/t.Healthy().Seconds(), t.Healthy().Seconds(), t.NotifyTook.Milliseconds())
+	total := t.Healthy().Seconds()
+	process := t.FunctionAnswered.Sub(t.FunctionStarted)
+	work := ""
+	if w := t.FunctionWork(); w >= 0 {
+		work = fmt.Sprintf("%d ms of work (%d API requests, first to last, apiserver's audit log: %.1f%% of %.1f s); ",
+			w.Milliseconds(), len(t.FunctionRequests), 100*w.Seconds()/total, total)
+	}
+	return fmt.Sprintf("the function's own time: %s%d ms from its process start to its answer, waiting for Knative to route to it included (its log: %.1f%%); Alertmanager's notification took %d ms, the cold start included",
+		work, process.Milliseconds(), 100*process.Seconds()/total, t.NotifyTook.Milliseconds())
 }
 
 // Lines are the steps, one line each, for people.
@@ -365,6 +392,7 @@ func (l *Loop) Run(ctx context.Context, s Scenario) (tl Timeline, err error) {
 	l.Logf("%s: Deployment %s at its good revision; the function at zero", s.Alert, s.Name)
 
 	mark := l.watch.seen()
+	audit, auditErr := k.AuditMark()
 	tl.Start = time.Now()
 	if err := l.apply(ctx, s.Bad); err != nil {
 		return tl, err
@@ -425,6 +453,21 @@ func (l *Loop) Run(ctx context.Context, s Scenario) (tl Timeline, err error) {
 		return tl, fmt.Errorf("the function answered %s for %s; want rolled-back", tl.Answer, s.Name)
 	}
 	step(StepAnswer, "the function's log line", ans.at)
+	if auditErr == nil {
+		events, err := k.AuditSince(ctx, audit)
+		if err != nil {
+			return tl, err
+		}
+		user := "system:serviceaccount:" + ns + ":alert-rollback"
+		for _, e := range events {
+			if e.User.Username == user && !e.Completed.After(ans.at.Add(time.Second)) {
+				tl.FunctionRequests = append(tl.FunctionRequests, e)
+			}
+		}
+		if len(tl.FunctionRequests) == 0 {
+			return tl, fmt.Errorf("the apiserver's audit log has no request of %s for %s", user, s.Name)
+		}
+	}
 	l.Receiver.Expect(ns, s.Name, "rolled-back")
 
 	// Then three things happen at once: the good revision rolls out, the alert resolves,
@@ -546,8 +589,17 @@ func sortSteps(steps []Step) {
 
 // poll checks cond every 100 ms until it holds, and returns when it was first seen to.
 func poll(ctx context.Context, cond func(context.Context) (bool, error)) (time.Time, error) {
+	return pollFor(ctx, loopTimeout, cond)
+}
+
+// sinkTimeout bounds the wait for what the function reports: by then it has scaled to
+// zero, so it has flushed everything on Stop; the wait covers delivery alone.
+const sinkTimeout = 30 * time.Second
+
+// pollFor is poll with its own timeout.
+func pollFor(ctx context.Context, timeout time.Duration, cond func(context.Context) (bool, error)) (time.Time, error) {
 	var at time.Time
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, loopTimeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		ok, err := cond(ctx)
 		if ok {
 			at = time.Now()
@@ -719,7 +771,7 @@ func (r *Receiver) Expect(ns, name, action string) {
 // result row and whose type names its action, and returns those still missing.
 func (r *Receiver) Missing(ctx context.Context) []string {
 	var missing []string
-	_, _ = poll(ctx, func(context.Context) (bool, error) {
+	_, _ = pollFor(ctx, sinkTimeout, func(context.Context) (bool, error) {
 		missing = nil
 		r.mu.Lock()
 		expected := append([][3]string(nil), r.expected...)
@@ -900,7 +952,7 @@ func FunctionSends() (cloudEvents, otlp bool, err error) {
 // with action in ns, and returns the label sets of every series carrying such labels.
 func (l *Loop) FunctionSeries(ctx context.Context, ns, action string) ([]map[string]string, error) {
 	var found []map[string]string
-	_, err := poll(ctx, func(ctx context.Context) (bool, error) {
+	_, err := pollFor(ctx, sinkTimeout, func(ctx context.Context) (bool, error) {
 		all, err := l.Prometheus.Series(ctx, `{__name__=~".+", job!="kube-state-metrics"}`, l.Began, time.Now())
 		if err != nil {
 			return false, nil

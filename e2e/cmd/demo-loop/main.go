@@ -49,7 +49,7 @@ func demo(svg string) error {
 	defer func() { finish(ok) }()
 
 	logf("starting the control plane, a real node and Knative Serving (private network namespace)")
-	kube, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stdout, Knative: true})
+	kube, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Log: os.Stdout, Knative: true, Audit: true})
 	if err != nil {
 		return err
 	}
