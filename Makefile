@@ -62,7 +62,7 @@ $(addprefix $(BIN)/,$(AM_BINS)) &: tools/alertmanager/go.mod tools/alertmanager/
 # loop test does not need (its HTTP API is all it uses).
 PROM_BINS := prometheus promtool
 $(addprefix $(BIN)/,$(PROM_BINS)) &: tools/promtool/go.mod tools/promtool/go.sum
-	@echo "==> building prometheus and promtool (prometheus v0.316.0) (first time only: about 7 minutes)"
+	@echo "==> building prometheus and promtool (prometheus v0.316.0) (first time only: minutes)"
 	@mkdir -p $(BIN)
 	@set -o pipefail; cd tools/promtool && go build -v -o $(BIN)/ \
 		github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool 2>&1 | $(progress)
@@ -76,7 +76,7 @@ loop-tools: knative-tools $(LOOP_TOOLS)
 # kube-state-metrics, which the loop test runs against the real apiserver.
 KSM_VERSION := v2.20.0
 $(BIN)/kube-state-metrics: tools/kube-state-metrics/go.mod tools/kube-state-metrics/go.sum
-	@echo "==> building kube-state-metrics $(KSM_VERSION) (first time only: about 3 minutes)"
+	@echo "==> building kube-state-metrics $(KSM_VERSION) (first time only: minutes)"
 	@mkdir -p $(BIN)
 	@set -o pipefail; cd tools/kube-state-metrics && go build -v \
 		-ldflags '-X github.com/prometheus/common/version.Version=$(KSM_VERSION)' \
