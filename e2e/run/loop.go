@@ -251,7 +251,9 @@ func (l *Loop) Stop() {
 		l.stopWatch()
 	}
 	l.Prometheus.Stop()
-	l.Alertmanager.Stop()
+	if l.Alertmanager != nil {
+		l.Alertmanager.Stop()
+	}
 	if l.KSM != nil {
 		l.KSM.Stop()
 	}
