@@ -2,7 +2,9 @@
 #   make demo   the function rolling back a real broken Deployment on a local control plane
 #   make test   every test, including those on the real control plane and real Alertmanager,
 #               and on a real node with Knative Serving (as root)
-# (and make demo-knative: the demo on a real node, the function woken from zero by Knative)
+# (and make demo-knative: the demo on a real node, the function woken from zero by Knative;
+#  make demo-loop: the whole loop, kube-state-metrics -> Prometheus -> Alertmanager -> Knative ->
+#  undo -> healthy, printed as a timeline)
 # Both build the pinned tools they need into .bin/ first, once (later runs reuse them).
 
 SHELL := /bin/bash
@@ -28,7 +30,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools node-tools node-packages knative-tools test unit e2e demo demo-knative bench cluster vet fmt fuzz clean
+.PHONY: all build tools node-tools node-packages knative-tools loop-tools test unit e2e demo demo-knative demo-loop bench cluster vet fmt fuzz clean
 all: build
 
 build:
@@ -55,10 +57,30 @@ $(addprefix $(BIN)/,$(AM_BINS)) &: tools/alertmanager/go.mod tools/alertmanager/
 		github.com/prometheus/alertmanager/cmd/alertmanager github.com/prometheus/alertmanager/cmd/amtool 2>&1 | $(progress)
 	@touch $(addprefix $(BIN)/,$(AM_BINS))
 
-$(BIN)/promtool: tools/promtool/go.mod tools/promtool/go.sum
-	@echo "==> building promtool (prometheus v0.316.0) (first time only: about 5 minutes)"
+# promtool and the Prometheus server come from one module in one `go build`, so they share every
+# package compiled. The server is built without the `builtinassets` tag: no web UI, which the
+# loop test does not need (its HTTP API is all it uses).
+PROM_BINS := prometheus promtool
+$(addprefix $(BIN)/,$(PROM_BINS)) &: tools/promtool/go.mod tools/promtool/go.sum
+	@echo "==> building prometheus and promtool (prometheus v0.316.0) (first time only: minutes)"
 	@mkdir -p $(BIN)
-	@set -o pipefail; cd tools/promtool && go build -v -o $(BIN)/ github.com/prometheus/prometheus/cmd/promtool 2>&1 | $(progress)
+	@set -o pipefail; cd tools/promtool && go build -v -o $(BIN)/ \
+		github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool 2>&1 | $(progress)
+	@touch $(addprefix $(BIN)/,$(PROM_BINS))
+
+# The whole loop (e2e/loop, make demo-loop) runs the Prometheus server and kube-state-metrics
+# besides the node and Knative.
+LOOP_TOOLS := $(addprefix $(BIN)/,prometheus kube-state-metrics)
+loop-tools: knative-tools $(LOOP_TOOLS)
+
+# kube-state-metrics, which the loop test runs against the real apiserver.
+KSM_VERSION := v2.20.0
+$(BIN)/kube-state-metrics: tools/kube-state-metrics/go.mod tools/kube-state-metrics/go.sum
+	@echo "==> building kube-state-metrics $(KSM_VERSION) (first time only: minutes)"
+	@mkdir -p $(BIN)
+	@set -o pipefail; cd tools/kube-state-metrics && go build -v \
+		-ldflags '-X github.com/prometheus/common/version.Version=$(KSM_VERSION)' \
+		-o $(BIN)/kube-state-metrics k8s.io/kube-state-metrics/v2 2>&1 | $(progress)
 	@touch $@
 
 $(GITOPS_CRDS) &: tools/gitops-crds/crds.txt tools/gitops-crds/fetch.sh
@@ -218,18 +240,23 @@ unit:
 # packages (installed when missing) and their images.
 # The Knative package runs last and verbose, so its measurements (cold and warm answers, pod
 # start, image sizes) and the cluster's progress are printed; its whole log is kept in .bin/.
+# The loop package (e2e/loop, root too) runs after it, verbose as well: its timelines.
 KNATIVE_LOG := $(BIN)/knative-test.log
+LOOP_LOG    := $(BIN)/loop-test.log
 define e2e_tests
-	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 40m $$(go list ./... | grep -v '/e2e/knative$$')
+	cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -p 1 -count=1 -timeout 40m $$(go list ./... | grep -v -E '/e2e/(knative|loop)$$')
 	@echo "==> e2e/knative (verbose; full log in $(KNATIVE_LOG))"
 	@set -o pipefail; cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -count=1 -timeout 20m -v ./knative/ 2>&1 | tee $(KNATIVE_LOG) \
 		| grep --line-buffered -E '^(knative |\[ *[0-9.]+s\]|--- |ok |FAIL|PASS)'
+	@echo "==> e2e/loop (verbose; full log in $(LOOP_LOG))"
+	@set -o pipefail; cd e2e && ROLLBACK_REQUIRE_TOOLS=1 go test -count=1 -timeout 20m -v ./loop/ 2>&1 | tee $(LOOP_LOG) \
+		| grep --line-buffered -E '^(loop[: ]|\[ *[0-9.]+s\]| +[+-][0-9.]+ s |[A-Za-z]+ on Deployment|the function.s own|timeline|--- |ok |FAIL|PASS)'
 endef
 
-e2e: tools knative-tools
+e2e: tools loop-tools
 	$(e2e_tests)
 
-test: fmt vet tools knative-tools
+test: fmt vet tools loop-tools
 	go test -count=1 -race ./...
 	$(e2e_tests)
 
@@ -267,6 +294,12 @@ endif
 # alert wakes the function, it rolls back, scales to zero again. Ends with one summary line.
 demo-knative: $(DEMO_TOOLS) knative-tools
 	cd e2e && go run ./cmd/demo-knative
+
+# The whole loop on a real node: two bad revisions applied with kubectl, healed by the
+# components alone; prints each step's time since the bad rollout and writes the timeline
+# as an SVG. Ends with the line `loop: bad rollout -> healthy in ...`.
+demo-loop: $(DEMO_TOOLS) loop-tools
+	cd e2e && go run ./cmd/demo-loop -svg $(BIN)/loop.svg
 
 # Benchmarks print numbers; they are not part of make test and never fail on a timing.
 # The side-by-side table: the function (built binary, over HTTP) and `kubectl rollout undo`

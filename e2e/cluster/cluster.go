@@ -576,6 +576,15 @@ func (c *Cluster) Dial(ctx context.Context, network, address string) (net.Conn, 
 	return d.DialContext(ctx, network, address)
 }
 
+// Listen listens on address inside the node's network namespace, for a server of this
+// process that pods reach (at NodeIP); without a node, on loopback here.
+func (c *Cluster) Listen(network, address string) (net.Listener, error) {
+	if c.node == nil {
+		return net.Listen(network, address)
+	}
+	return c.node.ns.listenInside(network, address)
+}
+
 // Wrap is the command prefix that runs a program inside the node's network and mount
 // namespaces (its DNS is the cluster's), or nil without a node.
 func (c *Cluster) Wrap() []string { return c.wrap }

@@ -12,6 +12,10 @@ import (
 // runs; all are built together by `make tools` from one pinned module.
 var ControlPlaneTools = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
 
+// LoopTools are what the whole loop (e2e/loop, make demo-loop) runs besides the node and
+// Knative: the Prometheus server (built with promtool) and kube-state-metrics.
+var LoopTools = []string{"prometheus", "kube-state-metrics", "alertmanager"}
+
 // ToolPath returns the absolute path of the pinned binary name. The tools are
 // looked up in $ROLLBACK_TOOLS_DIR (which the Makefile sets) or else in the
 // repository's .bin folder, never on $PATH: a kubectl or etcd of another version

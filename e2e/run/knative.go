@@ -383,6 +383,7 @@ func (a *notifyingAlertmanager) waitNotified(ctx context.Context, n int) (time.D
 type podWatch struct {
 	mu     sync.Mutex
 	counts []int
+	at     []time.Time // when each count was first seen
 }
 
 func (w *podWatch) run(ctx context.Context, k *cluster.Cluster, ns string, logf func(string, ...any)) {
@@ -399,6 +400,7 @@ func (w *podWatch) run(ctx context.Context, k *cluster.Cluster, ns string, logf 
 			if n != last {
 				w.mu.Lock()
 				w.counts = append(w.counts, n)
+				w.at = append(w.at, time.Now())
 				w.mu.Unlock()
 				logf("function pods: %d", n)
 				last = n

@@ -3,4 +3,7 @@
 // Package tools records the commands this module builds, so `go mod tidy` keeps them.
 package tools
 
-import _ "github.com/prometheus/prometheus/cmd/promtool"
+import (
+	_ "github.com/prometheus/prometheus/cmd/prometheus"
+	_ "github.com/prometheus/prometheus/cmd/promtool"
+)
