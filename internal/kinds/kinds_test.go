@@ -26,6 +26,8 @@ func TestFor(t *testing.T) {
 		{"Deployment", Deployment, true},
 		{"StatefulSet", StatefulSet, true},
 		{"DaemonSet", DaemonSet, true},
+		{"Rollout", Rollout, true},
+		{"another group's Rollout", schema.GroupKind{Group: "apps", Kind: Rollout.Kind}, false},
 		{"another group's StatefulSet", schema.GroupKind{Group: "apps.kruise.io", Kind: StatefulSet.Kind}, false},
 		{"no group", schema.GroupKind{Kind: Deployment.Kind}, false},
 		{"a ReplicaSet", replicaSet, false},
@@ -47,9 +49,9 @@ func TestFor(t *testing.T) {
 // README have always said.
 func TestMessages(t *testing.T) {
 	tests := []struct{ name, got, want string }{
-		{"Names", Names(), "Deployment, StatefulSet or DaemonSet"},
-		{"Labels", Labels(), "deployment, statefulset or daemonset"},
-		{"ErrUnsupportedOwner", ErrUnsupportedOwner.Error(), "not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet"},
+		{"Names", Names(), "Deployment, StatefulSet, DaemonSet or Rollout"},
+		{"Labels", Labels(), "deployment, statefulset, daemonset or rollout"},
+		{"ErrUnsupportedOwner", ErrUnsupportedOwner.Error(), "not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet or argoproj.io/v1alpha1 Rollout"},
 		{"APIVersion", RefOf(DaemonSet, "ns", "x").APIVersion(), "apps/v1"},
 		{"String", RefOf(StatefulSet, "ns", "x").String(), "StatefulSet ns/x"},
 	}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
@@ -61,6 +62,9 @@ type Client interface {
 	Pods(ns string) Object[*corev1.Pod, *corev1.PodList]
 	Events(ns string) Events
 	Leases(ns string) Leases
+	// Dynamic reads and writes the kinds outside apps/v1 (an Argo Rollout), as unstructured
+	// objects in JSON: their Go types would bring their projects' modules and schemes.
+	Dynamic() dynamic.Interface
 }
 
 var (
@@ -79,7 +83,10 @@ func init() {
 // Scheme knows apps/v1, core/v1 and coordination.k8s.io/v1, for client-go's event recorder.
 func Scheme() *runtime.Scheme { return scheme }
 
-type client struct{ apps, core, coordination rest.Interface }
+type client struct {
+	apps, core, coordination rest.Interface
+	dynamic                  dynamic.Interface
+}
 
 // New returns a Client for cfg. As client-go's clientset does, its API groups share one
 // HTTP client and one rate limiter (cfg.QPS, cfg.Burst).
@@ -118,7 +125,12 @@ func New(cfg *rest.Config) (Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client{apps: apps, core: core, coordination: coordination}, nil
+	// The same HTTP client and rate limiter; the dynamic client speaks JSON whatever c says.
+	dyn, err := dynamic.NewForConfigAndClient(c, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	return &client{apps: apps, core: core, coordination: coordination, dynamic: dyn}, nil
 }
 
 func restClient(cfg *rest.Config, h *http.Client, gv schema.GroupVersion, apiPath string) (*rest.RESTClient, error) {
@@ -228,6 +240,8 @@ func (c *client) Leases(ns string) Leases {
 	return object("leases", c.coordination, ns, func() *coordinationv1.Lease { return &coordinationv1.Lease{} },
 		func() *coordinationv1.LeaseList { return &coordinationv1.LeaseList{} })
 }
+
+func (c *client) Dynamic() dynamic.Interface { return c.dynamic }
 
 // EventSink is client-go's record.EventSink over c: each Event is written in its own
 // namespace, as client-go's EventSinkImpl does.

@@ -27,13 +27,18 @@ func (f *Pipeline) undoAll(ctx context.Context, p plan) []outcome.Result {
 		}
 		wg.Go(func() {
 			c, err := f.undoer.Undo(ctx, j.req)
-			results[i] = outcome.Of(j.alerts, j.target.Ref, c, err)
+			// The undo may have gone to the workload that runs the one named (kinds.Follower).
+			ref := j.target.Ref
+			if c.Ref.Name != "" {
+				ref = c.Ref
+			}
+			results[i] = outcome.Of(j.alerts, ref, c, err)
 			f.remember(j, c, err)
 			// An alert already handled is a copy too: its Event would only repeat the one its
 			// undo made. Objects changed for it all the same (an owner this attempt suspended
 			// before another replica's undo won) still get theirs.
 			if !errors.Is(err, undo.ErrAlreadyHandled) {
-				f.Events.Record(j.target.Ref, c.UID, results[i])
+				f.Events.Record(ref, c.UID, results[i])
 			}
 			for _, ref := range c.Related {
 				f.Events.RecordRelated(ref, results[i])
@@ -49,6 +54,9 @@ func (f *Pipeline) undoAll(ctx context.Context, p plan) []outcome.Result {
 // the alert already handled. Nothing else: every other outcome may change with time.
 func (f *Pipeline) remember(j *job, c undo.Change, err error) {
 	v := handledUndo{ref: j.target.Ref, uid: c.UID, from: c.From, to: c.To}
+	if c.Ref.Name != "" {
+		v.ref = c.Ref // the workload that runs the one named, which the undo acted on
+	}
 	for i, a := range j.alerts {
 		switch {
 		case err == nil && !c.DryRun:

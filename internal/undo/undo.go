@@ -64,6 +64,9 @@ type Options struct {
 // Change is what an undo did, or would have done: the workload's UID (when it was read;
 // Events are attached to it) and the revisions it went from and to.
 type Change struct {
+	// Ref, when set, is the workload acted on instead of the one asked for: the workload
+	// that runs it (see kinds.Follower).
+	Ref      kinds.Ref
 	UID      types.UID
 	From, To int64
 	DryRun   bool
@@ -108,6 +111,30 @@ func New(client kube.Client, opts Options) *Undoer {
 // decides again, a bounded number of times: the other writer may have been a copy of this
 // very alert.
 func (u *Undoer) Undo(ctx context.Context, req Request) (Change, error) {
+	c, err := u.undo(ctx, req)
+	var f followed
+	if !errors.As(err, &f) {
+		return c, err
+	}
+	// The workload is run by one of another kind: the undo is that one's. One step only:
+	// what runs that one in turn is its own controller, refused as any other.
+	from := req.Ref
+	req.Ref, req.UID, req.Reads = f.Ref, f.UID, nil
+	c, err = u.undo(ctx, req)
+	if errors.As(err, &f) {
+		err = fmt.Errorf("%w: %s runs %s, and %s runs it in turn", ErrControllerOwned, req.Ref, from, f.Ref)
+	}
+	c.Ref = req.Ref
+	return c, err
+}
+
+// followed is the workload that runs the one an attempt read (see kinds.Follow).
+type followed struct{ kinds.Target }
+
+func (f followed) Error() string { return "run by " + f.Ref.String() }
+
+// undo is Undo of req.Ref itself.
+func (u *Undoer) undo(ctx context.Context, req Request) (Change, error) {
 	k, ok := kinds.For(req.Ref.GroupKind())
 	if !ok {
 		return Change{}, fmt.Errorf("%w: kind %q", ErrUnsupportedKind, req.Ref.Kind)
@@ -153,6 +180,12 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 		// its place: it is not the one the alert is about.
 		return Change{}, fmt.Errorf("%w: %s is not the object the alert's pod belongs to (UID %s, want %s)", ErrNotFound, w.Ref, w.UID, req.UID)
 	}
+	if t, ok, err := kinds.Follow(ctx, u.env, w); err != nil || ok {
+		if err == nil {
+			err = followed{t}
+		}
+		return Change{UID: w.UID, Notes: done.notes, Related: done.related}, err
+	}
 	from, to, err := u.decide(w, req)
 	c := Change{UID: w.UID, From: from.Number, To: to.Number, Notes: done.notes, Related: done.related}
 	if err != nil {
@@ -175,15 +208,24 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 			return c, err
 		}
 	}
+	// A kind whose restore takes more than one form says which this one takes, in the record
+	// and, once it is written, in the answer.
+	notes := done.notes
+	if d, ok := k.(kinds.Describer); ok {
+		notes = append(slices.Clone(notes), d.Describe(w, to))
+	}
 	state, _ := readState(w.Annotations) // decide has checked it
 	next, err := state.after(from.ID, req.AlertIDs, Record{
-		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.Number, To: to.Number, Notes: done.notes,
+		At: u.opts.Now().UTC().Truncate(time.Second), Alert: req.Alert, From: from.Number, To: to.Number, Notes: notes,
 	}).encode()
 	if err != nil {
 		return c, err
 	}
 	wctx, sent := kube.Track(ctx)
 	err = k.Restore(wctx, u.env, w, to, next, u.opts.DryRun)
+	if err == nil {
+		c.Notes = notes
+	}
 	if !sent.NotApplied(err) {
 		// The write landed, or may have (a timeout, a 5xx): what the Gate took paid for it
 		// and stays taken, whatever the next attempts do.

@@ -6,15 +6,26 @@ package clientset
 import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/sre-kit/alert-rollback/internal/kube"
 )
 
-// Wrap returns cs as a kube.Client.
-func Wrap(cs kubernetes.Interface) kube.Client { return wrapped{cs} }
+// Wrap returns cs as a kube.Client, with no dynamic client.
+func Wrap(cs kubernetes.Interface) kube.Client { return wrapped{cs: cs} }
 
-type wrapped struct{ cs kubernetes.Interface }
+// WrapDynamic returns cs and dyn (a fake dynamic client, say) as a kube.Client.
+func WrapDynamic(cs kubernetes.Interface, dyn dynamic.Interface) kube.Client {
+	return wrapped{cs: cs, dyn: dyn}
+}
+
+type wrapped struct {
+	cs  kubernetes.Interface
+	dyn dynamic.Interface
+}
+
+func (w wrapped) Dynamic() dynamic.Interface { return w.dyn }
 
 func (w wrapped) Deployments(ns string) kube.Object[*appsv1.Deployment, *appsv1.DeploymentList] {
 	return w.cs.AppsV1().Deployments(ns)
