@@ -104,8 +104,8 @@ func TestRollout(t *testing.T) {
 		},
 		{
 			name: "flip-flop: a revision rolled back from is not a target", stable: 2,
-			images: []string{"app:v1", "app:v2", "app:v3"},
-			edit:   []rolloutCase{withState(State{Bad: []string{fixture.Hash("app:v2")}})},
+			images:   []string{"app:v1", "app:v2", "app:v3"},
+			edit:     []rolloutCase{withState(State{Bad: []string{fixture.Hash("app:v2")}})},
 			wantFrom: 3, wantTo: 1, wantWrites: []string{"patch rollouts"}, wantImage: "app:v1",
 			wantNote: "revision 1's", wantBad: []string{fixture.Hash("app:v2"), fixture.Hash("app:v3")},
 		},
