@@ -28,7 +28,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools node-tools node-packages knative-tools test unit e2e demo demo-knative bench cluster vet fmt fuzz clean
+.PHONY: all build tools node-tools node-packages knative-tools argo-tools test unit e2e demo demo-knative bench cluster vet fmt fuzz clean
 all: build
 
 build:
@@ -209,6 +209,8 @@ $(BIN)/traefik: tools/traefik/version
 ARGO_ROLLOUTS := $(shell cat tools/argo-rollouts/version)
 ARGO_ROLLOUTS_VERSION := $(lastword $(subst @, ,$(ARGO_ROLLOUTS)))
 ARGO_TOOLS := $(BIN)/rollouts-controller $(BIN)/argo-rollouts-crds.yaml
+# Only e2e/node's TestArgoRollout runs them.
+argo-tools: $(ARGO_TOOLS)
 $(ARGO_TOOLS) &: tools/argo-rollouts/version
 	@echo "==> building the Argo Rollouts controller $(ARGO_ROLLOUTS_VERSION) and its CRDs (first time only: about 10 minutes)"
 	@mkdir -p $(BIN)/build
@@ -217,7 +219,7 @@ $(ARGO_TOOLS) &: tools/argo-rollouts/version
 	cp -r $$dir $$src; chmod -R u+w $$src; \
 	for f in $$dir/manifests/crds/*-crd.yaml; do echo "---"; echo "# $${f#*/pkg/mod/}"; cat $$f; done > $(BIN)/argo-rollouts-crds.yaml; \
 	cd $$src && CGO_ENABLED=0 go build -v -trimpath \
-		-ldflags '-X github.com/argoproj/argo-rollouts/utils/version.version=$(ARGO_ROLLOUTS_VERSION)' \
+		-ldflags '-X github.com/argoproj/argo-rollouts/utils/version.version=$(ARGO_ROLLOUTS_VERSION:v%=%)' \
 		-o $(BIN)/rollouts-controller ./cmd/rollouts-controller 2>&1 | $(progress); \
 	rm -rf $$src
 	@touch $(ARGO_TOOLS)
@@ -246,10 +248,10 @@ define e2e_tests
 		| grep --line-buffered -E '^(knative |\[ *[0-9.]+s\]|--- |ok |FAIL|PASS)'
 endef
 
-e2e: tools knative-tools
+e2e: tools knative-tools argo-tools
 	$(e2e_tests)
 
-test: fmt vet tools knative-tools
+test: fmt vet tools knative-tools argo-tools
 	go test -count=1 -race ./...
 	$(e2e_tests)
 
