@@ -66,7 +66,7 @@ func TestMessages(t *testing.T) {
 // file of the function spells a kind or an API group of a kind as a string literal: a new
 // kind is added here, and the rest of the code asks the registry.
 func TestNoKindLiterals(t *testing.T) {
-	words := []string{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "apps/v1"}
+	words := []string{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Rollout", "apps/v1"}
 	root := filepath.Join("..", "..")
 	skip := map[string]bool{"e2e": true, "tools": true, "testdata": true, filepath.Join("internal", "kinds"): true,
 		filepath.Join("internal", "fixture"): true}
