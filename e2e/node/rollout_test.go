@@ -277,7 +277,7 @@ func (a *argo) describe(name string) string {
 		if podReady(&p) {
 			serving[key]++
 		} else {
-			others = append(others, fmt.Sprintf("%s %s", p.Name, run.PodState(&p)))
+			others = append(others, fmt.Sprintf("%s (%s)", run.PodState(&p), p.Spec.Containers[0].Image))
 		}
 	}
 	var s []string
