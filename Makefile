@@ -30,7 +30,7 @@ DEMO_TOOLS := $(addprefix $(BIN)/,$(KUBE_BINS) alertmanager rollback)
 # minutes is never silent.
 progress = awk '{ n++ } n % 100 == 0 { printf "    ... %d packages compiled\n", n; fflush() } END { printf "    ... %d packages compiled, done\n", n }'
 
-.PHONY: all build tools node-tools node-packages knative-tools loop-tools test unit e2e demo demo-knative demo-loop bench cluster vet fmt fuzz clean
+.PHONY: all build tools node-tools node-packages knative-tools loop-tools argo-tools test unit e2e demo demo-knative demo-loop bench cluster vet fmt fuzz clean
 all: build
 
 build:
@@ -224,6 +224,28 @@ $(BIN)/traefik: tools/traefik/version
 		-o $(BIN)/traefik ./cmd/traefik 2>&1 | $(progress); \
 	rm -rf $$src
 
+# The Argo Rollouts controller and its CRDs, for the Rollout test on the real node. Built as the
+# main module from a copy of its module source, as Traefik is (tools/argo-rollouts/README.md says
+# why). v1.10.2's go.mod asks for go >= 1.26.10: GOTOOLCHAIN names the toolchain for this rule
+# only (the go command fetches it from the module proxy once, ~76 MB).
+ARGO_ROLLOUTS := $(shell cat tools/argo-rollouts/version)
+ARGO_ROLLOUTS_VERSION := $(lastword $(subst @, ,$(ARGO_ROLLOUTS)))
+ARGO_TOOLS := $(BIN)/rollouts-controller $(BIN)/argo-rollouts-crds.yaml
+# Only e2e/node's TestArgoRollout runs them.
+argo-tools: $(ARGO_TOOLS)
+$(ARGO_TOOLS) &: tools/argo-rollouts/version
+	@echo "==> building the Argo Rollouts controller $(ARGO_ROLLOUTS_VERSION) and its CRDs (first time only: about 10 minutes)"
+	@mkdir -p $(BIN)/build
+	@set -eo pipefail; export GOTOOLCHAIN=go1.27.3; src=$(BIN)/build/argo-rollouts; rm -rf $$src; \
+	dir=$$(go mod download -json $(ARGO_ROLLOUTS) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	cp -r $$dir $$src; chmod -R u+w $$src; \
+	for f in $$dir/manifests/crds/*-crd.yaml; do echo "---"; echo "# $${f#*/pkg/mod/}"; cat $$f; done > $(BIN)/argo-rollouts-crds.yaml; \
+	cd $$src && CGO_ENABLED=0 go build -v -trimpath \
+		-ldflags '-X github.com/argoproj/argo-rollouts/utils/version.version=$(ARGO_ROLLOUTS_VERSION:v%=%)' \
+		-o $(BIN)/rollouts-controller ./cmd/rollouts-controller 2>&1 | $(progress); \
+	rm -rf $$src
+	@touch $(ARGO_TOOLS)
+
 vet:
 	go vet ./...
 	cd e2e && go vet ./...
@@ -253,10 +275,10 @@ define e2e_tests
 		| grep --line-buffered -E '^(loop[: ]|\[ *[0-9.]+s\]| +[+-][0-9.]+ s |[A-Za-z]+ on Deployment|the function.s own|timeline|--- |ok |FAIL|PASS)'
 endef
 
-e2e: tools loop-tools
+e2e: tools loop-tools argo-tools
 	$(e2e_tests)
 
-test: fmt vet tools loop-tools
+test: fmt vet tools loop-tools argo-tools
 	go test -count=1 -race ./...
 	$(e2e_tests)
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,6 +119,8 @@ func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Read
 			for _, n := range revisionHistory(rs.Annotations) {
 				retired[n] = rs.Name
 			}
+		} else if c := metav1.GetControllerOf(rs); c != nil && !slices.ContainsFunc(w.Peers, func(p metav1.OwnerReference) bool { return p.UID == c.UID }) {
+			w.Peers = append(w.Peers, *c)
 		}
 	}
 	seen := map[int64]string{}
@@ -356,15 +359,37 @@ func readReplicaSet(ctx context.Context, c kube.Client, ns, name string, uid typ
 	if err != nil {
 		return Target{}, fmt.Errorf("get replicaset %s/%s: %w", ns, name, err)
 	}
-	owner, err := ControllerAmong(rs, Deployment)
+	owner, err := ControllerAmong(rs, replicaSetOwners()...)
 	if err != nil {
 		return Target{}, fmt.Errorf("replicaset %s/%s: %w", ns, name, err)
 	}
-	return Target{
-		Ref:      RefOf(Deployment, ns, owner.Name),
-		Revision: rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey],
-		UID:      owner.UID,
-	}, nil
+	gk := OwnerGroupKind(owner)
+	k, _ := For(gk)
+	return Target{Ref: RefOf(gk, ns, owner.Name), Revision: k.(replicaSetKind).revisionOf(rs), UID: owner.UID}, nil
+}
+
+// replicaSetKind is a Kind whose pods' controller is a ReplicaSet it controls, as the
+// Deployment's are: a pod's or a ReplicaSet's workload is the ReplicaSet's controller,
+// whichever of these kinds it is.
+type replicaSetKind interface {
+	Kind
+	// revisionOf identifies the revision ReplicaSet rs holds (its template hash label).
+	revisionOf(rs *appsv1.ReplicaSet) string
+}
+
+func (deployment) revisionOf(rs *appsv1.ReplicaSet) string {
+	return rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
+}
+
+// replicaSetOwners lists the kinds whose pods' controller is a ReplicaSet.
+func replicaSetOwners() []schema.GroupKind {
+	var out []schema.GroupKind
+	for _, k := range registry {
+		if _, ok := k.(replicaSetKind); ok && k.PodController() == replicaSet {
+			out = append(out, k.GroupVersionKind().GroupKind())
+		}
+	}
+	return out
 }
 
 // The Deployment controller's reasons on its Progressing condition

@@ -30,6 +30,7 @@ var registry = []Kind{
 	statefulSet{},
 	daemonSet{},
 	knativeService{},
+	rollout{},
 }
 
 // Kind is one kind of workload: how alerts name it, and how to read its history and
@@ -131,6 +132,33 @@ func OwnerOf(gk schema.GroupKind) (Owner, bool) {
 type Aliaser interface {
 	// Aliases are the other labels, in the order they are looked at, after Label.
 	Aliases() []string
+}
+
+// Follower is a Kind that runs workloads of other kinds without controlling them (an Argo
+// Rollout whose workloadRef names a Deployment): an alert about such a workload is about
+// the Follower's workload, which the undo acts on instead.
+type Follower interface {
+	// Follow returns the workload of this kind that runs w (ok), confirmed by its own read.
+	Follow(ctx context.Context, e *Env, w *Workload) (t Target, ok bool, err error)
+}
+
+// Follow returns the workload that runs w, if a kind of the registry has one.
+func Follow(ctx context.Context, e *Env, w *Workload) (Target, bool, error) {
+	for _, k := range registry {
+		if f, ok := k.(Follower); ok {
+			if t, ok, err := f.Follow(ctx, e, w); ok || err != nil {
+				return t, ok, err
+			}
+		}
+	}
+	return Target{}, false, nil
+}
+
+// Describer is a Kind whose Restore takes more than one form (an Argo Rollout is aborted
+// during a rollout and undone after one): Describe says which one restoring to would take,
+// for the answer and the record on the workload.
+type Describer interface {
+	Describe(w *Workload, to Revision) string
 }
 
 // For returns the kind of gk.

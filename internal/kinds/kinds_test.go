@@ -26,6 +26,8 @@ func TestFor(t *testing.T) {
 		{"Deployment", Deployment, true},
 		{"StatefulSet", StatefulSet, true},
 		{"DaemonSet", DaemonSet, true},
+		{"Rollout", Rollout, true},
+		{"another group's Rollout", schema.GroupKind{Group: "apps", Kind: Rollout.Kind}, false},
 		{"another group's StatefulSet", schema.GroupKind{Group: "apps.kruise.io", Kind: StatefulSet.Kind}, false},
 		{"no group", schema.GroupKind{Kind: Deployment.Kind}, false},
 		{"a ReplicaSet", replicaSet, false},
@@ -50,10 +52,11 @@ func TestFor(t *testing.T) {
 // README have always said.
 func TestMessages(t *testing.T) {
 	tests := []struct{ name, got, want string }{
-		{"Names", Names(), "Deployment, StatefulSet, DaemonSet or Service (serving.knative.dev)"},
-		{"Labels", Labels(), "deployment, statefulset, daemonset or knative_service"},
-		{"ErrUnsupportedOwner", ErrUnsupportedOwner.Error(), "not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet or serving.knative.dev/v1 Service"},
+		{"Names", Names(), "Deployment, StatefulSet, DaemonSet, Service (serving.knative.dev) or Rollout (argoproj.io)"},
+		{"Labels", Labels(), "deployment, statefulset, daemonset, knative_service or rollout"},
+		{"ErrUnsupportedOwner", ErrUnsupportedOwner.Error(), "not controlled by an apps/v1 Deployment, StatefulSet or DaemonSet or serving.knative.dev/v1 Service or argoproj.io/v1alpha1 Rollout"},
 		{"APIVersion of a Knative Service", RefOf(KnativeService, "ns", "x").APIVersion(), "serving.knative.dev/v1"},
+		{"APIVersion of a Rollout", RefOf(Rollout, "ns", "x").APIVersion(), "argoproj.io/v1alpha1"},
 		{"APIVersion", RefOf(DaemonSet, "ns", "x").APIVersion(), "apps/v1"},
 		{"String", RefOf(StatefulSet, "ns", "x").String(), "StatefulSet ns/x"},
 	}
@@ -68,7 +71,7 @@ func TestMessages(t *testing.T) {
 // file of the function spells a kind or an API group of a kind as a string literal: a new
 // kind is added here, and the rest of the code asks the registry.
 func TestNoKindLiterals(t *testing.T) {
-	words := []string{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "apps/v1", "serving.knative.dev"}
+	words := []string{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Rollout", "apps/v1", "serving.knative.dev"}
 	root := filepath.Join("..", "..")
 	skip := map[string]bool{"e2e": true, "tools": true, "testdata": true, filepath.Join("internal", "kinds"): true,
 		filepath.Join("internal", "fixture"): true}

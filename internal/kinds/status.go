@@ -22,6 +22,9 @@ type RolloutStatus struct {
 	// controller's ProgressDeadlineExceeded): a failure found before an undo is the bad
 	// rollout's, which the controller has not yet replaced with the undo's progress.
 	FailedAt time.Time
+	// Aborted: the rollout was aborted, so the revision that serves is not the newest one
+	// (an Argo Rollout's stable revision); Done then says that revision's pods are available.
+	Aborted bool
 	// Deadline is how long a rollout may take before it counts as failed: the kind's own
 	// (a Deployment's progressDeadlineSeconds), else DefaultDeadline.
 	Deadline time.Duration

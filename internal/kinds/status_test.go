@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 )
 
@@ -156,5 +157,46 @@ func check(t *testing.T, tt statusCase, got RolloutStatus) {
 	t.Helper()
 	if got.Done != tt.done || got.Failed != tt.fail || !strings.HasPrefix(got.Message, tt.want) {
 		t.Errorf("RolloutStatus() = done %v, failed %v, %q; want done %v, failed %v, %q...", got.Done, got.Failed, got.Message, tt.done, tt.fail, tt.want)
+	}
+}
+
+func TestRolloutStatus(t *testing.T) {
+	healthy := map[string]any{"type": "Healthy", "status": "True", "lastTransitionTime": "2026-12-07T10:00:00Z"}
+	tests := []struct {
+		statusCase
+		status   map[string]any
+		replicas int64
+		aborted  bool
+		doneAt   string
+	}{
+		{statusCase: statusCase{name: "spec not observed", want: "waiting for rollout spec update to be observed"},
+			status: map[string]any{"observedGeneration": "1", "phase": "Healthy"}},
+		{statusCase: statusCase{name: "healthy", done: true, want: `rollout "web" is Healthy: 2 of 2 replicas available`},
+			status: map[string]any{"observedGeneration": "2", "phase": "Healthy", "availableReplicas": int64(2), "conditions": []any{healthy}}, doneAt: "2026-12-07T10:00:00Z"},
+		{statusCase: statusCase{name: "paused at a canary step", want: `waiting for rollout "web": Paused CanaryPauseStep`},
+			status: map[string]any{"observedGeneration": "2", "phase": "Paused", "message": "CanaryPauseStep", "availableReplicas": int64(2)}},
+		{statusCase: statusCase{name: "progress deadline exceeded", fail: true, want: `rollout "web" is Degraded: ProgressDeadlineExceeded`},
+			status: map[string]any{"observedGeneration": "2", "phase": "Degraded", "message": "ProgressDeadlineExceeded: ReplicaSet has timed out progressing"}},
+		{statusCase: statusCase{name: "aborted, the stable pods available", done: true, want: `rollout "web" aborted: its stable revision (abc) serves, 2 of 2`},
+			status: map[string]any{"observedGeneration": "2", "phase": "Degraded", "message": "RolloutAborted", "abort": true, "stableRS": "abc", "availableReplicas": int64(2)}, aborted: true},
+		{statusCase: statusCase{name: "aborted, the stable pods not all available", want: `waiting for rollout "web": aborted, 1 of 2`},
+			status: map[string]any{"observedGeneration": "2", "phase": "Degraded", "message": "RolloutAborted", "abort": true, "availableReplicas": int64(1)}, aborted: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := &unstructured.Unstructured{Object: map[string]any{
+				"metadata": map[string]any{"name": "web", "generation": int64(2)},
+				"spec":     map[string]any{"replicas": int64(2), "progressDeadlineSeconds": int64(120)},
+				"status":   tt.status,
+			}}
+			got := rollout{}.RolloutStatus(&Workload{object: u})
+			check(t, tt.statusCase, got)
+			if got.Aborted != tt.aborted || got.Deadline != 2*time.Minute {
+				t.Errorf("aborted %v, deadline %s; want %v, 2m0s", got.Aborted, got.Deadline, tt.aborted)
+			}
+			if at := got.DoneAt.UTC().Format(time.RFC3339); tt.doneAt != "" && at != tt.doneAt {
+				t.Errorf("DoneAt %s; want %s", at, tt.doneAt)
+			}
+		})
 	}
 }

@@ -67,6 +67,12 @@ type Workload struct {
 	Ahead bool
 	// object is the object as read, for the kind's RolloutStatus (shared: never changed).
 	object any
+	// Peers are the controllers, other than the workload, of objects its history read
+	// found with it (an Argo Rollout's ReplicaSets that a Deployment's selector matches when
+	// the Rollout runs the Deployment's template through workloadRef); see Follower.
+	Peers []metav1.OwnerReference
+	// Own is what the kind read for its Restore beyond this (an Argo Rollout's status).
+	Own any
 }
 
 // Revision is one entry of a workload's rollout history, whatever its kind.

@@ -34,8 +34,13 @@ func TestResolve(t *testing.T) {
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "migrate", UID: "job-uid"}}
 	jobPod := fixture.ControlledPod(job, "Job", "migrate-q8w2z", "")
 	jobPod.OwnerReferences[0].APIVersion = "batch/v1"
-	objects := slices.Concat([]runtime.Object{d, sts, ds, stsPod, dsPod, deployPod, jobPod},
-		fixture.Objects(rss...), fixture.Objects(crs...), fixture.Objects(dcrs...))
+	_, rors := fixture.Rollout(ns, "web", 0, "shop/web:v1", "shop/web:v2")
+	rolloutPod := fixture.Pod(rors[1], "q7w2z")
+	objects := slices.Concat([]runtime.Object{d, sts, ds, stsPod, dsPod, deployPod, jobPod, rolloutPod},
+		fixture.Objects(rss...), fixture.Objects(crs...), fixture.Objects(dcrs...), fixture.Objects(rors...))
+	argo := func(name string) kinds.Ref {
+		return kinds.Ref{Group: kinds.Rollout.Group, Kind: kinds.Rollout.Kind, Namespace: ns, Name: name}
+	}
 
 	svc, cfg, revs := fixture.KnativeService(ns, "web", "web:v1", "web:v2")
 	dynObjects := []runtime.Object{svc, cfg, revs[0], revs[1]}
@@ -75,6 +80,11 @@ func TestResolve(t *testing.T) {
 			want: apps("StatefulSet", "db"), wantUID: string(sts.UID), wantRev: crs[1].Name, wantReads: 1},
 		{name: "pod of a DaemonSet", labels: map[string]string{"pod": dsPod.Name},
 			want: apps("DaemonSet", "agent"), wantUID: string(ds.UID), wantRev: dcrs[1].Name, wantReads: 1},
+		{name: "rollout label", labels: map[string]string{"rollout": "web"}, want: argo("web")},
+		{name: "replicaset label of a Rollout leads to it", labels: map[string]string{"replicaset": rors[0].Name},
+			want: argo("web"), wantUID: string(rors[0].OwnerReferences[0].UID), wantRev: fixture.Hash("shop/web:v1"), wantReads: 1},
+		{name: "pod of a Rollout", labels: map[string]string{"pod": rolloutPod.Name},
+			want: argo("web"), wantUID: string(rors[0].OwnerReferences[0].UID), wantRev: fixture.Hash("shop/web:v2"), wantReads: 2},
 		{name: "pod of a Job", labels: map[string]string{"pod": jobPod.Name}, wantErr: ErrUnsupportedOwner, wantReads: 1},
 		{name: "pod gone, not a Deployment's", labels: map[string]string{"pod": "db-7"}, wantErr: ErrNotFound, wantReads: 1},
 		{name: "no workload label", labels: map[string]string{"alertname": "X"}, wantErr: ErrNoWorkloadLabel},

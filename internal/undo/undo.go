@@ -235,6 +235,13 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 			return Change{UID: w.UID, Notes: done.notes, Related: done.related}, err
 		}
 	}
+	// A workload run by one of another kind without being controlled by it (kinds.Follower:
+	// an Argo Rollout's workloadRef Deployment) is that one's to undo, as an owner's is.
+	if t, ok, err := kinds.Follow(ctx, u.env, w); err != nil {
+		return Change{UID: w.UID, Notes: done.notes, Related: done.related}, err
+	} else if ok {
+		return Change{UID: w.UID, Notes: done.notes, Related: done.related}, &followOwner{from: w.Ref, to: t}
+	}
 	if c, done, err := u.verify(ctx, k, w, req); done {
 		return c, err
 	}
@@ -260,6 +267,12 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 			return c, err
 		}
 	}
+	// A kind whose restore takes more than one form says which this one takes, in the record
+	// and, once it is written, in the answer.
+	notes := done.notes
+	if d, ok := k.(kinds.Describer); ok {
+		notes = append(slices.Clone(notes), d.Describe(w, to))
+	}
 	state, _ := readState(w.Annotations) // decide has checked it
 	at := u.opts.Now().UTC().Truncate(time.Second)
 	var pending *Verification
@@ -267,13 +280,16 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 		pending = &Verification{At: at, Revision: to.ID, Number: to.Number, From: from.Number, Alerts: fingerprints(req.AlertIDs)}
 	}
 	next, err := state.after(from.ID, req.AlertIDs, Record{
-		At: at, Alert: req.Alert, From: from.Number, To: to.Number, Notes: done.notes,
+		At: at, Alert: req.Alert, From: from.Number, To: to.Number, Notes: notes,
 	}, pending).encode()
 	if err != nil {
 		return c, err
 	}
 	wctx, sent := kube.Track(ctx)
 	err = k.Restore(wctx, u.env, w, to, next, u.opts.DryRun)
+	if err == nil {
+		c.Notes = notes
+	}
 	if !sent.NotApplied(err) {
 		// The write landed, or may have (a timeout, a 5xx): what the Gate took paid for it
 		// and stays taken, whatever the next attempts do.

@@ -47,6 +47,9 @@ func (u *Undoer) verify(ctx context.Context, k kinds.Kind, w *kinds.Workload, re
 	switch {
 	case at == 0 && kinds.EqualIgnoreHash(w.History[0].Template, w.Template):
 		// The revision rolled back to is the current one: its status decides.
+	case at > 0 && kinds.EqualIgnoreHash(w.History[at].Template, w.Template) && status.Aborted:
+		// The workload serves the revision rolled back to without making it its newest (an
+		// aborted Argo Rollout serves its stable one): its status decides.
 	case at > 0 && kinds.EqualIgnoreHash(w.History[at].Template, w.Template):
 		// The undo's template is there, and the controller has not recorded it as the
 		// current revision yet.
