@@ -254,7 +254,9 @@ func rolloutHistory(w *Workload, ro *rolloutObject, rss []appsv1.ReplicaSet) err
 		if other, dup := seen[n]; dup {
 			return fmt.Errorf("%w: replicasets %s and %s both claim revision %d of rollout %s/%s", ErrForeignHistory, other, rs.Name, n, ns, name)
 		}
-		if other, ok := retired[n]; ok {
+		// Its own number in its own revision-history is the controller's doing: aborting, it
+		// lists the canary's revision there.
+		if other, ok := retired[n]; ok && other != rs.Name {
 			return fmt.Errorf("%w: replicaset %s claims revision %d of rollout %s/%s, which replicaset %s held before it was made current again (its %s)",
 				ErrForeignHistory, rs.Name, n, ns, name, other, rolloutRevisionHistoryAnnotation)
 		}

@@ -115,6 +115,16 @@ func TestRollout(t *testing.T) {
 			wantErr: ErrAlreadyAtTarget, wantFrom: 2, wantTo: 1, wantImage: "app:v2", wantAbort: true,
 		},
 		{
+			// The controller, aborting, lists the canary's own revision in its
+			// revision-history: one ReplicaSet holding one number twice is not foreign.
+			name: "already aborted, the canary's revision-history naming its own revision", stable: 0,
+			edit: []rolloutCase{withStatus("abort", true), func(_ *unstructured.Unstructured, rss []*appsv1.ReplicaSet) []runtime.Object {
+				rss[1].Annotations["rollout.argoproj.io/revision-history"] = "2"
+				return nil
+			}},
+			wantErr: ErrAlreadyAtTarget, wantFrom: 2, wantTo: 1, wantImage: "app:v2", wantAbort: true,
+		},
+		{
 			name: "spec not observed by the controller yet: pending", stable: 1,
 			edit:    []rolloutCase{withStatus("observedGeneration", "0")},
 			wantErr: ErrRolloutPending, wantFrom: 2, wantTo: 1, wantImage: "app:v2",
