@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/e2e/fixture"
 	"github.com/sre-kit/alert-rollback/e2e/run"
 	"github.com/sre-kit/alert-rollback/internal/alert"
 	"github.com/sre-kit/alert-rollback/internal/outcome"
@@ -114,6 +115,91 @@ func TestArgoRollout(t *testing.T) {
 		t.Logf("after:  %s", a.describe("api"))
 		a.resolved(url, token, labels)
 	})
+
+	// The Rollout runs a Deployment's template (workloadRef); the alert names the Deployment,
+	// which has no owner reference to follow: the function finds the Rollout that runs it
+	// and undoes it as the plugin does, writing the Deployment's template.
+	t.Run("workloadRef Deployment named by the alert", func(t *testing.T) {
+		a := a.with(t)
+		const name, dep = "cart", "cart-app"
+		first := a.createRef(name, dep)
+		a.setDeploymentImage(dep, cluster.PauseImage)
+		promoted := a.waitRollout(name, "revision 2 fully promoted", func(ro *unstructured.Unstructured) bool {
+			h := status(ro, "currentPodHash")
+			return h != first && status(ro, "stableRS") == h && status(ro, "phase") == "Healthy"
+		})
+		bad := status(promoted, "stableRS")
+		t.Logf("before: %s; Deployment %s runs %s", a.describe(name), dep, a.deploymentImage(dep))
+		labels := map[string]string{"alertname": "AppNotServing", "namespace": ns, "deployment": dep, "severity": "rollback"}
+		r := a.post(url, token, labels)
+		if r.Kind != "Rollout" || r.Name != name || !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "the template of Deployment "+dep) }) {
+			t.Fatalf("answer %+v; want Rollout %s undone through Deployment %s's template", r, name, dep)
+		}
+		a.waitRollout(name, "revision 1's template promoted again, its pods Ready", func(ro *unstructured.Unstructured) bool {
+			return status(ro, "stableRS") == first && status(ro, "currentPodHash") == first && status(ro, "phase") == "Healthy" &&
+				a.scaledDown(name+"-"+bad) && a.serving(first, cluster.AppImage, 2)
+		})
+		if image := a.deploymentImage(dep); image != cluster.AppImage {
+			t.Errorf("Deployment %s runs %s; want %s back", dep, image, cluster.AppImage)
+		}
+		t.Logf("after:  %s; Deployment %s runs %s", a.describe(name), dep, a.deploymentImage(dep))
+		a.resolved(url, token, labels)
+	})
+}
+
+// createRef makes Deployment dep (no replicas of its own) and the canary Rollout name that
+// runs its template through workloadRef, and returns the Rollout's first ReplicaSet's hash
+// once it is Healthy.
+func (a *argo) createRef(name, dep string) string {
+	a.t.Helper()
+	c := fixture.Container(cluster.AppImage, "10m")
+	c.ImagePullPolicy = corev1.PullNever
+	d := fixture.Deployment(a.ns, dep, c)
+	d.Spec.Replicas = new(int32)
+	d.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}
+	d.Spec.Template.Labels = map[string]string{"app": name}
+	if _, err := kube.Clientset.AppsV1().Deployments(a.ns).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
+		a.t.Fatal(err)
+	}
+	ro := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+		"metadata": map[string]any{"name": name, "namespace": a.ns},
+		"spec": map[string]any{
+			"replicas":    int64(2),
+			"selector":    map[string]any{"matchLabels": map[string]any{"app": name}},
+			"workloadRef": map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": dep},
+			"strategy": map[string]any{"canary": map[string]any{"steps": []any{
+				map[string]any{"setWeight": int64(50)},
+				map[string]any{"pause": map[string]any{"duration": "2s"}},
+			}}},
+		},
+	}}
+	if _, err := a.dyn.Create(context.Background(), ro, metav1.CreateOptions{}); err != nil {
+		a.t.Fatal(err)
+	}
+	healthy := a.waitRollout(name, "revision 1 Healthy", func(ro *unstructured.Unstructured) bool {
+		h := status(ro, "stableRS")
+		return h != "" && h == status(ro, "currentPodHash") && status(ro, "phase") == "Healthy" && a.serving(h, cluster.AppImage, 2)
+	})
+	return status(healthy, "stableRS")
+}
+
+// setDeploymentImage makes a new template of Deployment name, running image.
+func (a *argo) setDeploymentImage(name, image string) {
+	a.t.Helper()
+	patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":%q}]`, image)
+	if _, err := kube.Clientset.AppsV1().Deployments(a.ns).Patch(context.Background(), name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func (a *argo) deploymentImage(name string) string {
+	a.t.Helper()
+	d, err := kube.Clientset.AppsV1().Deployments(a.ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return d.Spec.Template.Spec.Containers[0].Image
 }
 
 // startArgoRollouts applies the Argo Rollouts CRDs and runs its controller on the node (as a

@@ -136,7 +136,7 @@ func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Read
 		if other, dup := seen[n]; dup {
 			return nil, fmt.Errorf("%w: replicasets %s and %s both claim revision %d of deployment %s/%s", ErrForeignHistory, other, rs.Name, n, ns, name)
 		}
-		if other, ok := retired[n]; ok && other != rs.Name {
+		if other, ok := retired[n]; ok {
 			return nil, fmt.Errorf("%w: replicaset %s claims revision %d of deployment %s/%s, which replicaset %s held before it was made current again (its %s)",
 				ErrForeignHistory, rs.Name, n, ns, name, other, revisionHistoryAnnotation)
 		}

@@ -105,6 +105,11 @@ type rolloutState struct {
 	stable string
 	// deployment and its resourceVersion, when the template comes from a workloadRef.
 	deployment, deploymentRV string
+	// observed: the controller has seen the Rollout's spec and its workloadRef's (Argo's own
+	// test: observedGeneration at least the generation, or not a number).
+	observed bool
+	// stableAvailable counts the stable ReplicaSet's available pods.
+	stableAvailable int32
 }
 
 func (rollout) dynamic(e *Env, ns string) (dynamic.ResourceInterface, error) {
@@ -162,7 +167,7 @@ func (r rollout) Load(ctx context.Context, e *Env, ns, name string, _ *Reads) (*
 	}
 	own := &rolloutState{}
 	w.Own, w.object = own, u
-	observed := ro.Status.ObservedGeneration == strconv.FormatInt(ro.Meta.Generation, 10)
+	observed := observedAtLeast(ro.Status.ObservedGeneration, ro.Meta.Generation)
 	template, _, _ := unstructured.NestedMap(u.Object, "spec", "template")
 	if ref := ro.Spec.WorkloadRef; ref != nil {
 		gv, _ := schema.ParseGroupVersion(ref.APIVersion)
@@ -174,11 +179,14 @@ func (r rollout) Load(ctx context.Context, e *Env, ns, name string, _ *Reads) (*
 			return nil, getError("deployment", ns, ref.Name, err)
 		}
 		own.deployment, own.deploymentRV = dep.Name, dep.ResourceVersion
+		w.Also = append(w.Also, Object{Ref: RefOf(Deployment, ns, dep.Name), UID: dep.UID,
+			Controller: metav1.GetControllerOf(dep), Labels: dep.Labels, Annotations: dep.Annotations})
 		if template, err = runtime.DefaultUnstructuredConverter.ToUnstructured(&dep.Spec.Template); err != nil {
 			return nil, err
 		}
-		observed = observed && ro.Status.WorkloadObservedGeneration == strconv.FormatInt(dep.Generation, 10)
+		observed = observed && observedAtLeast(ro.Status.WorkloadObservedGeneration, dep.Generation)
 	}
+	own.observed = observed
 	if ro.Spec.Selector == nil {
 		return nil, fmt.Errorf("%w: rollout %s/%s has no selector", ErrForeignHistory, ns, name)
 	}
@@ -196,6 +204,11 @@ func (r rollout) Load(ctx context.Context, e *Env, ns, name string, _ *Reads) (*
 	}
 	if err := rolloutHistory(w, ro, list.Items); err != nil {
 		return nil, err
+	}
+	for i := range list.Items {
+		if rs := &list.Items[i]; metav1.IsControlledBy(rs, &ro.Meta) && rs.Labels[rolloutHashLabel] == ro.Status.StableRS {
+			own.stableAvailable = rs.Status.AvailableReplicas
+		}
 	}
 
 	// The template the Rollout runs: the newest revision holding it, once observed.
@@ -224,6 +237,13 @@ func (r rollout) Load(ctx context.Context, e *Env, ns, name string, _ *Reads) (*
 		break
 	}
 	return w, nil
+}
+
+// observedAtLeast is Argo's test of an observed generation (utils/conditions): the status's
+// number is at least the object's, or is not a number (older controllers wrote a hash).
+func observedAtLeast(status string, generation int64) bool {
+	n, err := strconv.ParseInt(status, 10, 64)
+	return err != nil || n >= generation
 }
 
 // rolloutHistory sets w's History from the ReplicaSets listed: those the Rollout controls,
@@ -479,60 +499,53 @@ func (r rollout) Follow(ctx context.Context, e *Env, w *Workload) (Target, bool,
 
 // RolloutStatus is what `kubectl argo rollouts status` says of the Rollout Load read, from
 // the phase its controller writes (Healthy, Progressing, Paused, Degraded), with one
-// difference: an aborted rollout is Degraded to Argo, but once its stable revision's pods are
-// all available the abort did what the undo meant, and that counts as done. The deadline is
-// the Rollout's progressDeadlineSeconds (600 by default, as a Deployment's).
+// difference: an aborted rollout is Degraded to Argo, but once the controller has acted on the
+// abort and the stable ReplicaSet's own pods are all available, the abort did what the undo
+// meant, and that counts as done. A rollout paused at a step is neither done nor failing:
+// people promote it (Argo does not count a pause against progressDeadlineSeconds either). The
+// deadline is the Rollout's progressDeadlineSeconds (600 by default, as a Deployment's).
 func (rollout) RolloutStatus(w *Workload) RolloutStatus {
 	u := w.object.(*unstructured.Unstructured)
-	s := RolloutStatus{Deadline: defaultProgressSecond * time.Second}
+	st, _ := w.Own.(*rolloutState)
+	s := RolloutStatus{Deadline: DefaultDeadline}
 	if p, ok, _ := unstructured.NestedInt64(u.Object, "spec", "progressDeadlineSeconds"); ok {
 		s.Deadline = time.Duration(p) * time.Second
 	}
-	str := func(f ...string) string { v, _, _ := unstructured.NestedString(u.Object, f...); return v }
-	num := func(f ...string) int64 { v, _, _ := unstructured.NestedInt64(u.Object, f...); return v }
-	if str("status", "observedGeneration") != strconv.FormatInt(u.GetGeneration(), 10) {
+	if st == nil || !st.observed {
 		s.Message = "waiting for rollout spec update to be observed"
 		return s
 	}
+	str := func(f ...string) string { v, _, _ := unstructured.NestedString(u.Object, f...); return v }
 	desired := int64(1)
 	if r, ok, _ := unstructured.NestedInt64(u.Object, "spec", "replicas"); ok {
 		desired = r
 	}
-	available := num("status", "availableReplicas")
+	available, _, _ := unstructured.NestedInt64(u.Object, "status", "availableReplicas")
 	phase, message := str("status", "phase"), str("status", "message")
 	aborted, _, _ := unstructured.NestedBool(u.Object, "status", "abort")
+	seen := phase == "Degraded" && strings.HasPrefix(message, "RolloutAborted")
 	switch {
-	case aborted && available >= desired:
+	case aborted && seen && int64(st.stableAvailable) >= desired:
 		s.Done, s.Aborted = true, true
-		s.Message = fmt.Sprintf("rollout %q aborted: its stable revision (%s) serves, %d of %d replicas available", u.GetName(), str("status", "stableRS"), available, desired)
+		s.Message = fmt.Sprintf("rollout %q aborted: its stable revision (%s) serves, %d of %d of its replicas available", u.GetName(), str("status", "stableRS"), st.stableAvailable, desired)
 	case aborted:
 		s.Aborted = true
-		s.Message = fmt.Sprintf("waiting for rollout %q: aborted, %d of %d of its stable revision's replicas available", u.GetName(), available, desired)
+		s.Message = fmt.Sprintf("waiting for rollout %q: aborted (%s), %d of %d of the stable revision's replicas available", u.GetName(), strings.TrimSpace(phase+" "+message), st.stableAvailable, desired)
 	case phase == "Healthy":
 		s.Done = true
 		s.Message = fmt.Sprintf("rollout %q is Healthy: %d of %d replicas available", u.GetName(), available, desired)
-		s.DoneAt = rolloutConditionTime(u, "Healthy")
+		s.DoneAt = conditionTime(u, "Healthy")
 	case phase == "Degraded":
 		s.Failed = true
 		s.Message = fmt.Sprintf("rollout %q is Degraded: %s", u.GetName(), message)
-		s.FailedAt = rolloutConditionTime(u, "Progressing")
+		s.FailedAt = conditionTime(u, "Progressing")
+	case phase == "Paused":
+		s.Paused = true
+		s.Message = fmt.Sprintf("rollout %q is paused (%s): it finishes when promoted (kubectl argo rollouts promote)", u.GetName(), message)
 	default:
 		s.Message = fmt.Sprintf("waiting for rollout %q: %s", u.GetName(), strings.TrimSpace(phase+" "+message))
 	}
 	return s
-}
-
-// rolloutConditionTime is when the Rollout's condition typ last changed; zero when absent.
-func rolloutConditionTime(u *unstructured.Unstructured, typ string) time.Time {
-	conditions, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conditions {
-		if m, ok := c.(map[string]any); ok && m["type"] == typ {
-			if t, err := time.Parse(time.RFC3339, fmt.Sprint(m["lastTransitionTime"])); err == nil {
-				return t
-			}
-		}
-	}
-	return time.Time{}
 }
 
 // WriteState writes the state annotation alone, as a merge patch under the resourceVersion

@@ -25,6 +25,9 @@ type RolloutStatus struct {
 	// Aborted: the rollout was aborted, so the revision that serves is not the newest one
 	// (an Argo Rollout's stable revision); Done then says that revision's pods are available.
 	Aborted bool
+	// Paused: the rollout waits for people (an Argo Rollout paused at a canary step), so its
+	// deadline does not run.
+	Paused bool
 	// Deadline is how long a rollout may take before it counts as failed: the kind's own
 	// (a Deployment's progressDeadlineSeconds), else DefaultDeadline.
 	Deadline time.Duration

@@ -162,25 +162,38 @@ func check(t *testing.T, tt statusCase, got RolloutStatus) {
 
 func TestRolloutStatus(t *testing.T) {
 	healthy := map[string]any{"type": "Healthy", "status": "True", "lastTransitionTime": "2026-12-07T10:00:00Z"}
+	aborted := func(phase, message string, available int64) map[string]any {
+		return map[string]any{"phase": phase, "message": message, "abort": true, "stableRS": "abc", "availableReplicas": available}
+	}
 	tests := []struct {
 		statusCase
-		status   map[string]any
-		replicas int64
-		aborted  bool
-		doneAt   string
+		status map[string]any
+		// state is what Load found: the spec observed, the stable ReplicaSet's available pods.
+		state   rolloutState
+		aborted bool
+		paused  bool
+		doneAt  string
 	}{
 		{statusCase: statusCase{name: "spec not observed", want: "waiting for rollout spec update to be observed"},
-			status: map[string]any{"observedGeneration": "1", "phase": "Healthy"}},
+			status: map[string]any{"phase": "Healthy"}},
 		{statusCase: statusCase{name: "healthy", done: true, want: `rollout "web" is Healthy: 2 of 2 replicas available`},
-			status: map[string]any{"observedGeneration": "2", "phase": "Healthy", "availableReplicas": int64(2), "conditions": []any{healthy}}, doneAt: "2026-12-07T10:00:00Z"},
-		{statusCase: statusCase{name: "paused at a canary step", want: `waiting for rollout "web": Paused CanaryPauseStep`},
-			status: map[string]any{"observedGeneration": "2", "phase": "Paused", "message": "CanaryPauseStep", "availableReplicas": int64(2)}},
+			status: map[string]any{"phase": "Healthy", "availableReplicas": int64(2), "conditions": []any{healthy}},
+			state:  rolloutState{observed: true}, doneAt: "2026-12-07T10:00:00Z"},
+		{statusCase: statusCase{name: "paused at a canary step: waits for people, no deadline", want: `rollout "web" is paused (CanaryPauseStep)`},
+			status: map[string]any{"phase": "Paused", "message": "CanaryPauseStep", "availableReplicas": int64(2)},
+			state:  rolloutState{observed: true}, paused: true},
 		{statusCase: statusCase{name: "progress deadline exceeded", fail: true, want: `rollout "web" is Degraded: ProgressDeadlineExceeded`},
-			status: map[string]any{"observedGeneration": "2", "phase": "Degraded", "message": "ProgressDeadlineExceeded: ReplicaSet has timed out progressing"}},
-		{statusCase: statusCase{name: "aborted, the stable pods available", done: true, want: `rollout "web" aborted: its stable revision (abc) serves, 2 of 2`},
-			status: map[string]any{"observedGeneration": "2", "phase": "Degraded", "message": "RolloutAborted", "abort": true, "stableRS": "abc", "availableReplicas": int64(2)}, aborted: true},
-		{statusCase: statusCase{name: "aborted, the stable pods not all available", want: `waiting for rollout "web": aborted, 1 of 2`},
-			status: map[string]any{"observedGeneration": "2", "phase": "Degraded", "message": "RolloutAborted", "abort": true, "availableReplicas": int64(1)}, aborted: true},
+			status: map[string]any{"phase": "Degraded", "message": "ProgressDeadlineExceeded: ReplicaSet has timed out progressing"},
+			state:  rolloutState{observed: true}},
+		{statusCase: statusCase{name: "aborted, seen by the controller, the stable pods available", done: true, want: `rollout "web" aborted: its stable revision (abc) serves, 2 of 2`},
+			status: aborted("Degraded", "RolloutAborted: Rollout aborted update to revision 2", 2),
+			state:  rolloutState{observed: true, stableAvailable: 2}, aborted: true},
+		{statusCase: statusCase{name: "aborted, the stable pods not all available (the canary's count)", want: `waiting for rollout "web": aborted (Degraded RolloutAborted`},
+			status: aborted("Degraded", "RolloutAborted: Rollout aborted update to revision 2", 2),
+			state:  rolloutState{observed: true, stableAvailable: 1}, aborted: true},
+		{statusCase: statusCase{name: "aborted by the undo, not yet acted on by the controller", want: `waiting for rollout "web": aborted (Paused CanaryPauseStep)`},
+			status: aborted("Paused", "CanaryPauseStep", 2),
+			state:  rolloutState{observed: true, stableAvailable: 2}, aborted: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -189,13 +202,34 @@ func TestRolloutStatus(t *testing.T) {
 				"spec":     map[string]any{"replicas": int64(2), "progressDeadlineSeconds": int64(120)},
 				"status":   tt.status,
 			}}
-			got := rollout{}.RolloutStatus(&Workload{object: u})
+			got := rollout{}.RolloutStatus(&Workload{object: u, Own: &tt.state})
 			check(t, tt.statusCase, got)
-			if got.Aborted != tt.aborted || got.Deadline != 2*time.Minute {
-				t.Errorf("aborted %v, deadline %s; want %v, 2m0s", got.Aborted, got.Deadline, tt.aborted)
+			if got.Aborted != tt.aborted || got.Paused != tt.paused || got.Deadline != 2*time.Minute {
+				t.Errorf("aborted %v, paused %v, deadline %s; want %v, %v, 2m0s", got.Aborted, got.Paused, got.Deadline, tt.aborted, tt.paused)
 			}
 			if at := got.DoneAt.UTC().Format(time.RFC3339); tt.doneAt != "" && at != tt.doneAt {
 				t.Errorf("DoneAt %s; want %s", at, tt.doneAt)
+			}
+		})
+	}
+}
+
+func TestObservedAtLeast(t *testing.T) {
+	tests := []struct {
+		name   string
+		status string
+		want   bool
+	}{
+		{"equal", "3", true},
+		{"newer", "4", true},
+		{"older", "2", false},
+		{"empty: never observed is not a number either, as Argo reads it", "", true},
+		{"a hash, as older controllers wrote", "7b5c9f", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := observedAtLeast(tt.status, 3); got != tt.want {
+				t.Errorf("observedAtLeast(%q, 3) = %v; want %v", tt.status, got, tt.want)
 			}
 		})
 	}

@@ -73,6 +73,19 @@ type Workload struct {
 	Peers []metav1.OwnerReference
 	// Own is what the kind read for its Restore beyond this (an Argo Rollout's status).
 	Own any
+	// Also are the other objects the kind's Restore may write for this workload (an Argo
+	// Rollout's workloadRef Deployment), as read: the undo holds each to the guards it holds
+	// the workload to (another controller, the opt-out, GitOps), so what an alert reaches
+	// through a workload is never more than what it could reach by naming that object.
+	Also []Object
+}
+
+// Object is an object other than the workload that a Restore writes (Workload.Also).
+type Object struct {
+	Ref                 Ref
+	UID                 types.UID
+	Controller          *metav1.OwnerReference
+	Labels, Annotations map[string]string
 }
 
 // Revision is one entry of a workload's rollout history, whatever its kind.

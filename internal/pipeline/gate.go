@@ -27,11 +27,20 @@ type gate struct {
 }
 
 func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admission, error) {
-	w := gitops.Workload{Group: s.Ref.Group, Kind: s.Ref.Kind, Namespace: s.Ref.Namespace, Name: s.Ref.Name,
-		Labels: s.Labels, Annotations: s.Annotations}
-	owners, err := g.gitops.Check(ctx, w)
-	if err != nil {
-		return undo.Admission{}, err
+	// The workload, then every other object the undo writes (an Argo Rollout's workloadRef
+	// Deployment): a GitOps owner of any of them would revert the undo.
+	subjects := []gitops.Workload{{Group: s.Ref.Group, Kind: s.Ref.Kind, Namespace: s.Ref.Namespace, Name: s.Ref.Name,
+		Labels: s.Labels, Annotations: s.Annotations}}
+	for _, o := range s.Also {
+		subjects = append(subjects, gitops.Workload{Group: o.Ref.Group, Kind: o.Ref.Kind, Namespace: o.Ref.Namespace, Name: o.Ref.Name,
+			Labels: o.Labels, Annotations: o.Annotations})
+	}
+	owners := make([][]gitops.Owner, len(subjects))
+	for i, w := range subjects {
+		var err error
+		if owners[i], err = g.gitops.Check(ctx, w); err != nil {
+			return undo.Admission{}, err
+		}
 	}
 	// Every undo spends a unit of its own, also two replicas undoing the same alerts: the
 	// loser gives its own back, never the unit that paid for the undo that landed. The unit
@@ -39,6 +48,7 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 	// the Lease keeps the cooldown by it.
 	var unit budget.Unit
 	if !s.Paid {
+		var err error
 		unit, err = g.budget.TakeFor(ctx, budget.Workload{Name: s.Ref.String(), UID: string(s.UID), Generation: s.Generation}, dryRun)
 		if err != nil {
 			return undo.Admission{}, err
@@ -50,26 +60,28 @@ func (g gate) Admit(ctx context.Context, s undo.Subject, dryRun bool) (undo.Admi
 				"workload", s.Ref.String(), "error", err)
 		}
 	}
-	suspended, err := g.gitops.Suspend(ctx, w, owners, dryRun)
 	var adm undo.Admission
-	for _, sus := range suspended {
-		if dryRun {
-			// Sent as a server-side dry run: nothing changed, so no Event on the owner.
-			adm.Notes = append(adm.Notes, "dry run: would have suspended "+sus.String())
-			continue
+	for i, w := range subjects {
+		suspended, err := g.gitops.Suspend(ctx, w, owners[i], dryRun)
+		for _, sus := range suspended {
+			if dryRun {
+				// Sent as a server-side dry run: nothing changed, so no Event on the owner.
+				adm.Notes = append(adm.Notes, "dry run: would have suspended "+sus.String())
+				continue
+			}
+			adm.Notes = append(adm.Notes, "suspended "+sus.String())
+			adm.Related = append(adm.Related, sus.Ref)
 		}
-		adm.Notes = append(adm.Notes, "suspended "+sus.String())
-		adm.Related = append(adm.Related, sus.Ref)
-	}
-	if err != nil {
-		// No undo: the unit goes back (without the request's deadline, which may be what
-		// failed). Owners already suspended stay so: the notes and Events say which, so
-		// people can resume them.
-		release(context.WithoutCancel(ctx))
-		return adm, err
-	}
-	if note := gitops.HelmNote(w); note != "" {
-		adm.Notes = append(adm.Notes, note)
+		if err != nil {
+			// No undo: the unit goes back (without the request's deadline, which may be what
+			// failed). Owners already suspended stay so: the notes and Events say which, so
+			// people can resume them.
+			release(context.WithoutCancel(ctx))
+			return adm, err
+		}
+		if note := gitops.HelmNote(w); note != "" {
+			adm.Notes = append(adm.Notes, note)
+		}
 	}
 	if unit.ID != "" {
 		adm.Release = release

@@ -25,6 +25,9 @@ type Subject struct {
 	// UID and Generation are the object's as read for this attempt, before its write.
 	UID        types.UID
 	Generation int64
+	// Also are the other objects the undo writes (kinds.Workload.Also): the Gate holds them
+	// to its checks as well (a GitOps tool that would revert one).
+	Also []kinds.Object
 	// Paid is set when an earlier attempt of the same undo was admitted and what the Gate
 	// took for it (a budget unit) is still held: that attempt's write was refused with a
 	// conflict, so it changed nothing, and this attempt needs nothing more.

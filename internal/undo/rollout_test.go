@@ -175,6 +175,27 @@ func TestRollout(t *testing.T) {
 			wantNote: "the template of Deployment web-app (the Rollout's workloadRef) is revision 1's", wantBad: []string{fixture.Hash("app:v2")},
 		},
 		{
+			// The Deployment is what the undo would write: another controller's Deployment is
+			// refused as it would be if the alert named it.
+			name: "workloadRef Deployment controlled by another object: refused", stable: 1,
+			edit: []rolloutCase{func(ro *unstructured.Unstructured, rss []*appsv1.ReplicaSet) []runtime.Object {
+				objs := workloadRef(ro, rss)
+				d := objs[0].(*appsv1.Deployment)
+				d.OwnerReferences = []metav1.OwnerReference{{APIVersion: "example.dev/v1", Kind: "App", Name: "web", UID: "uid-app", Controller: ptr.To(true)}}
+				return objs
+			}},
+			wantErr: ErrControllerOwned, wantImage: "app:v2",
+		},
+		{
+			name: "workloadRef Deployment opted out: refused", stable: 1,
+			edit: []rolloutCase{func(ro *unstructured.Unstructured, rss []*appsv1.ReplicaSet) []runtime.Object {
+				objs := workloadRef(ro, rss)
+				objs[0].(*appsv1.Deployment).Annotations = map[string]string{OptOutAnnotation: "true"}
+				return objs
+			}},
+			wantErr: ErrOptOut, wantImage: "app:v2",
+		},
+		{
 			name: "workloadRef Deployment named: its Rollout is undone", stable: 0,
 			edit: []rolloutCase{workloadRef}, req: request(kinds.Deployment, "web-app"),
 			wantFrom: 2, wantTo: 1, wantWrites: []string{"patch rollouts/status", "patch rollouts"}, wantImage: "app:v2",

@@ -260,7 +260,7 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 	}
 	if u.opts.Gate != nil {
 		adm, err := u.opts.Gate.Admit(ctx, Subject{Ref: w.Ref, UID: w.UID, Generation: w.Generation,
-			Labels: w.Labels, Annotations: w.Annotations, Paid: done.release != nil}, u.opts.DryRun)
+			Labels: w.Labels, Annotations: w.Annotations, Also: w.Also, Paid: done.release != nil}, u.opts.DryRun)
 		done.add(adm)
 		c.Notes, c.Related = done.notes, done.related
 		if err != nil {
@@ -363,6 +363,16 @@ func (u *Undoer) decide(w *kinds.Workload, req Request) (from, to kinds.Revision
 	}
 	if w.Annotations[OptOutAnnotation] == "true" {
 		return from, to, ErrOptOut
+	}
+	// The objects the restore writes besides the workload answer to the same two checks.
+	for _, o := range w.Also {
+		if c := o.Controller; c != nil {
+			return from, to, fmt.Errorf("%w: %s, which the undo of %s writes, is controlled by %s %s %s", ErrControllerOwned,
+				o.Ref, w.Ref, c.APIVersion, c.Kind, c.Name)
+		}
+		if o.Annotations[OptOutAnnotation] == "true" {
+			return from, to, fmt.Errorf("%w (on %s, which the undo of %s writes)", ErrOptOut, o.Ref, w.Ref)
+		}
 	}
 	state, err := readState(w.Annotations)
 	if err != nil {

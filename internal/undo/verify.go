@@ -78,7 +78,7 @@ func (u *Undoer) verify(ctx context.Context, k kinds.Kind, w *kinds.Workload, re
 	case status.Failed:
 		verdict.Result = NotHealed
 		verdict.Message = fmt.Sprintf("not healed: the revision rolled back to fails too: %s (since %s)", status.Message, since)
-	case now.Sub(p.At) > status.Deadline:
+	case now.Sub(p.At) > status.Deadline && !status.Paused:
 		verdict.Result = NotHealed
 		verdict.Message = fmt.Sprintf("not healed: the revision rolled back to fails too: its rollout is not complete %s after %s (deadline %s): %s",
 			now.Sub(p.At), since, status.Deadline, status.Message)
