@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -173,17 +174,21 @@ func (s *KnativeStory) Run(ctx context.Context) (res KnativeResult, err error) {
 	}
 	// The notification carries both alerts of the group, the first already handled. The new
 	// pod has seen nothing (its process is new): only the state annotation on the Deployment
-	// can say already-handled, so that reason proves the state survived zero. A skip makes
-	// no Event (copies must not spend the workload's Event budget): the log says it.
-	if _, err := s.waitOutcome(ctx, "checkout-api", 0, "skipped", "already-handled"); err != nil {
+	// knows of the undo, so either answer proves the state survived zero. Once the undo's
+	// rollout is complete, the repeat verifies it: healed; while it is still rolling out, the
+	// group is already handled. Which one depends on how fast revision 1's pod is Ready.
+	// A skip makes no Event (copies must not spend the workload's Event budget): the log
+	// says it.
+	second, err := s.waitOutcome(ctx, "checkout-api", 0, [2]string{"healed", "healed"}, [2]string{"skipped", "already-handled"})
+	if err != nil {
 		return res, fmt.Errorf("the second alert: %w", err)
 	}
-	s.Logf("a second alert woke it again: answered in %s (cold), skipped already-handled (the state survived zero)", ms(res.ColdAgain))
+	s.Logf("a second alert woke it again: answered in %s (cold), %s (the state survived zero)", ms(res.ColdAgain), second)
 
 	// 3. Warm: a third alert while the pod runs; the pod count must not move meanwhile, or
 	// the answer would not be a warm one.
 	warm := watch.seen()
-	before, err := s.outcomesInLog(ctx, "checkout-api")
+	before, _, err := s.outcomesInLog(ctx, "checkout-api")
 	if err != nil {
 		return res, err
 	}
@@ -196,7 +201,7 @@ func (s *KnativeStory) Run(ctx context.Context) (res KnativeResult, err error) {
 	if h := watch.history(); watch.seen() != warm || h[len(h)-1] == 0 {
 		return res, fmt.Errorf("the function's pods changed while the warm alert was answered (counts %v since %d)", h, warm)
 	}
-	if _, err := s.waitOutcome(ctx, "checkout-api", len(before), "skipped", "already-handled"); err != nil {
+	if _, err := s.waitOutcome(ctx, "checkout-api", len(before), [2]string{"skipped", "already-handled"}); err != nil {
 		return res, fmt.Errorf("the third alert: %w", err)
 	}
 	s.Logf("a third alert, warm: answered in %s, skipped already-handled", ms(res.WarmAnswer))
@@ -305,10 +310,10 @@ func (s *KnativeStory) alertmanager(ctx context.Context, token string) (*notifyi
 
 // outcomesInLog returns the actions and reason codes the function logged for the workload
 // name, in order, from the logs of its pods now listed (those of earlier wakes may be).
-func (s *KnativeStory) outcomesInLog(ctx context.Context, name string) ([][2]string, error) {
+func (s *KnativeStory) outcomesInLog(ctx context.Context, name string) ([][2]string, string, error) {
 	out, err := s.Kube.Kubectl(ctx, "logs", "-n", s.Namespace, "-l", serviceLabel, "-c", "rollback", "--tail=-1")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var outcomes [][2]string
 	for _, line := range strings.Split(out, "\n") {
@@ -319,24 +324,32 @@ func (s *KnativeStory) outcomesInLog(ctx context.Context, name string) ([][2]str
 			outcomes = append(outcomes, [2]string{a, logField(line, "reason")})
 		}
 	}
-	return outcomes, nil
+	return outcomes, out, nil
 }
 
 // waitOutcome waits until the function has logged more than since outcomes for the workload
-// name, and returns the last one's action; with want set, it must be that action and reason.
-func (s *KnativeStory) waitOutcome(ctx context.Context, name string, since int, want ...string) (string, error) {
+// name, and returns the last one's action; with wants set, it must be one of those
+// (action, reason) pairs.
+func (s *KnativeStory) waitOutcome(ctx context.Context, name string, since int, wants ...[2]string) (string, error) {
 	var got [][2]string
+	var logs string
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, knativeTimeout, true, func(ctx context.Context) (bool, error) {
 		var err error
-		got, err = s.outcomesInLog(ctx, name)
+		var out string
+		got, out, err = s.outcomesInLog(ctx, name)
+		if len(out) >= len(logs) {
+			logs = out // the pod's log is gone once it scaled to zero: keep the fullest read
+		}
 		if err != nil || len(got) <= since {
 			return false, nil
 		}
-		last := got[len(got)-1]
-		return len(want) < 2 || (last[0] == want[0] && last[1] == want[1]), nil
+		return len(wants) == 0 || slices.Contains(wants, got[len(got)-1]), nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("the function's outcomes for %s are %v; want a new one %v: %w", name, got, want, err)
+		if lines := strings.Split(strings.TrimSpace(logs), "\n"); len(lines) > 10 {
+			logs = strings.Join(lines[len(lines)-10:], "\n")
+		}
+		return "", fmt.Errorf("the function's outcomes for %s are %v; want a new one of %v: %w (the last lines of its log read: %s)", name, got, wants, err, logs)
 	}
 	return got[len(got)-1][0], nil
 }
