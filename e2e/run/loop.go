@@ -908,75 +908,23 @@ func unschedulablePod(ctx context.Context, k *cluster.Cluster, ns, app string) (
 	return "", fmt.Errorf("no unschedulable pod of %s", app)
 }
 
-// FunctionSends says whether the function of this repository sends its results as
-// CloudEvents (its code reads K_SINK) and its counters over OTLP (its go.mod requires an
-// OTLP metrics exporter). ROLLBACK_LOOP_SINKS=1 or 0 overrides both.
-func FunctionSends() (cloudEvents, otlp bool, err error) {
-	switch os.Getenv("ROLLBACK_LOOP_SINKS") {
-	case "1":
-		return true, true, nil
-	case "0":
-		return false, false, nil
-	}
-	root, err := cluster.RepoRoot()
-	if err != nil {
-		return false, false, err
-	}
-	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
-	if err != nil {
-		return false, false, err
-	}
-	otlp = strings.Contains(string(mod), "go.opentelemetry.io/otel/exporters/otlp/otlpmetric")
-	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if path != root && (d.Name() == "e2e" || d.Name() == "tools" || strings.HasPrefix(d.Name(), ".")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if cloudEvents || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		cloudEvents = strings.Contains(string(b), `"K_SINK"`)
-		return nil
-	})
-	return cloudEvents, otlp, err
-}
-
-// FunctionSeries waits for a series the function pushed over OTLP that counts a decision
-// with action in ns, and returns the label sets of every series carrying such labels.
+// FunctionSeries waits for the function's decision counter, pushed over OTLP, to count a
+// decision with action in ns (alert_rollback_decisions_total, as the README names it), and
+// returns the label sets of those series.
 func (l *Loop) FunctionSeries(ctx context.Context, ns, action string) ([]map[string]string, error) {
 	var found []map[string]string
 	_, err := pollFor(ctx, sinkTimeout, func(ctx context.Context) (bool, error) {
-		all, err := l.Prometheus.Series(ctx, `{__name__=~".+", job!="kube-state-metrics"}`, l.Began, time.Now())
+		all, err := l.Prometheus.Series(ctx, `alert_rollback_decisions_total`, l.Began, time.Now())
 		if err != nil {
 			return false, nil
 		}
 		found = nil
 		for _, s := range all {
-			if hasLabel(s, "action", action) && hasLabel(s, "namespace", ns) {
+			if s["action"] == action && s["namespace"] == ns {
 				found = append(found, s)
 			}
 		}
 		return len(found) > 0, nil
 	})
 	return found, err
-}
-
-// hasLabel reports whether a label whose name ends in suffix (OTLP attributes may carry a
-// prefix) has the value v.
-func hasLabel(s map[string]string, suffix, v string) bool {
-	for k, val := range s {
-		if strings.HasSuffix(k, suffix) && val == v {
-			return true
-		}
-	}
-	return false
 }
