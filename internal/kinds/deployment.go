@@ -116,7 +116,7 @@ func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Read
 	for i := range rss {
 		if rs := &rss[i]; metav1.IsControlledBy(rs, dep) {
 			controlled = append(controlled, rs)
-			for _, n := range revisionHistory(rs.Annotations) {
+			for _, n := range revisionHistory(rs.Annotations[revisionHistoryAnnotation]) {
 				retired[n] = rs.Name
 			}
 		} else if c := metav1.GetControllerOf(rs); c != nil && !slices.ContainsFunc(w.Peers, func(p metav1.OwnerReference) bool { return p.UID == c.UID }) {
@@ -153,7 +153,7 @@ func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Read
 			Template:    &rs.Spec.Template,
 			Annotations: rs.Annotations,
 			Created:     rs.CreationTimestamp.Time,
-			Earlier:     revisionHistory(rs.Annotations),
+			Earlier:     revisionHistory(rs.Annotations[revisionHistoryAnnotation]),
 		})
 	}
 	sort.Slice(w.History, func(i, j int) bool { return w.History[i].Number > w.History[j].Number })
@@ -167,9 +167,9 @@ func (deployment) Load(ctx context.Context, e *Env, ns, name string, reads *Read
 
 // revisionHistory reads a ReplicaSet's revision-history annotation: the numbers it held
 // before, oldest first, as the controller appends them. What does not parse is left out.
-func revisionHistory(annotations map[string]string) []int64 {
+func revisionHistory(annotation string) []int64 {
 	var out []int64
-	for _, f := range strings.Split(annotations[revisionHistoryAnnotation], ",") {
+	for _, f := range strings.Split(annotation, ",") {
 		if n, err := strconv.ParseInt(f, 10, 64); err == nil {
 			out = append(out, n)
 		}

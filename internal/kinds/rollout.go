@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -256,7 +257,7 @@ func rolloutHistory(w *Workload, ro *rolloutObject, rss []appsv1.ReplicaSet) err
 	for i := range rss {
 		if rs := &rss[i]; metav1.IsControlledBy(rs, &ro.Meta) {
 			controlled = append(controlled, rs)
-			for _, n := range rolloutRevisionHistory(rs.Annotations) {
+			for _, n := range revisionHistory(rs.Annotations[rolloutRevisionHistoryAnnotation]) {
 				retired[n] = rs.Name
 			}
 		}
@@ -293,7 +294,8 @@ func rolloutHistory(w *Workload, ro *rolloutObject, rss []appsv1.ReplicaSet) err
 			Template:    template,
 			Annotations: rs.Annotations,
 			Created:     rs.CreationTimestamp.Time,
-			Earlier:     rolloutRevisionHistory(rs.Annotations),
+			// Its own number is not an earlier one (an aborted canary lists it there).
+			Earlier: slices.DeleteFunc(revisionHistory(rs.Annotations[rolloutRevisionHistoryAnnotation]), func(e int64) bool { return e == n }),
 		})
 	}
 	sort.Slice(w.History, func(i, j int) bool { return w.History[i].Number > w.History[j].Number })
@@ -301,18 +303,6 @@ func rolloutHistory(w *Workload, ro *rolloutObject, rss []appsv1.ReplicaSet) err
 		return fmt.Errorf("%w: no replicaset of rollout %s/%s holds its current revision %d", ErrForeignHistory, ns, name, current)
 	}
 	return nil
-}
-
-// rolloutRevisionHistory reads a ReplicaSet's rollout.argoproj.io/revision-history: the
-// numbers it held before, oldest first.
-func rolloutRevisionHistory(annotations map[string]string) []int64 {
-	var out []int64
-	for _, f := range strings.Split(annotations[rolloutRevisionHistoryAnnotation], ",") {
-		if n, err := strconv.ParseInt(f, 10, 64); err == nil {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // derivative reports whether the Rollout's template (unstructured, not defaulted) is
