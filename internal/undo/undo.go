@@ -238,7 +238,7 @@ func (u *Undoer) attempt(ctx context.Context, k kinds.Kind, req Request, reads *
 	// A workload run by one of another kind without being controlled by it (kinds.Follower:
 	// an Argo Rollout's workloadRef Deployment) is that one's to undo, as an owner's is.
 	if t, ok, err := kinds.Follow(ctx, u.env, w); err != nil {
-		return Change{UID: w.UID, Notes: done.notes, Related: done.related}, err
+		return Change{UID: w.UID, Notes: done.notes, Related: done.related}, fmt.Errorf("find the workload that runs %s: %w", w.Ref, err)
 	} else if ok {
 		return Change{UID: w.UID, Notes: done.notes, Related: done.related}, &followOwner{from: w.Ref, to: t}
 	}
