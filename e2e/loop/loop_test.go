@@ -50,6 +50,13 @@ func TestLoop(t *testing.T) {
 	}
 
 	t.Run("shipped rules use real series", func(t *testing.T) {
+		// The crash-loop rule's series appears only minutes into a crash loop: wait for it
+		// (bounded) rather than let a fast run check before it exists.
+		took, err := l.WaitCrashLoopBackOff(ctx, 6*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the crash-looping pod's CrashLoopBackOff reached Prometheus %s after the pod was created", took.Round(time.Second))
 		rules := loadedRules(ctx, t, l)
 		checked := 0
 		for _, r := range rules {

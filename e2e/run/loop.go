@@ -61,8 +61,9 @@ type Loop struct {
 	// Began is when the loop started: every series it checks is newer.
 	Began time.Time
 
-	watch     *podWatch
-	stopWatch context.CancelFunc
+	watch        *podWatch
+	stopWatch    context.CancelFunc
+	crashCreated time.Time
 }
 
 // LoopOptions configure StartLoop.
@@ -93,6 +94,13 @@ func StartLoop(ctx context.Context, o LoopOptions) (_ *Loop, err error) {
 	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "alert-rollback-auth"}, StringData: map[string]string{"token": token}}
 	if _, err := k.Clientset.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	// A pod crash looping outside any workload, started first: the kubelet reports
+	// CrashLoopBackOff only minutes into a crash loop (WaitCrashLoopBackOff). It gives the
+	// shipped crash-loop rule its waiting-reason series, and the rule (which keeps only pods
+	// a workload owns) must not fire for it.
+	if err := l.crashLoopingPod(ctx); err != nil {
 		return nil, err
 	}
 	if l.Receiver, err = StartReceiver(k, receiverListen); err != nil {
@@ -154,12 +162,6 @@ func StartLoop(ctx context.Context, o LoopOptions) (_ *Loop, err error) {
 		return nil, fmt.Errorf("kservice.yaml not Ready: %w: %s", err, out)
 	}
 	l.Logf("kservice.yaml Ready in %s, with %s", time.Since(began).Round(time.Millisecond), envText(SinkEnv()))
-	// A pod crash looping outside any workload: the shipped crash-loop rule's
-	// waiting-reason series exists, and the rule (which keeps only pods a workload owns)
-	// must not fire for it.
-	if err := l.crashLoopingPod(ctx); err != nil {
-		return nil, err
-	}
 	if err := l.watch.waitFor(ctx, 0); err != nil {
 		return nil, fmt.Errorf("the function did not scale to zero: %w", err)
 	}
@@ -232,17 +234,44 @@ func startKSM(ctx context.Context, k *cluster.Cluster, dir string) (*cluster.Pro
 	}, cluster.HTTPReadyVia(k.HTTP, "http://"+ksmListen+"/healthz"))
 }
 
-// crashLoopingPod starts a bare pod whose container exits at once.
+// crashLoopingName is the bare pod whose container exits at once.
+const crashLoopingName = "crash-looping"
+
+// crashLoopingPod starts the bare pod whose container exits at once.
 func (l *Loop) crashLoopingPod(ctx context.Context) error {
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "crash-looping", Namespace: l.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: crashLoopingName, Namespace: l.Namespace},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: new(int64),
 			Containers:                    []corev1.Container{{Name: "app", Image: cluster.CrashImage, ImagePullPolicy: corev1.PullNever}},
 		},
 	}
-	_, err := l.Kube.Clientset.CoreV1().Pods(l.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	created, err := l.Kube.Clientset.CoreV1().Pods(l.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err == nil {
+		l.crashCreated = created.CreationTimestamp.Time
+	}
 	return err
+}
+
+// WaitCrashLoopBackOff waits until Prometheus holds a CrashLoopBackOff sample of the crash
+// looping pod, and returns how long after the pod's creation that was first seen.
+//
+// Kubernetes 1.35's kubelet syncs a crash-looping pod again when its back-off expires,
+// and only then writes its status: CrashLoopBackOff is in the status between that sync and
+// the restart, milliseconds, until a back-off outlasts the kubelet's 1-minute resync (80 s,
+// the fourth crash), about 2 to 5 minutes into the loop. A fast loop ends before that.
+func (l *Loop) WaitCrashLoopBackOff(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	sel := fmt.Sprintf(`kube_pod_container_status_waiting_reason{namespace=%q, pod=%q, reason="CrashLoopBackOff"}`, l.Namespace, crashLoopingName)
+	var seen time.Time
+	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
+		s, err := l.Prometheus.Series(ctx, sel, l.Began, time.Now())
+		seen = time.Now()
+		return len(s) > 0, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("no %s in Prometheus %s after the pod was created: %w", sel, time.Since(l.crashCreated).Round(time.Second), err)
+	}
+	return seen.Sub(l.crashCreated), nil
 }
 
 // Stop stops every component the loop started (the cluster is the caller's).
