@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/protobuf/proto"
 
@@ -22,48 +19,6 @@ import (
 	"github.com/sre-kit/alert-rollback/internal/outcome"
 	"github.com/sre-kit/alert-rollback/internal/sink"
 )
-
-// ceReceiver is a real CloudEvents receiver (sdk-go's StartReceiver) on 127.0.0.1.
-type ceReceiver struct {
-	URL string
-	mu  sync.Mutex
-	got []cloudevents.Event
-}
-
-func newCEReceiver(t *testing.T) *ceReceiver {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := cloudevents.NewHTTP(cehttp.WithListener(ln))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cloudevents.NewClient(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &ceReceiver{URL: "http://" + ln.Addr().String()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.StartReceiver(ctx, func(ev cloudevents.Event) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.got = append(r.got, ev)
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return r
-}
-
-func (r *ceReceiver) events() []cloudevents.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]cloudevents.Event(nil), r.got...)
-}
 
 // otlpReceiver takes OTLP/HTTP metric exports, as a collector or Prometheus would, and
 // keeps the last value of each counter point as "name{k=v,...}".
@@ -121,7 +76,7 @@ func (o *otlpReceiver) counters() map[string]int64 {
 // per result, typed by action, about its workload, carrying the row, and the OTLP endpoint
 // has the counts (the periodic push is an hour away: only Stop's flush can have sent them).
 func TestTelemetryOnStop(t *testing.T) {
-	rec, otlp := newCEReceiver(t), newOTLPReceiver(t)
+	rec, otlp := fixture.NewCEReceiver(t), newOTLPReceiver(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
 	objs, badPod := brokenDeployment(ownNamespace)
@@ -149,7 +104,7 @@ func TestTelemetryOnStop(t *testing.T) {
 		t.Fatalf("Stop() = %v", err)
 	}
 
-	events := rec.events()
+	events := rec.Events()
 	if len(events) != len(answers) {
 		t.Fatalf("the sink got %d events; want %d, one per result %+v", len(events), len(answers), answers)
 	}

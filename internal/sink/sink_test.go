@@ -4,61 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
-
-// receiver is a real CloudEvents receiver (sdk-go's StartReceiver) on 127.0.0.1.
-type receiver struct {
-	URL string
-	mu  sync.Mutex
-	got []cloudevents.Event
-}
-
-func newReceiver(t *testing.T) *receiver {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := cloudevents.NewHTTP(cehttp.WithListener(ln))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cloudevents.NewClient(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &receiver{URL: "http://" + ln.Addr().String()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.StartReceiver(ctx, func(ev cloudevents.Event) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.got = append(r.got, ev)
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return r
-}
-
-func (r *receiver) events() []cloudevents.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]cloudevents.Event(nil), r.got...)
-}
 
 func result(action outcome.Action, reason outcome.Reason, name string) outcome.Result {
 	return outcome.Result{AlertName: "KubePodUnschedulable", Fingerprint: "0123456789abcdef", Namespace: "shop",
@@ -165,7 +121,7 @@ func TestDelivery(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		url   func(*receiver) string
+		url   func(*fixture.CEReceiver) string
 		queue int
 		sends int
 		// closeWithin bounds Close.
@@ -175,26 +131,26 @@ func TestDelivery(t *testing.T) {
 		wantCloseErr bool
 	}{
 		{
-			name: "receiver up: every event, after Close", url: func(r *receiver) string { return r.URL }, queue: 100, sends: 50,
+			name: "receiver up: every event, after Close", url: func(r *fixture.CEReceiver) string { return r.URL }, queue: 100, sends: 50,
 			closeWithin: 10 * time.Second, wantReceived: 50,
 			wantCounts: func(c Counts) bool { return c == Counts{Sent: 50} },
 		},
 		{
-			name: "sink hangs: the queue fills, the rest is dropped, Close gives up", url: func(*receiver) string { return hanging.URL },
+			name: "sink hangs: the queue fills, the rest is dropped, Close gives up", url: func(*fixture.CEReceiver) string { return hanging.URL },
 			queue: 2, sends: 10, closeWithin: 200 * time.Millisecond, wantCloseErr: true,
 			// One may be in flight, two queued: at least seven dropped at once; all ten end
 			// failed or dropped.
 			wantCounts: func(c Counts) bool { return c.Sent == 0 && c.Failed+c.Dropped == 10 && c.Dropped >= 7 },
 		},
 		{
-			name: "sink down: each send fails, counted", url: func(*receiver) string { return gone.URL }, queue: 100, sends: 5,
+			name: "sink down: each send fails, counted", url: func(*fixture.CEReceiver) string { return gone.URL }, queue: 100, sends: 5,
 			closeWithin: 10 * time.Second,
 			wantCounts:  func(c Counts) bool { return c == Counts{Failed: 5} },
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := newReceiver(t)
+			rec := fixture.NewCEReceiver(t)
 			s, err := New(Config{URL: tc.url(rec), Source: "/test", Queue: tc.queue, SendTimeout: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)
@@ -224,7 +180,7 @@ func TestDelivery(t *testing.T) {
 			mu.Unlock()
 			if tc.wantReceived > 0 {
 				var subjects []string
-				for _, ev := range rec.events() {
+				for _, ev := range rec.Events() {
 					subjects = append(subjects, ev.Subject())
 				}
 				if diff := cmp.Diff(want[:tc.wantReceived], subjects); diff != "" {
