@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,17 +13,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sre-kit/alert-rollback/e2e/cluster"
+	"github.com/sre-kit/alert-rollback/internal/fixture"
 	"github.com/sre-kit/alert-rollback/internal/outcome"
 )
 
@@ -46,7 +43,7 @@ func TestTelemetryReachesPrometheusAndSink(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	prom := startPrometheus(t, e.dir)
-	sink := newEventReceiver(t)
+	sink := fixture.NewCEReceiver(t)
 	denied := e.ns + "-denied"
 	if err := kube.CreateNamespace(ctx, denied); err != nil {
 		t.Fatal(err)
@@ -178,7 +175,7 @@ func TestTelemetryReachesPrometheusAndSink(t *testing.T) {
 	})
 
 	t.Run("one CloudEvent per result", func(t *testing.T) {
-		events := sink.events()
+		events := sink.Events()
 		if len(events) != len(results) {
 			t.Fatalf("%d events; want %d", len(events), len(results))
 		}
@@ -360,46 +357,4 @@ func (p *prometheus) query(t *testing.T, q string) []sample {
 		t.Fatalf("query %s: %v %s", q, err, body.Error)
 	}
 	return body.Data.Result
-}
-
-// eventReceiver is a real CloudEvents receiver (sdk-go's StartReceiver) on 127.0.0.1.
-type eventReceiver struct {
-	URL string
-	mu  sync.Mutex
-	got []cloudevents.Event
-}
-
-func newEventReceiver(t *testing.T) *eventReceiver {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := cloudevents.NewHTTP(cehttp.WithListener(ln))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cloudevents.NewClient(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &eventReceiver{URL: "http://" + ln.Addr().String()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.StartReceiver(ctx, func(ev cloudevents.Event) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.got = append(r.got, ev)
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return r
-}
-
-func (r *eventReceiver) events() []cloudevents.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]cloudevents.Event(nil), r.got...)
 }

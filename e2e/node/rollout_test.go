@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -161,27 +162,9 @@ func (a *argo) createRef(name, dep string) string {
 	if _, err := kube.Clientset.AppsV1().Deployments(a.ns).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
 		a.t.Fatal(err)
 	}
-	ro := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-		"metadata": map[string]any{"name": name, "namespace": a.ns},
-		"spec": map[string]any{
-			"replicas":    int64(2),
-			"selector":    map[string]any{"matchLabels": map[string]any{"app": name}},
-			"workloadRef": map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": dep},
-			"strategy": map[string]any{"canary": map[string]any{"steps": []any{
-				map[string]any{"setWeight": int64(50)},
-				map[string]any{"pause": map[string]any{"duration": "2s"}},
-			}}},
-		},
-	}}
-	if _, err := a.dyn.Create(context.Background(), ro, metav1.CreateOptions{}); err != nil {
-		a.t.Fatal(err)
-	}
-	healthy := a.waitRollout(name, "revision 1 Healthy", func(ro *unstructured.Unstructured) bool {
-		h := status(ro, "stableRS")
-		return h != "" && h == status(ro, "currentPodHash") && status(ro, "phase") == "Healthy" && a.serving(h, cluster.AppImage, 2)
+	return a.startCanary(name, map[string]any{
+		"workloadRef": map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": dep},
 	})
-	return status(healthy, "stableRS")
 }
 
 // setDeploymentImage makes a new template of Deployment name, running image.
@@ -247,29 +230,39 @@ type argo struct {
 
 func (a *argo) with(t *testing.T) *argo { b := *a; b.t = t; return &b }
 
-// create makes the canary Rollout name at the app's image (revision 1, two replicas; a new
-// revision goes to 50% of the pods, then the rest after 2 s) and returns its ReplicaSet's
-// hash once it is Healthy.
+// create makes the canary Rollout name at the app's image (revision 1) and returns its
+// ReplicaSet's hash once it is Healthy.
 func (a *argo) create(name string) string {
 	a.t.Helper()
+	return a.startCanary(name, map[string]any{
+		"template": map[string]any{
+			"metadata": map[string]any{"labels": map[string]any{"app": name}},
+			"spec": map[string]any{"containers": []any{map[string]any{
+				"name": "app", "image": cluster.AppImage, "imagePullPolicy": "Never",
+				"resources": map[string]any{"requests": map[string]any{"cpu": "10m"}},
+			}}},
+		},
+	})
+}
+
+// startCanary makes the canary Rollout name whose pods come from pods (its template, or a
+// workloadRef): two replicas, labelled app=name; a new revision goes to 50% of the pods,
+// then the rest after 2 s. It returns the first ReplicaSet's hash once it is Healthy.
+func (a *argo) startCanary(name string, pods map[string]any) string {
+	a.t.Helper()
+	spec := map[string]any{
+		"replicas": int64(2),
+		"selector": map[string]any{"matchLabels": map[string]any{"app": name}},
+		"strategy": map[string]any{"canary": map[string]any{"steps": []any{
+			map[string]any{"setWeight": int64(50)},
+			map[string]any{"pause": map[string]any{"duration": "2s"}},
+		}}},
+	}
+	maps.Copy(spec, pods)
 	ro := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
 		"metadata": map[string]any{"name": name, "namespace": a.ns},
-		"spec": map[string]any{
-			"replicas": int64(2),
-			"selector": map[string]any{"matchLabels": map[string]any{"app": name}},
-			"template": map[string]any{
-				"metadata": map[string]any{"labels": map[string]any{"app": name}},
-				"spec": map[string]any{"containers": []any{map[string]any{
-					"name": "app", "image": cluster.AppImage, "imagePullPolicy": "Never",
-					"resources": map[string]any{"requests": map[string]any{"cpu": "10m"}},
-				}}},
-			},
-			"strategy": map[string]any{"canary": map[string]any{"steps": []any{
-				map[string]any{"setWeight": int64(50)},
-				map[string]any{"pause": map[string]any{"duration": "2s"}},
-			}}},
-		},
+		"spec":     spec,
 	}}
 	if _, err := a.dyn.Create(context.Background(), ro, metav1.CreateOptions{}); err != nil {
 		a.t.Fatal(err)
