@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -202,21 +201,11 @@ func TestTelemetryReachesPrometheusAndSink(t *testing.T) {
 // it would without a sink, in less than the 5 s a send may take (it did not wait for one),
 // and exits on SIGTERM within its flush bound.
 func TestSinkNeverDelaysTheAnswer(t *testing.T) {
-	hang := make(chan struct{})
-	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-hang:
-		case <-r.Context().Done():
-		}
-	}))
-	t.Cleanup(hanging.Close)
-	t.Cleanup(func() { close(hang) })
-	down := httptest.NewServer(http.NotFoundHandler())
-	down.Close()
+	hanging, down := fixture.HangingURL(t), fixture.GoneURL()
 
 	tests := []struct{ name, sink string }{
-		{"sink hangs", hanging.URL},
-		{"sink down", down.URL},
+		{"sink hangs", hanging},
+		{"sink down", down},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

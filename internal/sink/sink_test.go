@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -106,18 +104,7 @@ func TestNewRefusesBadURL(t *testing.T) {
 // is counted; a sink that hangs or is gone costs Send nothing: full, the queue drops and
 // counts, and Close gives up when its time is up.
 func TestDelivery(t *testing.T) {
-	hang := make(chan struct{})
-	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-hang:
-		case <-r.Context().Done():
-		}
-	}))
-	// Cleanups run last first: the handlers are let go before the server waits for them.
-	t.Cleanup(hanging.Close)
-	t.Cleanup(func() { close(hang) })
-	gone := httptest.NewServer(http.NotFoundHandler())
-	gone.Close()
+	hanging, gone := fixture.HangingURL(t), fixture.GoneURL()
 
 	tests := []struct {
 		name  string
@@ -136,14 +123,14 @@ func TestDelivery(t *testing.T) {
 			wantCounts: func(c Counts) bool { return c == Counts{Sent: 50} },
 		},
 		{
-			name: "sink hangs: the queue fills, the rest is dropped, Close gives up", url: func(*fixture.CEReceiver) string { return hanging.URL },
+			name: "sink hangs: the queue fills, the rest is dropped, Close gives up", url: func(*fixture.CEReceiver) string { return hanging },
 			queue: 2, sends: 10, closeWithin: 200 * time.Millisecond, wantCloseErr: true,
 			// One may be in flight, two queued: at least seven dropped at once; all ten end
 			// failed or dropped.
 			wantCounts: func(c Counts) bool { return c.Sent == 0 && c.Failed+c.Dropped == 10 && c.Dropped >= 7 },
 		},
 		{
-			name: "sink down: each send fails, counted", url: func(*fixture.CEReceiver) string { return gone.URL }, queue: 100, sends: 5,
+			name: "sink down: each send fails, counted", url: func(*fixture.CEReceiver) string { return gone }, queue: 100, sends: 5,
 			closeWithin: 10 * time.Second,
 			wantCounts:  func(c Counts) bool { return c == Counts{Failed: 5} },
 		},
